@@ -1,0 +1,23 @@
+"""spanmix.proxies: the proxy transformer built from a schedule, its cost, and its training.
+
+Knows torch and Lightning, never Optuna.
+"""
+
+from proxies.attention import full_attention, local_attention, reference_attention
+from proxies.cost import CostReport, closed_form, count, kv_cache_bytes, measure_latency
+from proxies.model import ConfigError, ProxyConfig, ProxyGPT, build_model
+
+__all__ = [
+    "ConfigError",
+    "CostReport",
+    "ProxyConfig",
+    "ProxyGPT",
+    "build_model",
+    "closed_form",
+    "count",
+    "full_attention",
+    "kv_cache_bytes",
+    "local_attention",
+    "measure_latency",
+    "reference_attention",
+]

@@ -1,0 +1,248 @@
+"""Attention kernels whose cost follows the schedule.
+
+Full layers use causal SDPA. Local layers use :func:`local_attention`, which on the CPU runs only
+causal sub-problems whose size is the window, so its cost grows as T*w, not T^2:
+
+* ``block`` (MASFormer): one causal attention per block of ``w`` tokens.
+* ``sliding``: with chunks of ``c = w - 1`` tokens, a query at offset ``i`` of its chunk sees its own
+  chunk up to ``i`` (causal) and the previous chunk from offset ``i`` on. Reversing that previous
+  chunk and the queries turns the second part into a causal problem too, so both parts run on the
+  fused causal kernel (which skips masked tiles), and the two softmaxes are merged by their
+  log-sum-exp. The backward pass feeds the merged output and log-sum-exp to each part's fused
+  backward, which gives exact gradients (the same identity ring attention uses).
+
+On CUDA the same patterns run through FlexAttention with a block mask.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+_flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default
+_flash_backward = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward.default
+
+
+def _sliding(block: bool, window: int) -> bool:
+    return not block and window > 1
+
+
+def chunk_size(window: int, block: bool, seq_len: int) -> int:
+    """The side of the causal sub-problems the CPU kernel solves for this pattern."""
+    return min(window - 1 if _sliding(block, window) else window, seq_len)
+
+
+def kernel_pairs(seq_len: int, window: int, block: bool) -> int:
+    """Query-key pairs inside the sub-problems the CPU kernel runs.
+
+    This is what the kernel computes, next to what the pattern allows (``Layer.attended_pairs``);
+    the two differ only by the masked part of a ragged tail against its previous chunk.
+    """
+    own, prev = _pieces(seq_len, window, block)
+    return sum(p.n * (p.q_len * p.k_len if p.upper else p.q_len * (p.q_len + 1) // 2) for p in own + prev)
+
+
+def allowed_mask(seq_len: int, window: int | None, block: bool = False, device: torch.device | None = None) -> Tensor:
+    """The (T, T) boolean mask of the pattern: the definition the fast kernels are tested against."""
+    i = torch.arange(seq_len, device=device)
+    q, k = i[:, None], i[None, :]
+    mask = k <= q
+    if window is None:
+        return mask
+    if block:
+        return mask & (q // window == k // window)
+    return mask & (k > q - window)
+
+
+def reference_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+    """Dense masked attention in plain maths (no fused kernel): the ground truth for tests."""
+    scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+    return torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1) @ v
+
+
+# --- CPU kernel ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Piece:
+    """One batched sub-problem: ``n`` query runs of ``q_len`` rows from ``q_start`` against ``n`` key
+    runs of ``k_len`` rows from ``k_start``; causal (top-left) or, for a ragged tail, ``key >= query``.
+    ``reverse`` flips both runs so a ``key >= query`` pattern becomes causal."""
+
+    q_start: int
+    k_start: int
+    n: int
+    q_len: int
+    k_len: int
+    reverse: bool = False
+    upper: bool = False
+
+
+def _pieces(seq_len: int, window: int, block: bool) -> tuple[list[_Piece], list[_Piece]]:
+    """The sub-problems of a pattern: those covering every query (own chunk), and those covering
+    queries from ``chunk_size`` on (previous chunk, sliding only). No padding: a ragged tail is its
+    own piece."""
+    c = chunk_size(window, block, seq_len)
+    n, t = divmod(seq_len, c)
+    own = [_Piece(0, 0, n, c, c)] + ([_Piece(n * c, n * c, 1, t, t)] if t else [])
+    if not _sliding(block, window):
+        return own, []
+    prev = [_Piece(c, 0, n - 1, c, c, reverse=True)] if n > 1 else []
+    if t and n:
+        prev.append(_Piece(n * c, (n - 1) * c, 1, t, c, upper=True))
+    return own, prev
+
+
+def _view(x: Tensor, start: int, n: int, length: int, reverse: bool) -> Tensor:
+    """Rows ``start .. start + n*length`` of (B, H, T, ...) as (B*H, n, length, ...)."""
+    b, h = x.shape[:2]
+    y = x[:, :, start : start + n * length].reshape(b * h, n, length, *x.shape[3:])
+    return y.flip(2) if reverse else y
+
+
+def _unview(y: Tensor, b: int, h: int, reverse: bool) -> Tensor:
+    y = y.flip(2) if reverse else y
+    return y.reshape(b, h, -1, *y.shape[3:])
+
+
+def _upper_mask(p: _Piece, dtype: torch.dtype) -> Tensor:
+    i = torch.arange(p.q_len)[:, None]
+    m = torch.arange(p.k_len)[None, :]
+    return torch.zeros(p.q_len, p.k_len, dtype=dtype).masked_fill(m < i, float("-inf"))
+
+
+def _run(pieces: list[_Piece], q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    """Forward of consecutive pieces; their query rows are contiguous, so results concatenate."""
+    b, h = q.shape[:2]
+    outs, lses = [], []
+    for p in pieces:
+        qv = _view(q, p.q_start, p.n, p.q_len, p.reverse)
+        kv, vv = (_view(x, p.k_start, p.n, p.k_len, p.reverse) for x in (k, v))
+        mask = _upper_mask(p, q.dtype) if p.upper else None
+        out, lse = _flash(qv, kv, vv, 0.0, not p.upper, attn_mask=mask)
+        outs.append(_unview(out, b, h, p.reverse))
+        lses.append(_unview(lse, b, h, p.reverse))
+    return torch.cat(outs, dim=2), torch.cat(lses, dim=2)
+
+
+def _local_forward(q: Tensor, k: Tensor, v: Tensor, window: int, block: bool) -> tuple[Tensor, Tensor]:
+    own, prev = _pieces(q.shape[2], window, block)
+    out, lse = _run(own, q, k, v)
+    if prev:
+        start = prev[0].q_start
+        out2, lse2 = _run(prev, q, k, v)
+        head_lse = lse[:, :, start:]
+        merged = torch.logaddexp(head_lse, lse2)
+        tail = out[:, :, start:].float() * (head_lse - merged).exp().unsqueeze(-1)
+        tail += out2.float() * (lse2 - merged).exp().unsqueeze(-1)
+        out = torch.cat([out[:, :, :start], tail.to(out.dtype)], dim=2)
+        lse = torch.cat([lse[:, :, :start], merged], dim=2)
+    return out.contiguous(), lse.contiguous()
+
+
+def _local_backward(
+    grad: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, window: int, block: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    b, h = q.shape[:2]
+    dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+    own, prev = _pieces(q.shape[2], window, block)
+    for p in own + prev:
+        # each piece's fused backward, fed the merged output and log-sum-exp, yields its exact share
+        qs = (_view(x, p.q_start, p.n, p.q_len, p.reverse) for x in (grad, q))
+        ks = (_view(x, p.k_start, p.n, p.k_len, p.reverse) for x in (k, v))
+        os = (_view(x, p.q_start, p.n, p.q_len, p.reverse) for x in (out, lse))
+        mask = _upper_mask(p, q.dtype) if p.upper else None
+        gq, gk, gv = _flash_backward(*qs, *ks, *os, 0.0, not p.upper, attn_mask=mask)
+        qrows = slice(p.q_start, p.q_start + p.n * p.q_len)
+        krows = slice(p.k_start, p.k_start + p.n * p.k_len)
+        dq[:, :, qrows] += _unview(gq, b, h, p.reverse)
+        dk[:, :, krows] += _unview(gk, b, h, p.reverse)
+        dv[:, :, krows] += _unview(gv, b, h, p.reverse)
+    return dq, dk, dv
+
+
+@torch.library.custom_op("spanmix::local_attention", mutates_args=())
+def _local_attention_op(q: Tensor, k: Tensor, v: Tensor, window: int, block: bool) -> tuple[Tensor, Tensor]:
+    return _local_forward(q, k, v, window, block)
+
+
+@_local_attention_op.register_fake
+def _(q: Tensor, k: Tensor, v: Tensor, window: int, block: bool) -> tuple[Tensor, Tensor]:
+    return torch.empty_like(q), q.new_empty(q.shape[:3], dtype=torch.float32)
+
+
+@torch.library.custom_op("spanmix::local_attention_backward", mutates_args=())
+def _local_attention_backward_op(
+    grad: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, window: int, block: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    return _local_backward(grad, q, k, v, out, lse, window, block)
+
+
+@_local_attention_backward_op.register_fake
+def _(grad, q, k, v, out, lse, window, block):  # type: ignore[no-untyped-def]
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+def _setup_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
+    q, k, v, window, block = inputs
+    ctx.save_for_backward(q, k, v, *output)
+    ctx.window, ctx.block = window, block
+
+
+def _backward(ctx, grad_out: Tensor, _grad_lse: Tensor | None):  # type: ignore[no-untyped-def]
+    # the log-sum-exp is an internal by-product; nothing downstream differentiates it
+    q, k, v, out, lse = ctx.saved_tensors
+    dq, dk, dv = _local_attention_backward_op(grad_out.contiguous(), q, k, v, out, lse, ctx.window, ctx.block)
+    return dq, dk, dv, None, None
+
+
+_local_attention_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# --- CUDA kernel ----------------------------------------------------------------------------------------
+@functools.cache
+def _flex_block_mask(seq_len: int, window: int, block: bool, device: str):  # type: ignore[no-untyped-def]
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    if block:
+        def mask_mod(b, h, q, k):  # type: ignore[no-untyped-def]
+            return (k <= q) & (q // window == k // window)
+    else:
+        def mask_mod(b, h, q, k):  # type: ignore[no-untyped-def]
+            return (k <= q) & (k > q - window)
+    return create_block_mask(mask_mod, None, None, seq_len, seq_len, device=device)
+
+
+@functools.cache
+def _compiled_flex():  # type: ignore[no-untyped-def]
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def flex_local_attention(q: Tensor, k: Tensor, v: Tensor, window: int, block: bool, compiled: bool = True) -> Tensor:
+    """FlexAttention with a block mask (skips whole masked tiles); the CUDA path."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    mask = _flex_block_mask(q.shape[2], window, block, str(q.device))
+    fn = _compiled_flex() if compiled else flex_attention
+    return fn(q, k, v, block_mask=mask)
+
+
+# --- public entry points -------------------------------------------------------------------------------
+def local_attention(q: Tensor, k: Tensor, v: Tensor, window: int, block: bool = False) -> Tensor:
+    """Causal local attention over (batch, heads, T, head_dim) tensors.
+
+    ``block=False``: sliding window (a token sees itself and ``window - 1`` predecessors);
+    ``block=True``: MASFormer blocks of ``window`` tokens.
+    """
+    if q.is_cuda:
+        return flex_local_attention(q, k, v, window, block)
+    return _local_attention_op(q, k, v, window, block)[0]
+
+
+def full_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """Causal attention over the whole prefix (fused SDPA)."""
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True)

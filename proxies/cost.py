@@ -1,0 +1,231 @@
+"""What a schedule costs: counted by fvcore on the real model, in closed form, and measured.
+
+Convention (fvcore's): one multiply-add is one FLOP. Matrix products are counted (projections, MLP,
+LM head, and the attention score and value products); element-wise work (norms, RoPE, GELU,
+softmax, residual adds) is not. Attention counts the query-key pairs its pattern allows, as
+MASFormer counts cost: causal full attention has T(T+1)/2 pairs per head, each costing
+``head_dim`` multiply-adds for the score and ``head_dim`` for the value product.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from fvcore.nn import FlopCountAnalysis
+from fvcore.nn.jit_handles import get_shape
+
+from proxies.attention import kernel_pairs
+from proxies.model import ProxyConfig, build_model
+from space import Layer, Schedule
+
+log = logging.getLogger(__name__)
+
+ATTENTION_OPS = ("scaled_dot_product_attention", "local_attention")
+# element-wise work the convention leaves out; anything else fvcore cannot count is an error
+UNCOUNTED_OPS = frozenset(
+    {"aten::mul", "aten::add", "aten::sub", "aten::neg", "aten::rms_norm", "aten::gelu", "aten::embedding", "aten::cos", "aten::sin"}
+)
+
+
+class CountError(RuntimeError):
+    """fvcore met an operator the cost convention does not know how to count."""
+
+
+def _attention_macs(q_shape: list[int], layer: Layer) -> int:
+    b, h, t, hd = q_shape
+    return 2 * b * h * hd * layer.attended_pairs(t)
+
+
+def _sdpa_handle(inputs: list[Any], outputs: list[Any]) -> int:
+    q, k = get_shape(inputs[0]), get_shape(inputs[1])
+    attn_mask, is_causal = inputs[3].toIValue(), inputs[5].toIValue()
+    if attn_mask is not None or not is_causal or q[2] != k[2]:
+        raise CountError("only causal self-attention SDPA (is_causal=True, no mask) has a counting rule")
+    return _attention_macs(q, Layer("full"))
+
+
+def _local_handle(inputs: list[Any], outputs: list[Any]) -> int:
+    window, block = inputs[3].toIValue(), inputs[4].toIValue()
+    return _attention_macs(get_shape(inputs[0]), Layer("block" if block else "sliding", window))
+
+
+def closed_form(cfg: ProxyConfig, schedule: Schedule, seq_len: int, batch: int = 1) -> dict[str, Any]:
+    """Multiply-adds per layer part, by formula alone (no model)."""
+    d, t = cfg.d_model, seq_len
+    per_layer = [
+        {
+            "attention": batch * 2 * d * layer.attended_pairs(t),
+            "projections": batch * 4 * d * d * t,
+            "mlp": batch * 2 * cfg.mlp_ratio * d * d * t,
+        }
+        for layer in schedule.layers
+    ]
+    lm_head = batch * t * d * cfg.vocab_size
+    total = lm_head + sum(sum(p.values()) for p in per_layer)
+    return {"layers": per_layer, "lm_head": lm_head, "total": total}
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """Multiply-adds of one layer, as fvcore counted them on the model."""
+
+    index: int
+    token: str
+    attention: int
+    attention_kernel: int
+    projections: int
+    mlp: int
+
+    @property
+    def total(self) -> int:
+        return self.attention + self.projections + self.mlp
+
+
+@dataclass(frozen=True)
+class CostReport:
+    """A schedule's cost at one sequence length and batch, next to the all-full schedule's."""
+
+    schedule: str
+    seq_len: int
+    batch: int
+    layers: tuple[LayerCost, ...]
+    lm_head: int
+    total: int
+    closed_form_total: int
+    full_total: int
+    full_attention: int
+    kv_cache_bytes: int
+    full_kv_cache_bytes: int
+
+    @property
+    def attention(self) -> int:
+        return sum(layer.attention for layer in self.layers)
+
+    @property
+    def attention_kernel(self) -> int:
+        return sum(layer.attention_kernel for layer in self.layers)
+
+    @property
+    def ratio(self) -> float:
+        """Total multiply-adds over the all-full schedule's."""
+        return self.total / self.full_total
+
+    @property
+    def attention_ratio(self) -> float:
+        return self.attention / self.full_attention
+
+    @property
+    def kv_ratio(self) -> float:
+        return self.kv_cache_bytes / self.full_kv_cache_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(ratio=self.ratio, attention_ratio=self.attention_ratio, kv_ratio=self.kv_ratio,
+                    attention=self.attention, attention_kernel=self.attention_kernel)
+        return data
+
+    def table(self) -> str:
+        """The per-layer breakdown as aligned text (mega multiply-adds)."""
+        rows = [f"{'layer':>5} {'kind':>6} {'attn':>10} {'kernel':>10} {'proj':>10} {'mlp':>10}  (M MACs)"]
+        for c in self.layers:
+            rows.append(
+                f"{c.index:>5} {c.token:>6} {c.attention / 1e6:>10.2f} {c.attention_kernel / 1e6:>10.2f} "
+                f"{c.projections / 1e6:>10.2f} {c.mlp / 1e6:>10.2f}"
+            )
+        rows.append(
+            f"total {self.total / 1e9:.4f} G MACs ({self.ratio:.1%} of all-full), attention {self.attention_ratio:.1%} "
+            f"of all-full, KV cache {self.kv_cache_bytes / 2**20:.2f} MiB ({self.kv_ratio:.1%})"
+        )
+        return "\n".join(rows)
+
+
+def kv_cache_bytes(cfg: ProxyConfig, schedule: Schedule, context: int, batch: int = 1, bytes_per_value: int = 2) -> int:
+    """Keys and values held to decode at position ``context`` (bf16 by default): a full layer keeps
+    every token, a local layer at most ``window`` (a block layer restarts at each block)."""
+    return batch * 2 * cfg.d_model * bytes_per_value * sum(schedule.kv_tokens(context))
+
+
+@functools.lru_cache(maxsize=256)
+def _count(cfg: ProxyConfig, schedule: Schedule, seq_len: int, batch: int) -> CostReport:
+    # on the meta device the trace records shapes without computing anything, so counting a long
+    # context costs milliseconds, not a forward pass
+    with torch.device("meta"):
+        model = build_model(cfg, schedule).eval()
+        idx = torch.zeros(batch, seq_len, dtype=torch.long)
+    analysis = FlopCountAnalysis(model, (idx,))
+    analysis.set_op_handle("aten::scaled_dot_product_attention", _sdpa_handle, "spanmix::local_attention", _local_handle)
+    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+    with torch.no_grad():
+        by_module = analysis.by_module_and_operator()
+    unknown = set(analysis.unsupported_ops()) - UNCOUNTED_OPS
+    if unknown:
+        raise CountError(f"fvcore cannot count {sorted(unknown)}; add a handle or extend the convention")
+    layers = []
+    for i, layer in enumerate(schedule.layers):
+        attn, mlp = by_module[f"blocks.{i}.attn"], by_module[f"blocks.{i}.mlp"]
+        if layer.window is None or layer.window >= seq_len:
+            kernel = seq_len * (seq_len + 1) // 2
+        else:
+            kernel = kernel_pairs(seq_len, layer.window, layer.kind == "block")
+        layers.append(
+            LayerCost(
+                index=i,
+                token=layer.token,
+                attention=sum(attn[op] for op in ATTENTION_OPS),
+                attention_kernel=batch * 2 * cfg.d_model * kernel,
+                projections=attn["linear"],
+                mlp=sum(mlp.values()),
+            )
+        )
+    total = sum(by_module[""].values())
+    full = closed_form(cfg, Schedule((Layer("full"),) * len(schedule)), seq_len, batch)
+    return CostReport(
+        schedule=schedule.text,
+        seq_len=seq_len,
+        batch=batch,
+        layers=tuple(layers),
+        lm_head=total - sum(c.total for c in layers),
+        total=total,
+        closed_form_total=closed_form(cfg, schedule, seq_len, batch)["total"],
+        full_total=full["total"],
+        full_attention=sum(p["attention"] for p in full["layers"]),
+        kv_cache_bytes=kv_cache_bytes(cfg, schedule, seq_len, batch),
+        full_kv_cache_bytes=kv_cache_bytes(cfg, Schedule((Layer("full"),) * len(schedule)), seq_len, batch),
+    )
+
+
+def count(cfg: ProxyConfig, schedule: Schedule, seq_len: int | None = None, batch: int = 1) -> CostReport:
+    """Count a schedule's multiply-adds with fvcore on the real model (cached per schedule and size)."""
+    seq_len = cfg.context if seq_len is None else seq_len
+    schedule.validate(cfg.context)
+    return _count(cfg, schedule, seq_len, batch)
+
+
+def measure_latency(
+    cfg: ProxyConfig,
+    schedule: Schedule,
+    seq_len: int | None = None,
+    batch: int = 1,
+    reps: int = 3,
+    dtype: torch.dtype = torch.float32,
+) -> float:
+    """Median wall time in milliseconds of one forward+backward pass on this machine."""
+    seq_len = cfg.context if seq_len is None else seq_len
+    model = build_model(cfg, schedule)
+    idx = torch.randint(cfg.vocab_size, (batch, seq_len), generator=torch.Generator().manual_seed(0))
+    times = []
+    for i in range(reps + 1):
+        start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            logits = model(idx)
+        logits.float().logsumexp(-1).mean().backward()
+        if i:  # the first pass warms allocators and kernels
+            times.append(time.perf_counter() - start)
+        model.zero_grad(set_to_none=True)
+    return 1e3 * statistics.median(times)

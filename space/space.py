@@ -1,0 +1,196 @@
+"""The search space: which schedules a study may try, and how a trial draws one."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass
+from typing import Any, Iterator, Protocol, Sequence
+
+from space.schedule import LOCAL_KINDS, PLACEMENTS, Layer, Schedule, ScheduleError, place_full
+
+FREE = "free"
+
+
+class TrialLike(Protocol):
+    """What :meth:`SearchSpace.suggest` needs; an ``optuna.Trial`` is one, without space importing Optuna."""
+
+    def suggest_int(self, name: str, low: int, high: int) -> int: ...
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any: ...
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Candidate schedules for a model of ``n_layers`` layers at ``context`` tokens.
+
+    Attributes:
+        n_layers: depth of the model.
+        context: the sequence length schedules are judged at; every window must be shorter.
+        n_full: inclusive range of the number of full-attention layers.
+        placements: named placements (``bottom``, ``top``, ``middle``, ``even``), or ``("free",)``
+            to let every layer choose full or local on its own (any subset of layers).
+        windows: the local windows to choose from.
+        local: the local flavours to choose from (``sliding``, ``block``); one per schedule.
+        per_layer_windows: each local layer picks its own window instead of one shared window.
+    """
+
+    n_layers: int
+    context: int
+    n_full: tuple[int, int] = (0, -1)
+    placements: tuple[str, ...] = PLACEMENTS
+    windows: tuple[int, ...] = (128, 256, 512)
+    local: tuple[str, ...] = ("sliding",)
+    per_layer_windows: bool = False
+
+    def __post_init__(self) -> None:
+        n_full = tuple(self.n_full)
+        if len(n_full) != 2:
+            raise ScheduleError(f"n_full must be a (low, high) pair (got {self.n_full!r})")
+        if n_full[1] == -1 and isinstance(self.n_layers, int):
+            n_full = (n_full[0], self.n_layers)  # -1 reads as "up to every layer"
+        object.__setattr__(self, "n_full", n_full)
+        for name in ("placements", "windows", "local"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        self._validate()
+
+    def _validate(self) -> None:
+        L, T = self.n_layers, self.context
+        if not isinstance(L, int) or L < 1:
+            raise ScheduleError(f"n_layers must be a whole number >= 1 (got {L!r})")
+        if not isinstance(T, int) or T < 2:
+            raise ScheduleError(f"context must be a whole number >= 2 (got {T!r})")
+        lo, hi = self.n_full
+        if not (isinstance(lo, int) and isinstance(hi, int) and 0 <= lo <= hi <= L):
+            raise ScheduleError(f"n_full range {self.n_full!r} is not within 0 <= low <= high <= n_layers={L}")
+        if not self.placements:
+            raise ScheduleError("placements is empty; allowed: " + ", ".join(PLACEMENTS + (FREE,)))
+        for p in self.placements:
+            if p not in PLACEMENTS + (FREE,):
+                raise ScheduleError(f"placement {p!r} is unknown; allowed: {', '.join(PLACEMENTS + (FREE,))}")
+        if FREE in self.placements and len(self.placements) > 1:
+            raise ScheduleError(f"placement 'free' already covers every subset; use it alone (got {list(self.placements)})")
+        if FREE in self.placements and self.n_full != (0, L):
+            raise ScheduleError(
+                f"with free placement each layer chooses on its own, so n_full cannot be bounded; "
+                f"leave n_full at (0, {L}) (got {self.n_full!r})"
+            )
+        if not self.local:
+            raise ScheduleError("local is empty; allowed: " + ", ".join(LOCAL_KINDS))
+        for kind in self.local:
+            if kind not in LOCAL_KINDS:
+                raise ScheduleError(f"local flavour {kind!r} is unknown; allowed: {', '.join(LOCAL_KINDS)}")
+        if len(set(self.local)) != len(self.local) or len(set(self.windows)) != len(self.windows):
+            raise ScheduleError(f"windows {list(self.windows)} and local {list(self.local)} must not repeat values")
+        needs_local = lo < L
+        if needs_local and not self.windows:
+            raise ScheduleError(f"windows is empty but n_full range {self.n_full} allows local layers")
+        for w in self.windows:
+            # w=1 is the same pattern in both flavours and w>=context is full attention:
+            # either would make two points of the space one schedule.
+            if not isinstance(w, int) or isinstance(w, bool) or not 2 <= w < T:
+                raise ScheduleError(f"window {w!r} is outside the allowed range 2..{T - 1} (context={T})")
+
+    # --- the candidates ------------------------------------------------------------------------
+    def full_sets(self) -> list[tuple[int, ...]]:
+        """Every distinct set of full-layer indices the space allows, in a stable order."""
+        L = self.n_layers
+        if self.placements == (FREE,):
+            return [c for k in range(L + 1) for c in itertools.combinations(range(L), k)]
+        seen: dict[tuple[int, ...], None] = {}
+        for k in range(self.n_full[0], self.n_full[1] + 1):
+            for p in self.placements:
+                seen.setdefault(place_full(L, k, p))
+        return list(seen)
+
+    def _local_choices(self, n_local: int) -> int:
+        if n_local == 0:
+            return 1
+        per_schedule = len(self.windows) ** n_local if self.per_layer_windows else len(self.windows)
+        return len(self.local) * per_schedule
+
+    def size(self) -> int:
+        """The number of distinct schedules (exact; no enumeration, so it is cheap for large spaces)."""
+        return sum(self._local_choices(self.n_layers - len(s)) for s in self.full_sets())
+
+    def enumerate(self, limit: int = 100_000) -> Iterator[Schedule]:
+        """Every schedule of the space once; refuses spaces larger than ``limit``."""
+        size = self.size()
+        if size > limit:
+            raise ScheduleError(f"the space holds {size} schedules, more than limit={limit} to enumerate")
+        for full in self.full_sets():
+            n_local = self.n_layers - len(full)
+            if n_local == 0:
+                yield self._schedule(full, "sliding", ())
+                continue
+            window_sets = (
+                itertools.product(self.windows, repeat=n_local)
+                if self.per_layer_windows
+                else ((w,) * n_local for w in self.windows)
+            )
+            for kind, windows in itertools.product(self.local, list(window_sets)):
+                yield self._schedule(full, kind, windows)
+
+    def _schedule(self, full: Sequence[int], kind: str, windows: Sequence[int]) -> Schedule:
+        it = iter(windows)
+        return Schedule(
+            tuple(Layer("full") if i in full else Layer(kind, next(it)) for i in range(self.n_layers))  # type: ignore[arg-type]
+        )
+
+    def suggest(self, trial: TrialLike) -> Schedule:
+        """Draw a schedule with interpretable parameters: ``n_full``, ``placement``, ``local``,
+        ``window`` (or ``window_<layer>`` per local layer, or ``full_<layer>`` with free placement).
+
+        Parameters that do not matter for the draw (a placement when every layer is full) are not
+        suggested, so samplers never learn from noise.
+        """
+        L = self.n_layers
+        if self.placements == (FREE,):
+            full = tuple(i for i in range(L) if trial.suggest_categorical(f"full_{i}", [False, True]))
+        else:
+            lo, hi = self.n_full
+            k = trial.suggest_int("n_full", lo, hi) if hi > lo else lo
+            if 0 < k < L and len(self.placements) > 1:
+                placement = trial.suggest_categorical("placement", list(self.placements))
+            else:
+                placement = self.placements[0]
+            full = place_full(L, k, placement)
+        n_local = L - len(full)
+        if n_local == 0:
+            return self._schedule(full, "sliding", ())
+        kind = trial.suggest_categorical("local", list(self.local)) if len(self.local) > 1 else self.local[0]
+        if self.per_layer_windows:
+            local_layers = [i for i in range(L) if i not in full]
+            windows = [trial.suggest_categorical(f"window_{i}", list(self.windows)) for i in local_layers]
+        else:
+            w = trial.suggest_categorical("window", list(self.windows)) if len(self.windows) > 1 else self.windows[0]
+            windows = [w] * n_local
+        return self._schedule(full, kind, windows)
+
+    def contains(self, schedule: Schedule) -> bool:
+        """Whether ``schedule`` is one of this space's candidates."""
+        if schedule.n_layers != self.n_layers:
+            return False
+        if schedule.full_indices not in set(self.full_sets()):
+            return False
+        local = [layer for layer in schedule.layers if not layer.is_full]
+        if not local:
+            return True
+        kinds = {layer.kind for layer in local}
+        windows = [layer.window for layer in local]
+        return (
+            len(kinds) == 1
+            and kinds <= set(self.local)
+            and set(windows) <= set(self.windows)
+            and (self.per_layer_windows or len(set(windows)) == 1)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchSpace:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ScheduleError(f"unknown search-space key(s) {unknown}; allowed: {sorted(known)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})

@@ -1,0 +1,1 @@
+"""spanmix.studies: what users touch: the ``spanmix`` command, presets, the dashboard and export."""

@@ -1,0 +1,83 @@
+import pytest
+import torch
+
+from proxies.attention import allowed_mask, flex_local_attention, kernel_pairs, local_attention, reference_attention
+from space import Layer
+
+
+def _qkv(t: int, seed: int, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(2, 3, t, 16, generator=g, dtype=dtype, requires_grad=True) for _ in range(3)]
+
+
+# lengths that are and are not multiples of the window (and of window-1, the sliding chunk), and
+# windows at least the length
+@pytest.mark.parametrize("t", [1, 9, 32, 33, 100])
+@pytest.mark.parametrize("window", [1, 2, 4, 8, 33, 128])
+@pytest.mark.parametrize("block", [False, True])
+def test_local_attention_matches_masked_reference(t, window, block):
+    q, k, v = _qkv(t, seed=t * 1000 + window)
+    grad = torch.randn(2, 3, t, 16, generator=torch.Generator().manual_seed(1))
+    out = local_attention(q, k, v, window, block)
+    out.backward(grad)
+    ours = [x.grad.clone() for x in (q, k, v)]
+    for x in (q, k, v):
+        x.grad = None
+    ref = reference_attention(q, k, v, allowed_mask(t, window, block))
+    ref.backward(grad)
+    assert (out - ref).abs().max().item() < 1e-5
+    for mine, x in zip(ours, (q, k, v)):
+        assert (mine - x.grad).abs().max().item() < 1e-5
+
+
+def test_reference_mask_is_the_layer_definition():
+    # the mask the kernels are checked against has exactly the pairs the cost model counts
+    for t in (7, 40):
+        for layer in (Layer("sliding", 5), Layer("block", 6), Layer("sliding", 64)):
+            mask = allowed_mask(t, layer.window, layer.kind == "block")
+            assert int(mask.sum()) == layer.attended_pairs(t)
+
+
+def test_bf16_runs_close_to_fp32():
+    q, k, v = _qkv(70, seed=3)
+    fp32 = local_attention(q, k, v, 16)
+    bf16 = local_attention(*(x.detach().bfloat16() for x in (q, k, v)), 16)
+    assert bf16.dtype == torch.bfloat16
+    assert (bf16.float() - fp32).abs().max().item() < 5e-2
+
+
+def test_kernel_work_tracks_the_window_not_the_length():
+    t = 8192
+    full = t * (t + 1) // 2
+    for block in (False, True):
+        pairs = kernel_pairs(t, 256, block)
+        allowed = Layer("block" if block else "sliding", 256).attended_pairs(t)
+        assert allowed <= pairs < 1.01 * allowed
+        assert pairs < full / 15
+
+
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+def test_flex_attention_path_forward_matches_reference():
+    # FlexAttention is the CUDA path; its forward also runs (uncompiled) on the CPU, which checks
+    # the mask functions it is given
+    q, k, v = (x.detach() for x in _qkv(50, seed=5))
+    for block in (False, True):
+        out = flex_local_attention(q, k, v, 7, block, compiled=False)
+        ref = reference_attention(q, k, v, allowed_mask(50, 7, block))
+        assert (out - ref).abs().max().item() < 1e-5
+
+
+def test_deterministic():
+    q, k, v = _qkv(300, seed=9)
+    a = local_attention(q, k, v, 40)
+    b = local_attention(q, k, v, 40)
+    assert torch.equal(a, b)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_flex_matches_reference():  # pragma: no cover - runs on GPU machines only
+    q, k, v = (x.detach().cuda() for x in _qkv(300, seed=11))
+    for block in (False, True):
+        out = local_attention(q, k, v, 64, block)
+        ref = reference_attention(q, k, v, allowed_mask(300, 64, block, device=q.device))
+        assert (out - ref).abs().max().item() < 1e-4

@@ -1,0 +1,88 @@
+import json
+
+import pytest
+
+from space import Layer, Schedule, ScheduleError, build, place_full
+
+
+def test_text_round_trip_and_canonical_tokens():
+    s = Schedule.parse("F s256, S256 f B512")
+    assert s.text == "F S256 S256 F B512"
+    assert Schedule.parse(s.text) == s
+    assert s.full_indices == (0, 3) and s.n_full == 2 and s.windows == (256, 512)
+
+
+def test_json_round_trip_and_stable_hash():
+    s = build(8, 2, "even", 256)
+    again = Schedule.from_json(s.to_json())
+    assert again == s and hash(again) == hash(s)
+    assert json.loads(s.to_json())["hash"] == s.hash
+    # the digest is a function of the text alone, fixed across runs and machines
+    assert s.hash == __import__("hashlib").sha256(s.text.encode()).hexdigest()[:16]
+    assert s.hash != build(8, 2, "top", 256).hash
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("", "holds no layer"),
+        ("F X12", "layer 1"),
+        ("S0", "window >= 1"),
+        ("S", "whole number"),
+        ("Ffull", "written 'F'"),
+    ],
+)
+def test_bad_text_names_layer_and_value(text, fragment):
+    with pytest.raises(ScheduleError, match=fragment):
+        Schedule.parse(text)
+
+
+def test_window_longer_than_context_names_layer():
+    with pytest.raises(ScheduleError, match=r"layer 2: window 4096 is longer than the context 2048"):
+        Schedule.parse("F S256 S4096").validate(2048)
+
+
+def test_canonical_form_merges_equivalent_layers():
+    s = Schedule.parse("S2048 B1 S1 B512 F")
+    assert s.canonical(2048).text == "F S1 S1 B512 F"
+    assert s.canonical(2048).hash == Schedule.parse("F S1 S1 B512 F").hash
+
+
+@pytest.mark.parametrize(
+    "placement, expected",
+    [("bottom", (0, 1)), ("top", (6, 7)), ("middle", (3, 4)), ("even", (3, 7)), ([1, 5], (1, 5))],
+)
+def test_placements(placement, expected):
+    assert place_full(8, 2, placement) == expected
+    assert build(8, 2, placement, 128).full_indices == expected
+
+
+def test_even_matches_gemma3_interleaving():
+    # Gemma 3: five local layers, then one global
+    assert place_full(12, 2, "even") == (5, 11)
+
+
+def test_per_layer_windows_and_errors():
+    s = build(4, 1, "bottom", [64, 128, 256], local="block")
+    assert s.text == "F B64 B128 B256"
+    with pytest.raises(ScheduleError, match="3 local layers"):
+        build(4, 1, "bottom", [64, 128])
+    with pytest.raises(ScheduleError, match="placement 'left'"):
+        build(4, 1, "left", 64)
+    with pytest.raises(ScheduleError, match=r"n_full must be .* 0..4 \(got 5\)"):
+        build(4, 5, "top", 64)
+
+
+@pytest.mark.parametrize("t", [1, 7, 64, 100])
+@pytest.mark.parametrize("layer", [Layer("full"), Layer("sliding", 1), Layer("sliding", 16), Layer("block", 16), Layer("block", 7)])
+def test_attended_pairs_counts_the_mask(t, layer):
+    count = 0
+    for q in range(t):
+        for k in range(q + 1):
+            if layer.window is None:
+                count += 1
+            elif layer.kind == "sliding":
+                count += k > q - layer.window
+            else:
+                count += q // layer.window == k // layer.window
+    assert layer.attended_pairs(t) == count
