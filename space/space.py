@@ -166,6 +166,19 @@ class SearchSpace:
             windows = [w] * n_local
         return self._schedule(full, kind, windows)
 
+    def all_params(self) -> Iterator[tuple[dict[str, Any], Schedule]]:
+        """Every distinct schedule with the parameters :meth:`suggest` would give it, so a grid of
+        the space can be enqueued into a study in the sampler's own terms."""
+        seen: set[Schedule] = set()
+        path: list[int] | None = []
+        while path is not None:
+            replay = _Replay(path)
+            schedule = self.suggest(replay)
+            if schedule not in seen:
+                seen.add(schedule)
+                yield dict(replay.params), schedule
+            path = replay.next_path()
+
     def contains(self, schedule: Schedule) -> bool:
         """Whether ``schedule`` is one of this space's candidates."""
         if schedule.n_layers != self.n_layers:
@@ -194,3 +207,31 @@ class SearchSpace:
         if unknown:
             raise ScheduleError(f"unknown search-space key(s) {unknown}; allowed: {sorted(known)}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+class _Replay:
+    """A trial that answers each suggestion with the option a path of indices names (0 past its
+    end), recording how many options each decision had; successive paths walk every branch."""
+
+    def __init__(self, path: list[int]) -> None:
+        self.path, self.sizes, self.params = list(path), [], {}  # type: ignore[var-annotated]
+
+    def _pick(self, name: str, options: Sequence[Any]) -> Any:
+        i = len(self.sizes)
+        if i == len(self.path):
+            self.path.append(0)
+        self.sizes.append(len(options))
+        self.params[name] = options[self.path[i]]
+        return self.params[name]
+
+    def suggest_int(self, name: str, low: int, high: int) -> int:
+        return self._pick(name, range(low, high + 1))
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        return self._pick(name, list(choices))
+
+    def next_path(self) -> list[int] | None:
+        for j in reversed(range(len(self.sizes))):
+            if self.path[j] + 1 < self.sizes[j]:
+                return self.path[:j] + [self.path[j] + 1]
+        return None

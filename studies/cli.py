@@ -1,14 +1,18 @@
-"""The ``spanmix`` command line."""
+"""The ``spanmix`` command line: launch a study, look at it, export what it found."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from proxies import ConfigError, ProxyConfig, count, measure_latency
 from space import Schedule, ScheduleError
+
+log = logging.getLogger("spanmix")
 
 EXAMPLES = (
     "F F F F F F F F",
@@ -19,12 +23,22 @@ EXAMPLES = (
 )
 
 
+def _default_storage(out: Path) -> str:
+    return f"sqlite:///{out / 'study.db'}"
+
+
+def _quiet_libraries() -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+# --- cost ------------------------------------------------------------------------------------------------
 def _cost(args: argparse.Namespace) -> int:
     cfg = ProxyConfig(d_model=args.d_model, n_heads=args.n_heads, context=args.context)
-    texts = args.schedule or list(EXAMPLES)
-    schedules = [Schedule.parse(text) for text in texts]
-    for s in schedules:
-        s.validate(cfg.context)
+    schedules = [Schedule.parse(text).validate(cfg.context) for text in (args.schedule or EXAMPLES)]
     reports = [count(cfg, s) for s in schedules]
     if args.json:
         print(json.dumps([r.to_dict() for r in reports], indent=2))
@@ -32,30 +46,261 @@ def _cost(args: argparse.Namespace) -> int:
     print(f"proxy d_model={cfg.d_model} heads={cfg.n_heads} T={cfg.context}; multiply-adds counted by fvcore "
           f"(equal to the closed form: {all(r.total == r.closed_form_total for r in reports)})")
     header = f"{'schedule':<40} {'G MACs':>8} {'vs full':>8} {'attn vs full':>12} {'KV MiB':>8}"
-    if args.latency:
-        header += f" {'fwd+bwd ms':>11}"
-    print(header)
+    print(header + (f" {'fwd+bwd ms':>11}" if args.latency else ""))
     for s, r in zip(schedules, reports):
         line = (f"{s.text:<40} {r.total / 1e9:>8.3f} {r.ratio:>8.1%} {r.attention_ratio:>12.1%} "
                 f"{r.kv_cache_bytes / 2**20:>8.2f}")
-        if args.latency:
-            line += f" {measure_latency(cfg, s):>11.0f}"
-        print(line)
+        print(line + (f" {measure_latency(cfg, s):>11.0f}" if args.latency else ""))
     if args.layers:
         for r in reports:
             print(f"\n{r.schedule}\n{r.table()}")
     return 0
 
 
+# --- launch ------------------------------------------------------------------------------------------
+def _launch(args: argparse.Namespace) -> int:
+    from search import check_storage_url, finished, pareto_front, run_study
+    from studies.config import load_config
+
+    cfg = load_config(args.preset, args.config, {"name": args.name, "n_trials": args.n_trials})
+    out = Path(args.out or f"runs/{cfg.name}")
+    storage = check_storage_url(args.storage or _default_storage(out))
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1 (got {args.workers})")
+    if args.timeout is not None and args.timeout <= 0:
+        raise ConfigError(f"--timeout must be > 0 seconds (got {args.timeout})")
+    _quiet_libraries()
+    log.info("study %r: %d schedules in the space, target %d finished trials, storage %s",
+             cfg.name, cfg.space.size(), cfg.n_trials, storage)
+    from tqdm import tqdm
+
+    bar = tqdm(total=cfg.n_trials, unit="trial", desc=cfg.name, disable=args.no_progress, dynamic_ncols=True)
+
+    def progress(study) -> None:  # type: ignore[no-untyped-def]
+        done = finished(study)
+        bar.update(done - bar.n)
+        bar.set_postfix(front=len(pareto_front(study)), trials=len(study.trials))
+
+    study = run_study(cfg, storage, timeout=args.timeout, workers=args.workers, on_progress=progress)
+    progress(study)
+    bar.close()
+    _summary(study, cfg)
+    if not args.no_report:
+        _report(study, cfg, out)
+    return 0
+
+
+def _summary(study, cfg) -> None:  # type: ignore[no-untyped-def]
+    from search import knee, maximized, pareto_front
+
+    front = pareto_front(study)
+    states: dict[str, int] = {}
+    for t in study.trials:
+        states[t.state.name] = states.get(t.state.name, 0) + 1
+    print(f"\nstudy {study.study_name!r}: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())))
+    if not front:
+        print("no finished feasible trial yet")
+        return
+    chosen = knee(front, maximized(cfg.quality))
+    print(f"Pareto front ({cfg.quality} vs {cfg.cost}):")
+    print(f"  {'trial':>5}  {'schedule':<40} {cfg.quality:>12} {'cost ratio':>10}")
+    for p in front:
+        mark = "  <- knee" if p is chosen else ""
+        print(f"  {p.number:>5}  {p.schedule:<40} {p.quality:>12.4f} {p.cost_ratio:>10.1%}{mark}")
+
+
+def _report(study, cfg, out: Path) -> None:  # type: ignore[no-untyped-def]
+    from studies.dashboard import render
+
+    out.mkdir(parents=True, exist_ok=True)
+    page = out / "dashboard.html"
+    page.write_text(render(study, cfg))
+    print(f"\nwrote {page}")
+    try:
+        for path in _export(study, cfg, "knee", out):
+            print(f"wrote {path}")
+    except ConfigError as err:
+        print(f"no export: {err}")
+
+
+# --- export ------------------------------------------------------------------------------------------
+def _export(study, cfg, which: str, out: Path) -> list[Path]:  # type: ignore[no-untyped-def]
+    from search import knee, maximized, pareto_front, points
+    from studies.export import hf_fragment, python_line
+
+    if which == "knee":
+        point = knee(pareto_front(study), maximized(cfg.quality))
+    else:
+        try:
+            number = int(which)
+        except ValueError:
+            raise ConfigError(f"trial {which!r}: give a trial number or 'knee'") from None
+        found = [p for p in points(study) if p.number == number]
+        if not found:
+            raise ConfigError(f"trial {number} is not a finished trial of study {study.study_name!r}")
+        point = found[0]
+    schedule = Schedule.parse(point.schedule)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"{'knee' if which == 'knee' else 'trial'}-{point.number}"
+    data = schedule.to_dict() | {"trial": point.number, "quality": {cfg.quality: point.quality},
+                                 "cost_ratio": point.cost_ratio, "context": cfg.data.seq_len}
+    written = [stem.with_suffix(".json")]
+    written[0].write_text(json.dumps(data, indent=2) + "\n")
+    print(f"trial {point.number}: {schedule.text}  ({cfg.quality} {point.quality:.4f}, cost {point.cost_ratio:.1%} of all-full)")
+    try:
+        fragment = hf_fragment(schedule)
+    except ConfigError as err:
+        print(f"no Hugging Face fragment: {err}")
+    else:
+        hf = stem.with_name(stem.name + ".hf.json")
+        hf.write_text(json.dumps(fragment, indent=2) + "\n")
+        written.append(hf)
+    print("build it: " + python_line(cfg.proxy, schedule))
+    return written
+
+
+def _open(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    import optuna
+
+    from search import check_storage_url, config_of
+
+    _quiet_libraries()
+    out = Path(args.out or f"runs/{args.study}")
+    storage = check_storage_url(args.storage or _default_storage(out))
+    try:
+        study = optuna.load_study(study_name=args.study, storage=storage)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        raise ConfigError(f"study {args.study!r} is not in {storage}; it holds: {names or 'no study'}") from None
+    return study, config_of(study), out
+
+
+def _export_cmd(args: argparse.Namespace) -> int:
+    study, cfg, out = _open(args)
+    for path in _export(study, cfg, args.trial, out):
+        print(f"wrote {path}")
+    return 0
+
+
+# --- show ----------------------------------------------------------------------------------------------
+def trials_frame(study):  # type: ignore[no-untyped-def]
+    """Every trial as a flat pandas table: Optuna's columns plus schedule, cost and scores."""
+    import pandas as pd
+
+    frame = study.trials_dataframe(attrs=("number", "state", "values", "params", "duration"))
+    frame = frame.rename(columns={"values_0": "quality", "values_1": "cost"})
+    extra = []
+    for t in study.trials:
+        row = {"number": t.number}
+        for key in ("schedule", "cost_ratio", "reused_from", "failure", "tokens_seen", "train_seconds"):
+            row[key] = t.user_attrs.get(key)
+        row["n_full"] = Schedule.parse(t.user_attrs["schedule"]).n_full if "schedule" in t.user_attrs else None
+        for name, value in (t.user_attrs.get("scores") or {}).items():
+            row[f"score:{name}"] = value
+        extra.append(row)
+    return frame.merge(pd.DataFrame(extra), on="number", how="left")
+
+
+def _show(args: argparse.Namespace) -> int:
+    study, cfg, _ = _open(args)
+    _summary(study, cfg)
+    if args.csv:
+        trials_frame(study).to_csv(args.csv, index=False)
+        print(f"wrote {args.csv}")
+    return 0
+
+
+# --- dashboard ----------------------------------------------------------------------------------------
+def _dashboard(args: argparse.Namespace) -> int:
+    from studies.dashboard import make_server, render
+
+    study, cfg, out = _open(args)
+    if args.serve:
+        server = make_server(lambda: render(study, cfg, refresh_seconds=args.refresh), args.port)
+        print(f"serving http://127.0.0.1:{server.server_address[1]}/ (refreshes every {args.refresh} s; Ctrl-C stops)")
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            server.server_close()
+        return 0
+    path = Path(args.html or out / "dashboard.html")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(study, cfg))
+    print(f"wrote {path}")
+    return 0
+
+
+# --- the parser ---------------------------------------------------------------------------------------
+def _study_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--study", required=True, help="the study name (a preset's name unless --name changed it)")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///runs/STUDY/study.db)")
+    p.add_argument("--out", help="folder for written files (default: runs/STUDY)")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from studies.config import preset_names
+
     parser = argparse.ArgumentParser(
         prog="spanmix",
-        description="Find, by measurement, which layers of a long-context transformer need full attention.",
+        description="Find, by measurement, which layers of a long-context transformer need full attention "
+        "and which can use a local window. Typical use: spanmix launch --preset quick; then "
+        "spanmix show / dashboard / export --study quick.",
     )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every trial")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    launch = sub.add_parser(
+        "launch", help="run (or resume) a study from a preset or a TOML config",
+        description="Run a multi-objective study (quality vs cost) over attention schedules. Relaunching "
+        "the same study name on the same storage resumes it: finished trials are kept, a trial "
+        "killed mid-way is retried, and a schedule already measured is never trained again. At the end it "
+        "writes the dashboard and the knee schedule under --out.",
+        epilog="examples:\n  spanmix launch --preset quick\n  spanmix launch --config my.toml --n-trials 40 --workers 2\n"
+        "  spanmix launch --preset masformer --storage postgresql://me@127.0.0.1/spanmix",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    source = launch.add_mutually_exclusive_group(required=True)
+    source.add_argument("--preset", help=f"a built-in study: {', '.join(preset_names())}")
+    source.add_argument("--config", help="a TOML file with [study], [space], [proxy], [data], [train] sections")
+    launch.add_argument("--name", help="study name (default: the config's study.name)")
+    launch.add_argument("--storage", help="Optuna storage URL (default: sqlite:///OUT/study.db)")
+    launch.add_argument("--out", help="folder for the database, dashboard and export (default: runs/NAME)")
+    launch.add_argument("--n-trials", type=int, help="finished trials to reach, counting earlier runs (default: the config's)")
+    launch.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    launch.add_argument("--workers", type=int, default=1, help="processes sharing the storage (default 1)")
+    launch.add_argument("--no-progress", action="store_true", help="no progress bar")
+    launch.add_argument("--no-report", action="store_true", help="do not write the dashboard and export at the end")
+    launch.set_defaults(run=_launch)
+
+    dash = sub.add_parser("dashboard", help="write the study's dashboard as one HTML file, or serve it live",
+                          description="One self-contained HTML page (plotly inlined; opens offline): the Pareto "
+                          "front with each point's schedule on hover, every trial's schedule as a strip of layers, "
+                          "a sortable trial table and the optimisation history.")
+    _study_args(dash)
+    dash.add_argument("--html", help="output file (default: OUT/dashboard.html)")
+    dash.add_argument("--serve", action="store_true", help="serve it on 127.0.0.1 instead, refreshed as trials finish")
+    dash.add_argument("--port", type=int, default=8050, help="port for --serve (default 8050)")
+    dash.add_argument("--refresh", type=int, default=10, help="page refresh seconds for --serve (default 10)")
+    dash.set_defaults(run=_dashboard)
+
+    export = sub.add_parser("export", help="export a trial's schedule: JSON, Hugging Face fragment, PyTorch line",
+                            description="Write TRIAL's schedule as JSON and as a Hugging Face config fragment "
+                            "(layer_types + sliding_window, for Qwen2, Gemma 3 and other configs that read them), and "
+                            "print the Python line that builds the proxy module. Block-sparse layers have no Hugging Face "
+                            "form and are refused there.")
+    _study_args(export)
+    export.add_argument("trial", help="a trial number, or 'knee' for the front's best quality per cost")
+    export.set_defaults(run=_export_cmd)
+
+    show = sub.add_parser("show", help="the study's Pareto front in the terminal; --csv for every trial",
+                          description="Print the study's state and its Pareto front; with --csv write every trial as a "
+                          "flat table (Optuna's columns plus schedule, cost ratio, n_full and every score).")
+    _study_args(show)
+    show.add_argument("--csv", help="write every trial to this CSV file")
+    show.set_defaults(run=_show)
+
     cost = sub.add_parser(
-        "cost",
-        help="count what schedules cost (fvcore, closed form, KV cache, latency)",
+        "cost", help="count what schedules cost (fvcore, closed form, KV cache, latency)",
         description="Count each schedule's multiply-adds with fvcore on the real proxy model, next to "
         "the all-full schedule of the same depth. A schedule is one token per layer: F (full), "
         "S<w> (sliding window w) or B<w> (MASFormer block of w).",
@@ -72,8 +317,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is now, so repeated in-process runs (tests, notebooks)
+    never log to a stream an earlier run's caller has closed."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # type: ignore[no-untyped-def]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+
+def _setup_logging(verbose: bool) -> None:
+    logger = logging.getLogger("spanmix")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logging.getLogger("spanmix.search").setLevel(logging.INFO if verbose else logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
     try:
         return args.run(args)
     except (ConfigError, ScheduleError) as err:

@@ -94,3 +94,23 @@ def test_dict_round_trip_and_unknown_key():
     assert SearchSpace.from_dict(space.to_dict()) == space
     with pytest.raises(ScheduleError, match=r"unknown search-space key\(s\) \['widows'\]"):
         SearchSpace.from_dict({"n_layers": 4, "context": 512, "widows": [64]})
+
+
+@pytest.mark.parametrize("space", SPACES)
+def test_all_params_replays_to_each_schedule_once(space):
+    pairs = list(space.all_params())
+    assert sorted(s.text for _, s in pairs) == sorted(s.text for s in space.enumerate())
+
+    class Fixed:
+        def __init__(self, params):
+            self.params = params
+
+        def suggest_int(self, name, low, high):
+            return self.params[name]
+
+        def suggest_categorical(self, name, choices):
+            assert self.params[name] in choices
+            return self.params[name]
+
+    for params, schedule in pairs:
+        assert space.suggest(Fixed(params)) == schedule

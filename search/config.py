@@ -1,0 +1,127 @@
+"""A study's full description: what to search, how to measure, and how to search."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from proxies.data import DataConfig
+from proxies.model import ConfigError, ProxyConfig
+from proxies.train import TrainConfig
+from space import ScheduleError, SearchSpace
+
+SAMPLERS = ("nsga2", "tpe", "random", "grid")
+COSTS = {
+    "flops": "multiply-adds of a forward pass (fvcore)",
+    "attention_flops": "multiply-adds of attention alone",
+    "kv_cache": "KV-cache bytes to decode at the context",
+    "latency": "measured forward+backward milliseconds",
+}
+QUALITIES = ("loss", "long_loss", "ppl", "recall")
+
+
+def maximized(metric: str) -> bool:
+    """Accuracies are maximised; losses and perplexities minimised."""
+    return metric == "recall" or "/acc" in metric
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Everything a study needs; two launches with equal configs measure the same thing.
+
+    Attributes:
+        name: the Optuna study name (relaunching it resumes).
+        space, proxy, data, train: the candidates and how each is measured.
+        quality: the score to optimise: ``loss``, ``long_loss``, ``ppl``, ``recall``, or any
+            per-task score such as ``code/loss@1024-2048`` or ``mqar/acc``.
+        cost: ``flops``, ``attention_flops``, ``kv_cache`` or ``latency``.
+        sampler: ``nsga2`` (default), ``tpe``, ``random``, or ``grid`` (every schedule once).
+        budget: if set, a trial is feasible only when its cost is at most this fraction of the
+            all-full schedule's (an Optuna constraint).
+        n_trials: finished trials the study aims for.
+        seed: sampler seed (each proxy trains with ``train.seed``).
+        heartbeat_seconds: a trial whose worker stops beating for 3x this is failed and retried.
+    """
+
+    name: str
+    space: SearchSpace
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    quality: str = "loss"
+    cost: str = "flops"
+    sampler: str = "nsga2"
+    budget: float | None = None
+    n_trials: int = 20
+    seed: int = 0
+    heartbeat_seconds: int = 10
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ConfigError(f"study.name must be a non-empty string (got {self.name!r})")
+        if self.cost not in COSTS:
+            raise ConfigError(f"study.cost {self.cost!r} is unknown; allowed: {', '.join(COSTS)}")
+        if self.quality not in QUALITIES and "/" not in self.quality:
+            raise ConfigError(
+                f"study.quality {self.quality!r} is unknown; allowed: {', '.join(QUALITIES)} or a per-task score like 'code/loss'"
+            )
+        if self.quality.split("/")[0] not in (*QUALITIES, *self.data.tasks):
+            raise ConfigError(f"study.quality {self.quality!r} names a task not in data.tasks {list(self.data.tasks)}")
+        if self.quality == "recall" and all(t in ("code", "prose") for t in self.data.tasks):
+            raise ConfigError("study.quality 'recall' needs a recall task in data.tasks (recall, mqar, passkey, multihop)")
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"study.sampler {self.sampler!r} is unknown; allowed: {', '.join(SAMPLERS)}")
+        if self.budget is not None and not 0 < self.budget <= 1:
+            raise ConfigError(f"study.budget must be a fraction in (0, 1] of the all-full cost (got {self.budget!r})")
+        for name in ("n_trials", "heartbeat_seconds"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"study.{name} must be a whole number >= 1 (got {value!r})")
+        if self.space.context != self.data.seq_len:
+            raise ConfigError(f"space.context={self.space.context} must equal data.seq_len={self.data.seq_len}")
+        if self.data.seq_len > self.proxy.context:
+            raise ConfigError(f"data.seq_len={self.data.seq_len} is longer than proxy.context={self.proxy.context}")
+
+    @property
+    def directions(self) -> list[str]:
+        return ["maximize" if maximized(self.quality) else "minimize", "minimize"]
+
+    def measurement_key(self) -> dict[str, Any]:
+        """What makes two trials of one schedule interchangeable (the dedup key, with the schedule)."""
+        return {"proxy": self.proxy.to_dict(), "data": self.data.to_dict(), "train": self.train.to_dict(), "cost": self.cost}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "study": {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("space", "proxy", "data", "train")},
+            "space": self.space.to_dict(),
+            "proxy": self.proxy.to_dict(),
+            "data": self.data.to_dict(),
+            "train": self.train.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StudyConfig:
+        """Build from ``{"study": {...}, "space": {...}, "proxy": ..., "data": ..., "train": ...}``,
+        naming the section and key of anything unknown or out of range."""
+        sections = {"study", "space", "proxy", "data", "train"}
+        unknown = sorted(set(data) - sections)
+        if unknown:
+            raise ConfigError(f"unknown section(s) {unknown}; allowed: {sorted(sections)}")
+        study = dict(data.get("study", {}))
+        allowed = {f.name for f in fields(cls)} - {"space", "proxy", "data", "train"}
+        bad = sorted(set(study) - allowed)
+        if bad:
+            raise ConfigError(f"unknown study key(s) {bad}; allowed: {sorted(allowed)}")
+        if "name" not in study:
+            raise ConfigError("study.name is missing")
+        try:
+            space = SearchSpace.from_dict(dict(data.get("space", {})))
+        except (ScheduleError, TypeError) as err:
+            raise ConfigError(f"space: {err}") from None
+        return cls(
+            space=space,
+            proxy=ProxyConfig.from_dict(dict(data.get("proxy", {}))),
+            data=DataConfig.from_dict(dict(data.get("data", {}))),
+            train=TrainConfig.from_dict(dict(data.get("train", {}))),
+            **study,
+        )

@@ -1,0 +1,320 @@
+"""Optuna multi-objective studies over schedules: (quality, cost), Pareto front, knee.
+
+Each trial draws a schedule, counts its cost, trains and scores its proxy. A schedule already
+measured under the same configuration is not trained again: the trial reuses the stored result and
+says so (``reused_from``). A trial that raises is recorded as failed with its reason; a worker that
+dies mid-trial stops its heartbeat, and the next worker fails that trial and retries its schedule.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import socket
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+from proxies.cost import count, measure_latency
+from proxies.model import ConfigError
+from proxies.train import train_and_score
+from search.config import StudyConfig, maximized
+from space import Layer, Schedule
+
+log = logging.getLogger("spanmix.search")
+CONFIG_ATTR = "spanmix_config"
+
+
+# --- storage ------------------------------------------------------------------------------------------
+def check_storage_url(url: str) -> str:
+    """Reject what cannot be an Optuna RDB storage before anything runs; create a SQLite file's folder."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise ConfigError(
+            f"storage {url!r} is not a database URL; allowed: sqlite:///FILE, postgresql://USER@HOST/DB, mysql://..."
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql", "mysql"):
+        raise ConfigError(f"storage {url!r}: backend {backend!r} is not one of sqlite, postgresql, mysql")
+    if backend == "sqlite" and parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    return url
+
+
+def open_storage(url: str, heartbeat_seconds: int = 10) -> RDBStorage:
+    """RDB storage with heartbeats: a trial whose worker died is failed after three missed beats and
+    its parameters retried (twice at most)."""
+    with warnings.catch_warnings():
+        # heartbeats have been "experimental" in Optuna since 2.8; they are what makes resume safe
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RDBStorage(
+            check_storage_url(url),
+            heartbeat_interval=heartbeat_seconds,
+            grace_period=3 * heartbeat_seconds,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
+        )
+
+
+# --- the objective ------------------------------------------------------------------------------------
+def _constraint(trial: FrozenTrial) -> list[float]:
+    """Optuna's convention: feasible when every value is <= 0."""
+    return trial.user_attrs.get("constraint", [0.0])
+
+
+def make_sampler(cfg: StudyConfig) -> optuna.samplers.BaseSampler:
+    constraints = _constraint if cfg.budget is not None else None
+    if cfg.sampler == "nsga2":
+        population = max(4, min(20, cfg.n_trials // 3))
+        return optuna.samplers.NSGAIISampler(population_size=population, seed=cfg.seed, constraints_func=constraints)
+    if cfg.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=cfg.seed, constraints_func=constraints, multivariate=True)
+    # grid: the whole space is enqueued once (see open_study); random covers what is left
+    return optuna.samplers.RandomSampler(seed=cfg.seed)
+
+
+@functools.lru_cache(maxsize=32)
+def _full_latency(cfg: StudyConfig, n_layers: int) -> float:
+    return measure_latency(cfg.proxy, Schedule((Layer("full"),) * n_layers), cfg.data.seq_len)
+
+
+def cost_of(cfg: StudyConfig, schedule: Schedule) -> tuple[float, float, dict[str, Any]]:
+    """(cost, cost relative to the all-full schedule, the counted report)."""
+    report = count(cfg.proxy, schedule, cfg.data.seq_len)
+    if cfg.cost == "latency":
+        ms = measure_latency(cfg.proxy, schedule, cfg.data.seq_len)
+        return ms, ms / _full_latency(cfg, len(schedule)), report.to_dict()
+    value, full = {
+        "flops": (report.total, report.full_total),
+        "attention_flops": (report.attention, report.full_attention),
+        "kv_cache": (report.kv_cache_bytes, report.full_kv_cache_bytes),
+    }[cfg.cost]
+    return float(value), value / full, report.to_dict()
+
+
+class Objective:
+    """``(trial) -> (quality, cost)`` for a :class:`StudyConfig`."""
+
+    def __init__(self, cfg: StudyConfig, wait_seconds: float = 1.0) -> None:
+        self.cfg, self.wait_seconds = cfg, wait_seconds
+        blob = json.dumps(cfg.measurement_key(), sort_keys=True).encode()
+        self.config_hash = hashlib.sha256(blob).hexdigest()[:12]
+
+    def __call__(self, trial: Trial) -> tuple[float, float]:
+        cfg = self.cfg
+        schedule = cfg.space.suggest(trial).canonical(cfg.data.seq_len)
+        key = f"{schedule.hash}-{self.config_hash}"
+        trial.set_user_attr("schedule", schedule.text)
+        trial.set_user_attr("key", key)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        cost, ratio, report = cost_of(cfg, schedule)
+        trial.set_user_attr("cost_ratio", ratio)
+        trial.set_user_attr("cost_report", {k: report[k] for k in ("total", "attention", "kv_cache_bytes", "ratio", "attention_ratio", "kv_ratio")})
+        trial.set_user_attr("constraint", [ratio - cfg.budget] if cfg.budget is not None else [0.0])
+        prior = self._measured(trial, key)
+        if prior is not None:
+            log.info("trial %d: %s already measured in trial %d; reusing", trial.number, schedule.text, prior.number)
+            trial.set_user_attr("reused_from", prior.number)
+            for attr in ("scores", "tokens_seen", "train_seconds", "tokens_per_second"):
+                trial.set_user_attr(attr, prior.user_attrs.get(attr))
+            return prior.values[0], cost
+        try:
+            result = train_and_score(schedule, cfg.proxy, cfg.data, cfg.train)
+        except Exception as err:
+            trial.set_user_attr("failure", f"{type(err).__name__}: {err}")
+            raise
+        if cfg.quality not in result.scores:
+            raise ConfigError(f"study.quality {cfg.quality!r} is not among the scores {sorted(result.scores)}")
+        trial.set_user_attr("scores", result.scores)
+        trial.set_user_attr("tokens_seen", result.tokens_seen)
+        trial.set_user_attr("train_seconds", result.train_seconds)
+        trial.set_user_attr("tokens_per_second", result.tokens_per_second)
+        return result.scores[cfg.quality], cost
+
+    def _measured(self, trial: Trial, key: str) -> FrozenTrial | None:
+        """A finished trial with this key; waits while another worker is measuring it."""
+        study = trial.study
+        while True:
+            others = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("key") == key and t.number != trial.number]
+            done = [t for t in others if t.state == TrialState.COMPLETE and "reused_from" not in t.user_attrs]
+            if done:
+                return done[0]
+            # the lower trial number measures; later ones wait for it (or its heartbeat's end)
+            if not any(t.state == TrialState.RUNNING and t.number < trial.number for t in others):
+                return None
+            optuna.storages.fail_stale_trials(study)
+            time.sleep(self.wait_seconds)
+
+
+# --- studies ---------------------------------------------------------------------------------------------
+def open_study(cfg: StudyConfig, storage: str | RDBStorage) -> optuna.Study:
+    """Create the study, or load it to resume; refuses to resume under a different configuration."""
+    if isinstance(storage, str):
+        storage = open_storage(storage, cfg.heartbeat_seconds)
+    study = optuna.create_study(
+        storage=storage,
+        study_name=cfg.name,
+        directions=cfg.directions,
+        sampler=make_sampler(cfg),
+        load_if_exists=True,
+    )
+    stored = study.user_attrs.get(CONFIG_ATTR)
+    mine = json.loads(json.dumps(cfg.to_dict()))
+    if stored is None:
+        study.set_user_attr(CONFIG_ATTR, mine)
+        if cfg.sampler == "grid":
+            for params, _ in cfg.space.all_params():
+                study.enqueue_trial(params, skip_if_exists=True)
+    elif {k: v for k, v in stored.items()} != mine:
+        changed = sorted(
+            f"{section}.{key}"
+            for section in mine
+            for key in set(mine[section]) | set(stored.get(section, {}))
+            if mine[section].get(key) != stored.get(section, {}).get(key) and key != "n_trials"
+        )
+        if changed:
+            raise ConfigError(
+                f"study {cfg.name!r} already exists in this storage with a different configuration "
+                f"({', '.join(changed)}); choose another study.name or storage"
+            )
+    return study
+
+
+def config_of(study: optuna.Study) -> StudyConfig:
+    """The configuration a study was launched with (stored in the study itself)."""
+    stored = study.user_attrs.get(CONFIG_ATTR)
+    if stored is None:
+        raise ConfigError(f"study {study.study_name!r} was not made by spanmix (no stored configuration)")
+    return StudyConfig.from_dict(stored)
+
+
+def finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+def _work(cfg: StudyConfig, storage_url: str, target: int, timeout: float | None, callbacks: list[Callable[..., None]]) -> None:
+    study = open_study(cfg, storage_url)
+    remaining = target - finished(study)
+    if remaining <= 0:
+        return
+    study.optimize(
+        Objective(cfg),
+        n_trials=remaining,
+        timeout=timeout,
+        catch=(Exception,),
+        callbacks=[optuna.study.MaxTrialsCallback(target, states=(TrialState.COMPLETE,)), *callbacks],
+    )
+
+
+def _worker_main(cfg_dict: dict[str, Any], storage_url: str, target: int, timeout: float | None) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _work(StudyConfig.from_dict(cfg_dict), storage_url, target, timeout, [])
+
+
+def run_study(
+    cfg: StudyConfig,
+    storage_url: str,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    workers: int = 1,
+    on_progress: Callable[[optuna.Study], None] | None = None,
+) -> optuna.Study:
+    """Run until the study holds ``n_trials`` finished trials (default ``cfg.n_trials``).
+
+    ``workers`` processes share the storage; ``on_progress`` is called after each finished trial
+    (one worker) or about once a second (several).
+    """
+    if workers < 1:
+        raise ConfigError(f"workers must be >= 1 (got {workers})")
+    target = n_trials or cfg.n_trials
+    study = open_study(cfg, storage_url)  # validates and records the config before any work
+    if workers == 1:
+        callbacks = [lambda s, t: on_progress(s)] if on_progress else []
+        _work(cfg, storage_url, target, timeout, callbacks)
+        return study
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker_main, args=(cfg.to_dict(), storage_url, target, timeout)) for _ in range(workers)]
+    for p in procs:
+        p.start()
+    while any(p.is_alive() for p in procs):
+        if on_progress:
+            on_progress(study)
+        time.sleep(1.0)
+    for p in procs:
+        p.join()
+    return study
+
+
+# --- the front ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Point:
+    """A finished trial as the front and the dashboard see it."""
+
+    number: int
+    schedule: str
+    quality: float
+    cost: float
+    cost_ratio: float
+    feasible: bool
+    reused_from: int | None
+    scores: dict[str, float]
+
+
+def points(study: optuna.Study) -> list[Point]:
+    return [
+        Point(
+            number=t.number,
+            schedule=t.user_attrs["schedule"],
+            quality=t.values[0],
+            cost=t.values[1],
+            cost_ratio=t.user_attrs.get("cost_ratio", float("nan")),
+            feasible=all(c <= 0 for c in _constraint(t)),
+            reused_from=t.user_attrs.get("reused_from"),
+            scores=t.user_attrs.get("scores") or {},
+        )
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    ]
+
+
+def pareto_front(study: optuna.Study) -> list[Point]:
+    """Feasible, non-dominated points (one per schedule), cheapest first."""
+    sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    unique = {p.schedule: p for p in sorted(points(study), key=lambda p: -p.number) if p.feasible}
+    candidates = list(unique.values())
+
+    def dominates(a: Point, b: Point) -> bool:
+        qa, qb = sign * a.quality, sign * b.quality
+        return qa <= qb and a.cost <= b.cost and (qa < qb or a.cost < b.cost)
+
+    front = [p for p in candidates if not any(dominates(o, p) for o in candidates)]
+    return sorted(front, key=lambda p: (p.cost, sign * p.quality))
+
+
+def knee(front: list[Point], maximize: bool) -> Point:
+    """The front point nearest the ideal corner (best quality at least cost) once both axes are
+    scaled to [0, 1] over the front: the best quality per cost for users who want one answer."""
+    if not front:
+        raise ConfigError("the study has no finished feasible trial yet")
+    qs, cs = [p.quality for p in front], [p.cost for p in front]
+    q_span, c_span = (max(qs) - min(qs)) or 1.0, (max(cs) - min(cs)) or 1.0
+    best_q = max(qs) if maximize else min(qs)
+
+    def distance(p: Point) -> float:
+        return ((p.quality - best_q) / q_span) ** 2 + ((p.cost - min(cs)) / c_span) ** 2
+
+    return min(front, key=distance)
+
+

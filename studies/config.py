@@ -1,0 +1,49 @@
+"""Loading a study's configuration from a preset name or a TOML file."""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from proxies import ConfigError
+from search import StudyConfig
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name.removesuffix(".toml") for p in resources.files("studies.presets").iterdir() if p.name.endswith(".toml"))
+
+
+def _read(text: str, origin: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{origin}: not valid TOML: {err}") from None
+
+
+def load_config(preset: str | None = None, path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> StudyConfig:
+    """A validated :class:`StudyConfig` from a preset or a TOML file, with ``study`` keys overridden
+    (for example the name); every error names the file, section and key."""
+    if (preset is None) == (path is None):
+        raise ConfigError("give either a preset or a config file")
+    if preset is not None:
+        if preset not in preset_names():
+            raise ConfigError(f"preset {preset!r} is unknown; allowed: {', '.join(preset_names())}")
+        origin = f"preset {preset!r}"
+        data = _read(resources.files("studies.presets").joinpath(f"{preset}.toml").read_text(), origin)
+    else:
+        origin = str(path)
+        try:
+            data = _read(Path(path).read_text(), origin)  # type: ignore[arg-type]
+        except OSError as err:
+            raise ConfigError(f"config file {origin}: {err.strerror}") from None
+    study = dict(data.get("study", {}))
+    study.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    data["study"] = study
+    try:
+        return StudyConfig.from_dict(data)
+    except ConfigError as err:
+        raise ConfigError(f"{origin}: {err}") from None
+    except TypeError as err:  # a value of the wrong shape (a list where a number goes, ...)
+        raise ConfigError(f"{origin}: {err}") from None

@@ -1,0 +1,46 @@
+"""The dashboard opened in a real browser (Debian's headless Chromium): the front is drawn."""
+
+import shutil
+import subprocess
+
+import pytest
+
+from search import pareto_front, run_study
+from studies.config import load_config
+from studies.dashboard import render
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--virtual-time-budget=10000",
+]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (CI installs it: apt-get install chromium)")
+def test_dashboard_renders_the_front_in_chromium(tiny_config, tmp_path):
+    cfg = load_config(path=tiny_config(n_trials=4, sampler="grid"))
+    study = run_study(cfg, f"sqlite:///{tmp_path / 's.db'}")
+    page = tmp_path / "dashboard.html"
+    page.write_text(render(study, cfg))
+    profile = ["--user-data-dir=" + str(tmp_path / "profile")]
+    dom = subprocess.run([CHROMIUM, *FLAGS, *profile, "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    # plotly drew the front: an SVG plot inside the front's div, with one marker per front point
+    front_div = dom.split('id="front"', 1)[1].split('id="strips"', 1)[0]
+    assert "main-svg" in front_div
+    finished = [t for t in study.trials if t.values]
+    n_front = len(pareto_front(study))
+    # one marker per finished trial, plus the knee's star
+    assert front_div.count('class="point"') == len(finished) + 1 and n_front > 0
+    shot = tmp_path / "shot.png"
+    subprocess.run([CHROMIUM, *FLAGS, *profile, "--window-size=1200,900", f"--screenshot={shot}", page.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    from PIL import Image
+
+    image = Image.open(shot).convert("RGB")
+    colours = image.getcolors(maxcolors=1 << 20) or []
+    # a rendered plot has many colours (markers, lines, text); a blank or failed page has a handful
+    assert len(colours) > 50
+    # the front's marker colour (#d6604d) is on screen
+    assert any(abs(r - 0xD6) < 12 and abs(g - 0x60) < 12 and abs(b - 0x4D) < 12 for _, (r, g, b) in colours)

@@ -1,0 +1,73 @@
+"""The search layer on its own: objective, failures, budget constraint, front and knee."""
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import search.study
+from proxies.train import TrainingDiverged
+from search import Point, StudyConfig, knee, open_study, pareto_front, run_study
+from studies.config import load_config
+
+
+@pytest.fixture
+def cfg(tiny_config):
+    return load_config(path=tiny_config(n_trials=7, sampler="grid"))
+
+
+def test_failed_trial_is_recorded_and_the_study_goes_on(cfg, tmp_path, monkeypatch):
+    real = search.study.train_and_score
+
+    def flaky(schedule, *args, **kwargs):
+        if schedule.text == "F F":
+            raise TrainingDiverged("loss is nan at step 2")
+        return real(schedule, *args, **kwargs)
+
+    monkeypatch.setattr(search.study, "train_and_score", flaky)
+    study = run_study(cfg, f"sqlite:///{tmp_path / 's.db'}")  # the grid's 7 schedules
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert [t.user_attrs["failure"] for t in failed] == ["TrainingDiverged: loss is nan at step 2"]
+    assert failed[0].user_attrs["schedule"] == "F F"
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 6
+
+
+def test_budget_is_an_optuna_constraint(tiny_config, tmp_path):
+    cfg = load_config(path=tiny_config(n_trials=6, sampler="grid", cost="attention_flops"))
+    cfg = StudyConfig.from_dict({**cfg.to_dict(), "study": {**cfg.to_dict()["study"], "budget": 0.6}})
+    study = run_study(cfg, f"sqlite:///{tmp_path / 's.db'}")
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    over = [t for t in complete if t.user_attrs["cost_ratio"] > 0.6]
+    assert over, "the grid includes schedules over budget"
+    # recorded, not dropped; marked infeasible by Optuna's convention (constraint > 0)
+    assert all(t.user_attrs["constraint"][0] > 0 for t in over)
+    assert all(p.cost_ratio <= 0.6 for p in pareto_front(study))
+
+
+def test_front_is_non_dominated_and_from_the_study(cfg, tmp_path):
+    study = run_study(cfg, f"sqlite:///{tmp_path / 's.db'}")
+    front = pareto_front(study)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    for p in front:
+        assert not any(t.values[0] < p.quality and t.values[1] < p.cost for t in complete)
+    for t in complete:  # every trial off the front is dominated or equal to a front point
+        if t.number not in {p.number for p in front}:
+            assert any(p.quality <= t.values[0] and p.cost <= t.values[1] for p in front)
+    assert front == sorted(front, key=lambda p: p.cost)
+
+
+def test_grid_enqueues_the_whole_space_once(cfg, tmp_path):
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    study = open_study(cfg, storage)
+    open_study(cfg, storage)  # resuming enqueues nothing more
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert len(waiting) == cfg.space.size() == 7
+
+
+def _point(n, quality, cost):
+    return Point(n, "F", quality, cost, cost, True, None, {})
+
+
+def test_knee_is_best_quality_per_cost():
+    front = [_point(0, 3.0, 1.0), _point(1, 1.2, 2.0), _point(2, 1.0, 10.0)]
+    assert knee(front, maximize=False).number == 1
+    assert knee([_point(0, 0.1, 1.0), _point(1, 0.9, 2.0), _point(2, 1.0, 10.0)], maximize=True).number == 1

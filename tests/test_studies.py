@@ -1,0 +1,212 @@
+"""End to end through the ``spanmix`` command: launch, resume, workers, dashboard, export, show."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from space import Schedule
+from studies.cli import main
+
+
+def _load(out: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{out / 'study.db'}")
+
+
+def _trained(study: optuna.Study) -> list:
+    """Complete trials that trained (not reused)."""
+    return [t for t in study.get_trials(states=(TrialState.COMPLETE,)) if "reused_from" not in t.user_attrs]
+
+
+def test_launch_writes_front_dashboard_and_export(tiny_config, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["launch", "--config", str(tiny_config(n_trials=5)), "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "Pareto front" in printed and "<- knee" in printed
+    study = _load(out, "tiny")
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 5
+    # identical schedules are trained once: every trained trial has its own key
+    keys = [t.user_attrs["key"] for t in _trained(study)]
+    assert len(keys) == len(set(keys))
+    for t in complete:
+        if "reused_from" in t.user_attrs:
+            assert t.values == study.trials[t.user_attrs["reused_from"]].values
+    # the dashboard holds every trial and the front
+    page = (out / "dashboard.html").read_text()
+    for t in study.trials:
+        assert f">{t.number}</td>" in page and t.user_attrs["schedule"] in page
+    front = json.loads(re.search(r'<script type="application/json" id="front-data">(.*?)</script>', page, re.S).group(1)
+                       .replace("&quot;", '"'))
+    assert front and {p["number"] for p in front} <= {t.number for t in complete}
+    assert "Plotly" in page and not re.search(r"<script[^>]*\bsrc=", page)  # plotly inlined: opens offline
+    # the knee export round-trips
+    exported = next(p for p in out.glob("knee-*.json") if not p.name.endswith(".hf.json"))
+    data = json.loads(exported.read_text())
+    assert Schedule.from_dict(data) == Schedule.parse(data["text"])
+    assert data["trial"] in {p["number"] for p in front}
+
+
+def test_export_show_and_csv(tiny_config, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["launch", "--config", str(tiny_config(n_trials=3)), "--out", str(out), "--no-progress", "--no-report"]) == 0
+    study = _load(out, "tiny")
+    trial = study.get_trials(states=(TrialState.COMPLETE,))[0]
+    assert main(["export", "--study", "tiny", "--out", str(out), str(trial.number)]) == 0
+    schedule = Schedule.parse(trial.user_attrs["schedule"])
+    saved = json.loads((out / f"trial-{trial.number}.json").read_text())
+    assert Schedule.from_dict(saved) == schedule
+    hf = json.loads((out / f"trial-{trial.number}.hf.json").read_text())
+    assert len(hf["layer_types"]) == schedule.n_layers == hf["num_hidden_layers"]
+    assert hf["layer_types"] == ["full_attention" if l.is_full else "sliding_attention" for l in schedule]
+    assert "build_model(ProxyConfig(" in capsys.readouterr().out
+    csv = tmp_path / "trials.csv"
+    assert main(["show", "--study", "tiny", "--out", str(out), "--csv", str(csv)]) == 0
+    import pandas as pd
+
+    frame = pd.read_csv(csv)
+    assert len(frame) == len(study.trials)
+    assert {"schedule", "cost_ratio", "n_full", "quality", "cost", "score:recall"} <= set(frame.columns)
+    assert main(["export", "--study", "tiny", "--out", str(out), "999"]) == 2
+
+
+def test_hf_export_refuses_block_layers():
+    from proxies import ConfigError
+    from studies.export import hf_fragment
+
+    with pytest.raises(ConfigError, match=r"layer 1 is block-sparse \(B64\)"):
+        hf_fragment(Schedule.parse("F B64"))
+    with pytest.raises(ConfigError, match=r"one sliding_window; this schedule uses \[64, 128\]"):
+        hf_fragment(Schedule.parse("S64 S128 F"))
+    assert hf_fragment(Schedule.parse("F F"))["sliding_window"] is None
+
+
+def _spanmix(*args: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "studies.cli", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_killed_study_resumes_without_losing_or_retraining(tiny_config, tmp_path):
+    out = tmp_path / "run"
+    config = tiny_config(n_trials=5, steps=600, sampler="grid")
+    proc = _spanmix("launch", "--config", str(config), "--out", str(out), "--no-progress", "--no-report")
+    deadline = time.time() + 240
+    study = None
+    while time.time() < deadline:  # kill once a trial has finished and the next is mid-training
+        time.sleep(0.1)
+        if (out / "study.db").exists():
+            try:
+                study = _load(out, "tiny")
+            except KeyError:
+                continue
+            states = [t.state for t in study.get_trials()]
+            if TrialState.COMPLETE in states and TrialState.RUNNING in states:
+                break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert study is not None
+    before = {t.number: (t.user_attrs["key"], t.values) for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    killed = [t for t in study.get_trials() if t.state == TrialState.RUNNING]
+    assert before and len(killed) == 1
+    time.sleep(3.5)  # past the heartbeat's grace period (3 x 1 s)
+    relaunch = _spanmix("launch", "--config", str(config), "--out", str(out), "--no-progress", "--no-report")
+    output, _ = relaunch.communicate(timeout=300)
+    assert relaunch.returncode == 0, output
+    study = _load(out, "tiny")
+    after = {t.number: (t.user_attrs["key"], t.values) for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    assert all(after[n] == before[n] for n in before)  # nothing finished was lost or changed
+    assert len(after) == 5
+    dead = study.trials[killed[0].number]
+    assert dead.state == TrialState.FAIL
+    keys = [t.user_attrs["key"] for t in _trained(study)]
+    assert len(keys) == len(set(keys))  # nothing trained twice
+    # the killed trial's schedule was retried, not dropped
+    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == dead.number]
+    assert len(retried) == 1 and retried[0].state in (TrialState.WAITING, TrialState.COMPLETE), [
+        (t.number, t.state.name, t.system_attrs) for t in study.trials[dead.number:]
+    ]
+    assert retried[0].params == dead.params or retried[0].system_attrs["fixed_params"] == dead.params
+
+
+def test_two_workers_share_one_storage(tiny_config, tmp_path):
+    out = tmp_path / "run"
+    config = tiny_config(n_trials=6, steps=20, sampler="grid")
+    assert main(["launch", "--config", str(config), "--out", str(out), "--workers", "2", "--no-progress", "--no-report"]) == 0
+    study = _load(out, "tiny")
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) >= 6  # a worker mid-trial when the sixth finishes completes its own too
+    trained = _trained(study)
+    keys = [t.user_attrs["key"] for t in trained]
+    assert len(keys) == len(set(keys)) >= 6  # the grid's schedules, none trained twice
+    assert len({t.user_attrs["worker"] for t in trained}) == 2
+
+
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        ("\n[extra]\nx = 1\n", r"unknown section\(s\) \['extra'\]"),
+        ("", None),
+    ],
+)
+def test_config_file_sections(tiny_config, tmp_path, capsys, extra, fragment):
+    out = tmp_path / "run"
+    code = main(["launch", "--config", str(tiny_config(n_trials=1, extra=extra)), "--out", str(out), "--no-progress", "--no-report"])
+    if fragment:
+        assert code == 2 and re.search(fragment, capsys.readouterr().err)
+        assert not out.exists()
+    else:
+        assert code == 0
+
+
+@pytest.mark.parametrize(
+    "edit, fragment",
+    [
+        (("steps = 3", "stpes = 3"), r"unknown train key\(s\) \['stpes'\]"),
+        (("n_full = [0, 2]", "n_full = [0, 5]"), r"space: n_full range \(0, 5\)"),
+        (("windows = [4, 8]", "windows = [4, 64]"), r"window 64 is outside the allowed range 2..31"),
+        (('cost = "flops"', 'cost = "watts"'), r"study.cost 'watts' is unknown"),
+        (('tasks = ["recall"]', 'tasks = ["wikitext"]'), r"unknown data set 'wikitext'"),
+        (("n_trials = 1", "n_trials = 0"), r"study.n_trials must be a whole number >= 1"),
+    ],
+)
+def test_bad_configs_fail_before_work(tiny_config, tmp_path, capsys, edit, fragment):
+    path = tiny_config(n_trials=1)
+    path.write_text(path.read_text().replace(*edit))
+    out = tmp_path / "run"
+    assert main(["launch", "--config", str(path), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(fragment, err), err
+    assert str(path) in err and "Traceback" not in err
+    assert not out.exists()  # nothing ran, nothing was written
+
+
+def test_bad_storage_and_preset(tiny_config, tmp_path, capsys):
+    assert main(["launch", "--config", str(tiny_config()), "--storage", "nosuchdb://x", "--no-progress"]) == 2
+    assert "storage 'nosuchdb://x'" in capsys.readouterr().err
+    assert main(["launch", "--preset", "fast"]) == 2
+    assert "preset 'fast' is unknown; allowed: masformer, quick" in capsys.readouterr().err
+
+
+def test_resuming_with_another_config_is_refused(tiny_config, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["launch", "--config", str(tiny_config(n_trials=1)), "--out", str(out), "--no-progress", "--no-report"]) == 0
+    assert main(["launch", "--config", str(tiny_config(n_trials=1, steps=5)), "--out", str(out), "--no-progress"]) == 2
+    assert "train.steps" in capsys.readouterr().err
+
+
+def test_presets_load_and_quick_space_is_small():
+    from studies.config import load_config, preset_names
+
+    for name in preset_names():
+        cfg = load_config(name)
+        assert cfg.space.size() > 1
+    assert load_config("quick").space.size() < 40
