@@ -210,3 +210,17 @@ def test_presets_load_and_quick_space_is_small():
         cfg = load_config(name)
         assert cfg.space.size() > 1
     assert load_config("quick").space.size() < 40
+
+
+def test_hf_fragment_loads_into_qwen2_and_gemma3_configs():
+    transformers = pytest.importorskip("transformers")
+    from studies.export import hf_fragment
+
+    schedule = Schedule.parse("S256 S256 F S256 S256 F")
+    fragment = hf_fragment(schedule)
+    for config_class in (transformers.Qwen2Config, transformers.Gemma3TextConfig):
+        config = config_class(**fragment)
+        assert config.layer_types == fragment["layer_types"]
+        assert config.sliding_window == 256 and config.num_hidden_layers == 6
+        again = config_class.from_dict(config.to_dict())
+        assert again.layer_types == fragment["layer_types"]
