@@ -77,6 +77,8 @@ class DataConfig:
     passkey_digits: int = 5
 
     def __post_init__(self) -> None:
+        if not isinstance(self.hops, (list, tuple)) or not isinstance(self.tasks, (str, list, tuple)):
+            raise ConfigError(f"data.tasks and data.hops must be lists (got {self.tasks!r}, {self.hops!r})")
         tasks = (self.tasks,) if isinstance(self.tasks, str) else tuple(self.tasks)
         object.__setattr__(self, "tasks", tasks)
         object.__setattr__(self, "hops", tuple(self.hops))

@@ -43,6 +43,9 @@ class SearchSpace:
     per_layer_windows: bool = False
 
     def __post_init__(self) -> None:
+        for name in ("n_full", "placements", "windows", "local"):
+            if not isinstance(getattr(self, name), (list, tuple)):
+                raise ScheduleError(f"{name} must be a list (got {getattr(self, name)!r})")
         n_full = tuple(self.n_full)
         if len(n_full) != 2:
             raise ScheduleError(f"n_full must be a (low, high) pair (got {self.n_full!r})")

@@ -65,12 +65,12 @@ def strips_figure(cfg: StudyConfig, pts: list[Point]) -> go.Figure:
             shade = 1.0 if layer.window is None else 0.35 + 0.5 * windows.index(layer.window) / max(1, len(windows) - 1)
             fig.add_shape(
                 type="rect", x0=i, x1=i + 0.95, y0=p.number - 0.45, y1=p.number + 0.45,
-                fillcolor=KIND_COLOURS[layer.kind], opacity=shade, line={"width": 0},
+                fillcolor=KIND_COLOURS[layer.kind], opacity=shade, line={"width": 0}, layer="below",
             )
         fig.add_scatter(
             x=[i + 0.475 for i in range(cfg.space.n_layers)], y=[p.number] * cfg.space.n_layers,
             mode="text", text=[l.token for l in Schedule.parse(p.schedule)], showlegend=False,
-            textfont={"color": "white", "size": 10}, hovertext=_hover(p), hoverinfo="text",
+            textfont={"color": "black", "size": 11}, hovertext=_hover(p), hoverinfo="text",
         )
     for kind, colour in KIND_COLOURS.items():
         fig.add_scatter(x=[None], y=[None], mode="markers", marker={"color": colour, "size": 12, "symbol": "square"}, name=kind)

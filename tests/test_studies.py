@@ -176,6 +176,8 @@ def test_config_file_sections(tiny_config, tmp_path, capsys, extra, fragment):
         (('cost = "flops"', 'cost = "watts"'), r"study.cost 'watts' is unknown"),
         (('tasks = ["recall"]', 'tasks = ["wikitext"]'), r"unknown data set 'wikitext'"),
         (("n_trials = 1", "n_trials = 0"), r"study.n_trials must be a whole number >= 1"),
+        (("n_full = [0, 2]", "n_full = 2"), r"space: n_full must be a list \(got 2\)"),
+        (("steps = 3", 'steps = "ten"'), r"train.steps must be a whole number >= 1 \(got 'ten'\)"),
     ],
 )
 def test_bad_configs_fail_before_work(tiny_config, tmp_path, capsys, edit, fragment):
