@@ -25,7 +25,7 @@ import hashlib
 import importlib.util
 import os
 import sysconfig
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from proxies.model import ConfigError
+from proxies.model import ConfigError, from_section, require_whole
 
 SYNTHETIC = ("recall", "mqar", "passkey", "multihop")
 CORPORA = ("code", "prose")
@@ -87,12 +87,8 @@ class DataConfig:
         for task in tasks:
             if task not in TASKS:
                 raise ConfigError(f"data.tasks: unknown data set {task!r}; allowed: {', '.join(TASKS)}")
-        for name in ("seq_len", "val_samples", "n_pairs", "n_queries", "n_symbols", "passkey_digits"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"data.{name} must be a whole number >= 1 (got {value!r})")
-        if not (isinstance(self.min_distance, int) and self.min_distance >= 0):
-            raise ConfigError(f"data.min_distance must be a whole number >= 0 (got {self.min_distance!r})")
+        require_whole(self, "data", ("seq_len", "val_samples", "n_pairs", "n_queries", "n_symbols", "passkey_digits"))
+        require_whole(self, "data", ("min_distance", "seed"), minimum=0)
         if self.n_symbols > 64 or self.n_pairs > self.n_symbols or self.n_queries > self.n_pairs:
             raise ConfigError(
                 f"data: need n_queries={self.n_queries} <= n_pairs={self.n_pairs} <= n_symbols={self.n_symbols} <= 64"
@@ -125,11 +121,7 @@ class DataConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DataConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown data key(s) {unknown}; allowed: {sorted(known)}")
-        return cls(**data)
+        return from_section(cls, data, "data")
 
 
 # --- generated tasks ------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,26 @@ from space import Layer, Schedule, ScheduleError
 
 class ConfigError(ValueError):
     """A configuration value that cannot work; raised before any model is built or trained."""
+
+
+T = TypeVar("T")
+
+
+def from_section(cls: type[T], data: dict[str, Any], section: str) -> T:
+    """Build the dataclass ``cls`` from one config section, naming any key it does not know."""
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown {section} key(s) {unknown}; allowed: {sorted(known)}")
+    return cls(**data)
+
+
+def require_whole(obj: Any, section: str, names: tuple[str, ...], minimum: int = 1) -> None:
+    """Each named field of ``obj`` must be an int (not a bool) of at least ``minimum``."""
+    for name in names:
+        value = getattr(obj, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ConfigError(f"{section}.{name} must be a whole number >= {minimum} (got {value!r})")
 
 
 @dataclass(frozen=True)
@@ -43,10 +63,7 @@ class ProxyConfig:
     rope_base: float = 10_000.0
 
     def __post_init__(self) -> None:
-        for name in ("d_model", "n_heads", "mlp_ratio", "vocab_size", "context"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"proxy.{name} must be a whole number >= 1 (got {value!r})")
+        require_whole(self, "proxy", ("d_model", "n_heads", "mlp_ratio", "vocab_size", "context"))
         if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
             raise ConfigError(
                 f"proxy.d_model={self.d_model} must split into n_heads={self.n_heads} heads of even size"
@@ -63,11 +80,7 @@ class ProxyConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProxyConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown proxy key(s) {unknown}; allowed: {sorted(known)}")
-        return cls(**data)
+        return from_section(cls, data, "proxy")
 
 
 def rope_tables(cfg: ProxyConfig, seq_len: int) -> tuple[Tensor, Tensor]:

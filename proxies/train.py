@@ -12,7 +12,7 @@ import math
 import time
 import warnings
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import lightning as L
@@ -22,7 +22,7 @@ from torch import Tensor
 
 from proxies.cost import count
 from proxies.data import CORPORA, IGNORE, DataConfig, ProxyDataModule
-from proxies.model import ConfigError, ProxyConfig, build_model
+from proxies.model import ConfigError, ProxyConfig, build_model, from_section, require_whole
 from space import Schedule
 
 log = logging.getLogger(__name__)
@@ -93,12 +93,8 @@ class TrainConfig:
     log_dir: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"train.{name} must be a whole number >= 1 (got {value!r})")
-        if not (isinstance(self.warmup, int) and 0 <= self.warmup):
-            raise ConfigError(f"train.warmup must be a whole number >= 0 (got {self.warmup!r})")
+        require_whole(self, "train", ("steps", "batch_size"))
+        require_whole(self, "train", ("warmup", "seed"), minimum=0)
         for name in ("lr", "grad_clip"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"train.{name} must be > 0 (got {getattr(self, name)!r})")
@@ -114,11 +110,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown train key(s) {unknown}; allowed: {sorted(known)}")
-        return cls(**data)
+        return from_section(cls, data, "train")
 
 
 def bucket_edges(seq_len: int) -> list[int]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from proxies.data import DataConfig
-from proxies.model import ConfigError, ProxyConfig
+from proxies.model import ConfigError, ProxyConfig, require_whole
 from proxies.train import TrainConfig
 from space import ScheduleError, SearchSpace
 
@@ -73,10 +73,7 @@ class StudyConfig:
             raise ConfigError(f"study.sampler {self.sampler!r} is unknown; allowed: {', '.join(SAMPLERS)}")
         if self.budget is not None and not 0 < self.budget <= 1:
             raise ConfigError(f"study.budget must be a fraction in (0, 1] of the all-full cost (got {self.budget!r})")
-        for name in ("n_trials", "heartbeat_seconds"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"study.{name} must be a whole number >= 1 (got {value!r})")
+        require_whole(self, "study", ("n_trials", "heartbeat_seconds"))
         if self.space.context != self.data.seq_len:
             raise ConfigError(f"space.context={self.space.context} must equal data.seq_len={self.data.seq_len}")
         if self.data.seq_len > self.proxy.context:

@@ -226,3 +226,27 @@ def test_hf_fragment_loads_into_qwen2_and_gemma3_configs():
         assert config.sliding_window == 256 and config.num_hidden_layers == 6
         again = config_class.from_dict(config.to_dict())
         assert again.layer_types == fragment["layer_types"]
+
+
+def test_serve_renders_fresh_page_on_loopback(tiny_config, tmp_path):
+    import threading
+    import urllib.request
+
+    from search import run_study
+    from studies.config import load_config
+    from studies.dashboard import make_server, render
+
+    cfg = load_config(path=tiny_config(n_trials=2))
+    study = run_study(cfg, f"sqlite:///{tmp_path / 's.db'}")
+    server = make_server(lambda: render(study, cfg, refresh_seconds=5), port=0)
+    assert server.server_address[0] == "127.0.0.1"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        first = urllib.request.urlopen(url, timeout=30).read().decode()
+        assert '<meta http-equiv="refresh" content="5">' in first and "2 finished" in first
+        run_study(cfg, f"sqlite:///{tmp_path / 's.db'}", n_trials=3)  # a trial finishes meanwhile
+        assert "3 finished" in urllib.request.urlopen(url, timeout=30).read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()
