@@ -10,7 +10,6 @@ MASFormer counts cost: causal full attention has T(T+1)/2 pairs per head, each c
 from __future__ import annotations
 
 import functools
-import logging
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -24,7 +23,6 @@ from proxies.attention import kernel_pairs
 from proxies.model import ProxyConfig, build_model
 from space import Layer, Schedule
 
-log = logging.getLogger(__name__)
 
 ATTENTION_OPS = ("scaled_dot_product_attention", "local_attention")
 # element-wise work the convention leaves out; anything else fvcore cannot count is an error

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 import math
 import time
 import warnings
@@ -25,7 +24,6 @@ from proxies.data import CORPORA, IGNORE, DataConfig, ProxyDataModule
 from proxies.model import ConfigError, ProxyConfig, build_model, from_section, require_whole
 from space import Schedule
 
-log = logging.getLogger(__name__)
 PRECISIONS = {"bf16": "bf16-mixed", "fp32": "32-true"}
 
 

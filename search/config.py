@@ -38,7 +38,8 @@ class StudyConfig:
         sampler: ``nsga2`` (default), ``tpe``, ``random``, or ``grid`` (every schedule once).
         budget: if set, a trial is feasible only when its cost is at most this fraction of the
             all-full schedule's (an Optuna constraint).
-        n_trials: finished trials the study aims for.
+        n_trials: distinct schedules the study aims to measure (repeated draws reuse a result and
+            do not count; capped at the size of the space).
         seed: sampler seed (each proxy trains with ``train.seed``).
         heartbeat_seconds: a trial whose worker stops beating for 3x this is failed and retried.
     """

@@ -28,7 +28,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from proxies.cost import count, measure_latency
 from proxies.model import ConfigError
 from proxies.train import train_and_score
-from search.config import StudyConfig, maximized
+from search.config import StudyConfig
 from space import Layer, Schedule
 
 log = logging.getLogger("spanmix.search")
@@ -142,6 +142,8 @@ class Objective:
         trial.set_user_attr("tokens_seen", result.tokens_seen)
         trial.set_user_attr("train_seconds", result.train_seconds)
         trial.set_user_attr("tokens_per_second", result.tokens_per_second)
+        log.info("trial %d: %s %s=%.4f cost ratio %.1f%% (trained %.0f s)", trial.number, schedule.text,
+                 cfg.quality, result.scores[cfg.quality], 100 * ratio, result.train_seconds)
         return result.scores[cfg.quality], cost
 
     def _measured(self, trial: Trial, key: str) -> FrozenTrial | None:
@@ -202,20 +204,35 @@ def config_of(study: optuna.Study) -> StudyConfig:
 
 
 def finished(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    """Distinct schedules the study has measured: finished trials that did not reuse another's result."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return sum("reused_from" not in t.user_attrs for t in complete)
+
+
+# a sampler that keeps proposing measured schedules costs little per draw, but must not loop forever
+MAX_DRAWS_PER_TARGET = 5
+
+
+def _stop_at(target: int) -> Callable[[optuna.Study, FrozenTrial], None]:
+    def callback(study: optuna.Study, trial: FrozenTrial) -> None:
+        if finished(study) >= target:
+            study.stop()
+
+    return callback
 
 
 def _work(cfg: StudyConfig, storage_url: str, target: int, timeout: float | None, callbacks: list[Callable[..., None]]) -> None:
     study = open_study(cfg, storage_url)
+    target = min(target, cfg.space.size())
     remaining = target - finished(study)
     if remaining <= 0:
         return
     study.optimize(
         Objective(cfg),
-        n_trials=remaining,
+        n_trials=MAX_DRAWS_PER_TARGET * remaining,
         timeout=timeout,
         catch=(Exception,),
-        callbacks=[optuna.study.MaxTrialsCallback(target, states=(TrialState.COMPLETE,)), *callbacks],
+        callbacks=[_stop_at(target), *callbacks],
     )
 
 
@@ -232,7 +249,8 @@ def run_study(
     workers: int = 1,
     on_progress: Callable[[optuna.Study], None] | None = None,
 ) -> optuna.Study:
-    """Run until the study holds ``n_trials`` finished trials (default ``cfg.n_trials``).
+    """Run until the study has measured ``n_trials`` distinct schedules (default ``cfg.n_trials``,
+    at most the size of the space); repeated draws reuse results and do not count.
 
     ``workers`` processes share the storage; ``on_progress`` is called after each finished trial
     (one worker) or about once a second (several).

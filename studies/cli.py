@@ -70,11 +70,12 @@ def _launch(args: argparse.Namespace) -> int:
     if args.timeout is not None and args.timeout <= 0:
         raise ConfigError(f"--timeout must be > 0 seconds (got {args.timeout})")
     _quiet_libraries()
-    log.info("study %r: %d schedules in the space, target %d finished trials, storage %s",
-             cfg.name, cfg.space.size(), cfg.n_trials, storage)
+    log.info("study %r: %d schedules in the space, target %d measured, storage %s",
+             cfg.name, cfg.space.size(), min(cfg.n_trials, cfg.space.size()), storage)
     from tqdm import tqdm
 
-    bar = tqdm(total=cfg.n_trials, unit="trial", desc=cfg.name, disable=args.no_progress, dynamic_ncols=True)
+    total = min(cfg.n_trials, cfg.space.size())
+    bar = tqdm(total=total, unit="schedule", desc=cfg.name, disable=args.no_progress, dynamic_ncols=True)
 
     def progress(study) -> None:  # type: ignore[no-untyped-def]
         done = finished(study)
@@ -265,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--name", help="study name (default: the config's study.name)")
     launch.add_argument("--storage", help="Optuna storage URL (default: sqlite:///OUT/study.db)")
     launch.add_argument("--out", help="folder for the database, dashboard and export (default: runs/NAME)")
-    launch.add_argument("--n-trials", type=int, help="finished trials to reach, counting earlier runs (default: the config's)")
+    launch.add_argument("--n-trials", type=int, help="distinct schedules to have measured, counting earlier runs (default: the config's)")
     launch.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     launch.add_argument("--workers", type=int, default=1, help="processes sharing the storage (default 1)")
     launch.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -11,7 +11,7 @@ import optuna
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from search import Point, StudyConfig, knee, maximized, pareto_front, points
+from search import Point, StudyConfig, finished, knee, maximized, pareto_front, points
 from space import Schedule
 
 KIND_COLOURS = {"full": "#b2182b", "sliding": "#2166ac", "block": "#1b7837"}
@@ -147,7 +147,7 @@ def render(study: optuna.Study, cfg: StudyConfig, refresh_seconds: int | None = 
     )
     refresh = f'<meta http-equiv="refresh" content="{refresh_seconds}">' if refresh_seconds else ""
     summary = (
-        f"{len(study.trials)} trials, {len(pts)} finished, front of {len(front)}"
+        f"{len(study.trials)} trials, {len(pts)} finished, {finished(study)} schedules measured, front of {len(front)}"
         + (f"; knee: trial {chosen.number} <code>{html.escape(chosen.schedule)}</code>" if chosen else "")
     )
     data = json.dumps([p.__dict__ for p in front])

@@ -1,12 +1,11 @@
 """The search layer on its own: objective, failures, budget constraint, front and knee."""
 
-import optuna
 import pytest
 from optuna.trial import TrialState
 
 import search.study
 from proxies.train import TrainingDiverged
-from search import Point, StudyConfig, knee, open_study, pareto_front, run_study
+from search import Point, StudyConfig, finished, knee, open_study, pareto_front, run_study
 from studies.config import load_config
 
 
@@ -26,9 +25,10 @@ def test_failed_trial_is_recorded_and_the_study_goes_on(cfg, tmp_path, monkeypat
     monkeypatch.setattr(search.study, "train_and_score", flaky)
     study = run_study(cfg, f"sqlite:///{tmp_path / 's.db'}")  # the grid's 7 schedules
     failed = study.get_trials(states=(TrialState.FAIL,))
-    assert [t.user_attrs["failure"] for t in failed] == ["TrainingDiverged: loss is nan at step 2"]
-    assert failed[0].user_attrs["schedule"] == "F F"
-    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 6
+    assert failed and all(t.user_attrs["failure"] == "TrainingDiverged: loss is nan at step 2" for t in failed)
+    assert {t.user_attrs["schedule"] for t in failed} == {"F F"}
+    assert finished(study) == 6  # every other schedule measured
+    assert len(study.trials) <= 5 * 7  # a schedule that cannot be measured does not loop forever
 
 
 def test_budget_is_an_optuna_constraint(tiny_config, tmp_path):
