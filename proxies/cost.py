@@ -182,7 +182,8 @@ def _count(cfg: ProxyConfig, schedule: Schedule, seq_len: int, batch: int) -> Co
             )
         )
     total = sum(by_module[""].values())
-    full = closed_form(cfg, Schedule((Layer("full"),) * len(schedule)), seq_len, batch)
+    all_full = Schedule((Layer("full"),) * len(schedule))
+    full = closed_form(cfg, all_full, seq_len, batch)
     return CostReport(
         schedule=schedule.text,
         seq_len=seq_len,
@@ -194,7 +195,7 @@ def _count(cfg: ProxyConfig, schedule: Schedule, seq_len: int, batch: int) -> Co
         full_total=full["total"],
         full_attention=sum(p["attention"] for p in full["layers"]),
         kv_cache_bytes=kv_cache_bytes(cfg, schedule, seq_len, batch),
-        full_kv_cache_bytes=kv_cache_bytes(cfg, Schedule((Layer("full"),) * len(schedule)), seq_len, batch),
+        full_kv_cache_bytes=kv_cache_bytes(cfg, all_full, seq_len, batch),
     )
 
 

@@ -221,8 +221,7 @@ def _stop_at(target: int) -> Callable[[optuna.Study, FrozenTrial], None]:
     return callback
 
 
-def _work(cfg: StudyConfig, storage_url: str, target: int, timeout: float | None, callbacks: list[Callable[..., None]]) -> None:
-    study = open_study(cfg, storage_url)
+def _work(study: optuna.Study, cfg: StudyConfig, target: int, timeout: float | None, callbacks: list[Callable[..., None]]) -> None:
     target = min(target, cfg.space.size())
     remaining = target - finished(study)
     if remaining <= 0:
@@ -238,7 +237,8 @@ def _work(cfg: StudyConfig, storage_url: str, target: int, timeout: float | None
 
 def _worker_main(cfg_dict: dict[str, Any], storage_url: str, target: int, timeout: float | None) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    _work(StudyConfig.from_dict(cfg_dict), storage_url, target, timeout, [])
+    cfg = StudyConfig.from_dict(cfg_dict)
+    _work(open_study(cfg, storage_url), cfg, target, timeout, [])
 
 
 def run_study(
@@ -261,7 +261,7 @@ def run_study(
     study = open_study(cfg, storage_url)  # validates and records the config before any work
     if workers == 1:
         callbacks = [lambda s, t: on_progress(s)] if on_progress else []
-        _work(cfg, storage_url, target, timeout, callbacks)
+        _work(study, cfg, target, timeout, callbacks)
         return study
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_worker_main, args=(cfg.to_dict(), storage_url, target, timeout)) for _ in range(workers)]
