@@ -105,6 +105,10 @@ def cost_of(cfg: StudyConfig, schedule: Schedule) -> tuple[float, float, dict[st
     return float(value), value / full, report.to_dict()
 
 
+# what a trial that reuses another's measurement copies from it
+MEASURED_ATTRS = ("cost_ratio", "cost_report", "constraint", "scores", "tokens_seen", "train_seconds", "tokens_per_second")
+
+
 class Objective:
     """``(trial) -> (quality, cost)`` for a :class:`StudyConfig`."""
 
@@ -120,17 +124,18 @@ class Objective:
         trial.set_user_attr("schedule", schedule.text)
         trial.set_user_attr("key", key)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        prior = self._measured(trial, key)
+        if prior is not None:
+            # the stored cost too: a latency is a measurement, and measuring it again would differ
+            log.info("trial %d: %s already measured in trial %d; reusing", trial.number, schedule.text, prior.number)
+            trial.set_user_attr("reused_from", prior.number)
+            for attr in MEASURED_ATTRS:
+                trial.set_user_attr(attr, prior.user_attrs.get(attr))
+            return prior.values[0], prior.values[1]
         cost, ratio, report = cost_of(cfg, schedule)
         trial.set_user_attr("cost_ratio", ratio)
         trial.set_user_attr("cost_report", {k: report[k] for k in ("total", "attention", "kv_cache_bytes", "ratio", "attention_ratio", "kv_ratio")})
         trial.set_user_attr("constraint", [ratio - cfg.budget] if cfg.budget is not None else [0.0])
-        prior = self._measured(trial, key)
-        if prior is not None:
-            log.info("trial %d: %s already measured in trial %d; reusing", trial.number, schedule.text, prior.number)
-            trial.set_user_attr("reused_from", prior.number)
-            for attr in ("scores", "tokens_seen", "train_seconds", "tokens_per_second"):
-                trial.set_user_attr(attr, prior.user_attrs.get(attr))
-            return prior.values[0], cost
         try:
             result = train_and_score(schedule, cfg.proxy, cfg.data, cfg.train)
         except Exception as err:
