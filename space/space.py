@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator, Protocol, Sequence
 
@@ -169,6 +170,26 @@ class SearchSpace:
             windows = [w] * n_local
         return self._schedule(full, kind, windows)
 
+    def sample(self, rng: random.Random) -> Schedule:
+        """One schedule drawn as a random sampler would draw it: each parameter of :meth:`suggest`
+        uniform over its choices (so ``n_full`` is uniform, not weighted by how many schedules
+        each count has)."""
+        return self.suggest(_RandomTrial(rng))
+
+    def extremes(self) -> tuple[Schedule, Schedule]:
+        """(cheapest, dearest): the schedules with the fewest and the most attended query-key pairs
+        at ``context``. Pairs grow with the number of full layers and the window and do not depend
+        on where the full layers sit, so both are built directly, for spaces of any size."""
+        def pairs(layer: Layer) -> int:
+            return layer.attended_pairs(self.context)
+
+        lo, hi = self.n_full
+        placement = self.placements[0] if self.placements != (FREE,) else "bottom"
+        local = sorted(self.local, key=lambda k: pairs(Layer(k, max(self.windows, default=2))))  # type: ignore[arg-type]
+        cheap = self._schedule(place_full(self.n_layers, lo, placement), local[0], [min(self.windows, default=2)] * (self.n_layers - lo))
+        dear = self._schedule(place_full(self.n_layers, hi, placement), local[-1], [max(self.windows, default=2)] * (self.n_layers - hi))
+        return cheap, dear
+
     def all_params(self) -> Iterator[tuple[dict[str, Any], Schedule]]:
         """Every distinct schedule with the parameters :meth:`suggest` would give it, so a grid of
         the space can be enqueued into a study in the sampler's own terms."""
@@ -210,6 +231,19 @@ class SearchSpace:
         if unknown:
             raise ScheduleError(f"unknown search-space key(s) {unknown}; allowed: {sorted(known)}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+class _RandomTrial:
+    """A trial that answers each suggestion uniformly at random from ``rng``."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+
+    def suggest_int(self, name: str, low: int, high: int) -> int:
+        return self.rng.randint(low, high)
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        return self.rng.choice(list(choices))
 
 
 class _Replay:
