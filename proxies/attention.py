@@ -31,6 +31,14 @@ def _sliding(block: bool, window: int) -> bool:
     return not block and window > 1
 
 
+DENSE_UP_TO = 0  # set from benchmarks/attention.py --crossover
+
+
+def dense_is_faster(seq_len: int, window: int, block: bool) -> bool:
+    """Whether one masked call over the whole sequence beats the window-sized pieces."""
+    return seq_len <= DENSE_UP_TO
+
+
 def chunk_size(window: int, block: bool, seq_len: int) -> int:
     """The side of the causal sub-problems the CPU kernel solves for this pattern."""
     return min(window - 1 if _sliding(block, window) else window, seq_len)
@@ -43,7 +51,7 @@ def kernel_pairs(seq_len: int, window: int, block: bool) -> int:
     the two differ only by the masked part of a ragged tail against its previous chunk.
     """
     own, prev = _pieces(seq_len, window, block)
-    return sum(p.n * (p.q_len * p.k_len if p.upper else p.q_len * (p.q_len + 1) // 2) for p in own + prev)
+    return sum(p.n * (p.q_len * p.k_len if p.upper or p.dense else p.q_len * (p.q_len + 1) // 2) for p in own + prev)
 
 
 def allowed_mask(seq_len: int, window: int | None, block: bool = False, device: torch.device | None = None) -> Tensor:
@@ -78,12 +86,15 @@ class _Piece:
     k_len: int
     reverse: bool = False
     upper: bool = False
+    dense: tuple[int, bool] | None = None  # (window, block): the whole pattern as one masked call
 
 
 def _pieces(seq_len: int, window: int, block: bool) -> tuple[list[_Piece], list[_Piece]]:
     """The sub-problems of a pattern: those covering every query (own chunk), and those covering
     queries from ``chunk_size`` on (previous chunk, sliding only). No padding: a ragged tail is its
     own piece."""
+    if dense_is_faster(seq_len, window, block):
+        return [_Piece(0, 0, 1, seq_len, seq_len, dense=(window, block))], []
     c = chunk_size(window, block, seq_len)
     n, t = divmod(seq_len, c)
     own = [_Piece(0, 0, n, c, c)] + ([_Piece(n * c, n * c, 1, t, t)] if t else [])
@@ -107,10 +118,19 @@ def _unview(y: Tensor, b: int, h: int, reverse: bool) -> Tensor:
     return y.reshape(b, h, -1, *y.shape[3:])
 
 
-def _upper_mask(p: _Piece, dtype: torch.dtype) -> Tensor:
-    i = torch.arange(p.q_len)[:, None]
-    m = torch.arange(p.k_len)[None, :]
-    return torch.zeros(p.q_len, p.k_len, dtype=dtype).masked_fill(m < i, float("-inf"))
+@functools.cache
+def _additive_mask(q_len: int, k_len: int, dense: tuple[int, bool] | None, dtype: torch.dtype) -> Tensor:
+    """0 where a query may attend, -inf elsewhere: ``key >= query`` for a ragged tail's upper
+    piece, or a whole local pattern for the dense path."""
+    if dense is not None:
+        allowed = allowed_mask(q_len, dense[0], dense[1])
+    else:
+        allowed = torch.arange(k_len)[None, :] >= torch.arange(q_len)[:, None]
+    return torch.zeros(q_len, k_len, dtype=dtype).masked_fill(~allowed, float("-inf"))
+
+
+def _mask(p: _Piece, dtype: torch.dtype) -> Tensor | None:
+    return _additive_mask(p.q_len, p.k_len, p.dense, dtype) if p.upper or p.dense else None
 
 
 def _run(pieces: list[_Piece], q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
@@ -120,8 +140,8 @@ def _run(pieces: list[_Piece], q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor,
     for p in pieces:
         qv = _view(q, p.q_start, p.n, p.q_len, p.reverse)
         kv, vv = (_view(x, p.k_start, p.n, p.k_len, p.reverse) for x in (k, v))
-        mask = _upper_mask(p, q.dtype) if p.upper else None
-        out, lse = _flash(qv, kv, vv, 0.0, not p.upper, attn_mask=mask)
+        mask = _mask(p, q.dtype)
+        out, lse = _flash(qv, kv, vv, 0.0, mask is None, attn_mask=mask)
         outs.append(_unview(out, b, h, p.reverse))
         lses.append(_unview(lse, b, h, p.reverse))
     return torch.cat(outs, dim=2), torch.cat(lses, dim=2)
@@ -153,8 +173,8 @@ def _local_backward(
         qs = (_view(x, p.q_start, p.n, p.q_len, p.reverse) for x in (grad, q))
         ks = (_view(x, p.k_start, p.n, p.k_len, p.reverse) for x in (k, v))
         os = (_view(x, p.q_start, p.n, p.q_len, p.reverse) for x in (out, lse))
-        mask = _upper_mask(p, q.dtype) if p.upper else None
-        gq, gk, gv = _flash_backward(*qs, *ks, *os, 0.0, not p.upper, attn_mask=mask)
+        mask = _mask(p, q.dtype)
+        gq, gk, gv = _flash_backward(*qs, *ks, *os, 0.0, mask is None, attn_mask=mask)
         qrows = slice(p.q_start, p.q_start + p.n * p.q_len)
         krows = slice(p.k_start, p.k_start + p.n * p.k_len)
         dq[:, :, qrows] += _unview(gq, b, h, p.reverse)
