@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from proxies.data import DataConfig
-from proxies.model import ConfigError, ProxyConfig, require_whole
+from proxies.model import ConfigError, ProxyConfig, from_section, require_whole
 from proxies.train import TrainConfig
 from space import ScheduleError, SearchSpace
 
@@ -18,11 +18,56 @@ COSTS = {
     "latency": "measured forward+backward milliseconds",
 }
 QUALITIES = ("loss", "long_loss", "ppl", "recall")
+STRATEGIES = ("standalone", "supernet")
 
 
 def maximized(metric: str) -> bool:
     """Accuracies are maximised; losses and perplexities minimised."""
     return metric == "recall" or "/acc" in metric
+
+
+@dataclass(frozen=True)
+class SupernetConfig:
+    """How the supernet strategy trains its shared weights and confirms what they found.
+
+    Attributes:
+        steps: training steps of the shared weights (None: 8x ``train.steps``); batch size,
+            learning rate and the rest come from ``[train]``.
+        random_draws: random schedules per sandwich cycle. The sandwich rule (BigNAS,
+            once-for-all) cycles the dearest schedule of the space, the cheapest, then this many
+            uniform draws, one schedule per step.
+        finetune_steps: steps a copy of the shared weights is fine-tuned under a schedule before
+            it is scored (0: score the shared weights as they are).
+        controls: schedules off the supernet's front, drawn with the study seed from the next two
+            fronts, that are trained standalone next to the front to measure rank fidelity.
+        exhaustive_limit: spaces of at most this many schedules are scored whole (the front is
+            then exact for the supernet); larger spaces are searched by the study's sampler for
+            ``n_trials`` schedules.
+        checkpoint_every: steps between checkpoints of the shared weights.
+    """
+
+    steps: int | None = None
+    random_draws: int = 2
+    finetune_steps: int = 0
+    controls: int = 4
+    exhaustive_limit: int = 512
+    checkpoint_every: int = 50
+
+    def __post_init__(self) -> None:
+        if self.steps is not None:
+            require_whole(self, "supernet", ("steps",))
+        require_whole(self, "supernet", ("exhaustive_limit", "checkpoint_every"))
+        require_whole(self, "supernet", ("random_draws", "finetune_steps", "controls"), minimum=0)
+
+    def total_steps(self, train: TrainConfig) -> int:
+        return self.steps if self.steps is not None else 8 * train.steps
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SupernetConfig:
+        return from_section(cls, data, "supernet")
 
 
 @dataclass(frozen=True)
@@ -42,6 +87,10 @@ class StudyConfig:
             do not count; capped at the size of the space).
         seed: sampler seed (each proxy trains with ``train.seed``).
         heartbeat_seconds: a trial whose worker stops beating for 3x this is failed and retried.
+        strategy: ``standalone`` trains every schedule it measures from scratch (exact, slow);
+            ``supernet`` trains one set of shared weights, scores schedules on it, then confirms
+            its front standalone (see :class:`SupernetConfig`).
+        supernet: the supernet strategy's settings (the ``[supernet]`` section).
     """
 
     name: str
@@ -56,8 +105,12 @@ class StudyConfig:
     n_trials: int = 20
     seed: int = 0
     heartbeat_seconds: int = 10
+    strategy: str = "standalone"
+    supernet: SupernetConfig = field(default_factory=SupernetConfig)
 
     def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"study.strategy {self.strategy!r} is unknown; allowed: {', '.join(STRATEGIES)}")
         if not isinstance(self.name, str) or not self.name.strip():
             raise ConfigError(f"study.name must be a non-empty string (got {self.name!r})")
         if self.cost not in COSTS:
@@ -85,28 +138,35 @@ class StudyConfig:
         return ["maximize" if maximized(self.quality) else "minimize", "minimize"]
 
     def measurement_key(self) -> dict[str, Any]:
-        """What makes two trials of one schedule interchangeable (the dedup key, with the schedule)."""
+        """What makes two standalone trials of one schedule interchangeable (the dedup key, with the schedule)."""
         return {"proxy": self.proxy.to_dict(), "data": self.data.to_dict(), "train": self.train.to_dict(), "cost": self.cost}
+
+    def supernet_key(self) -> dict[str, Any]:
+        """What makes two supernets interchangeable: the space they learn and how they train."""
+        sn = self.supernet
+        return {**self.measurement_key(), "space": self.space.to_dict(),
+                "supernet": {"steps": sn.total_steps(self.train), "random_draws": sn.random_draws}}
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "study": {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("space", "proxy", "data", "train")},
+            "study": {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _SECTIONS},
             "space": self.space.to_dict(),
             "proxy": self.proxy.to_dict(),
             "data": self.data.to_dict(),
             "train": self.train.to_dict(),
+            "supernet": self.supernet.to_dict(),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StudyConfig:
         """Build from ``{"study": {...}, "space": {...}, "proxy": ..., "data": ..., "train": ...}``,
         naming the section and key of anything unknown or out of range."""
-        sections = {"study", "space", "proxy", "data", "train"}
+        sections = {"study", *_SECTIONS}
         unknown = sorted(set(data) - sections)
         if unknown:
             raise ConfigError(f"unknown section(s) {unknown}; allowed: {sorted(sections)}")
         study = dict(data.get("study", {}))
-        allowed = {f.name for f in fields(cls)} - {"space", "proxy", "data", "train"}
+        allowed = {f.name for f in fields(cls)} - set(_SECTIONS)
         bad = sorted(set(study) - allowed)
         if bad:
             raise ConfigError(f"unknown study key(s) {bad}; allowed: {sorted(allowed)}")
@@ -121,5 +181,9 @@ class StudyConfig:
             proxy=ProxyConfig.from_dict(dict(data.get("proxy", {}))),
             data=DataConfig.from_dict(dict(data.get("data", {}))),
             train=TrainConfig.from_dict(dict(data.get("train", {}))),
+            supernet=SupernetConfig.from_dict(dict(data.get("supernet", {}))),
             **study,
         )
+
+
+_SECTIONS = ("space", "proxy", "data", "train", "supernet")

@@ -17,9 +17,9 @@ import os
 import socket
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -27,7 +27,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from proxies.cost import count, measure_latency
 from proxies.model import ConfigError
-from proxies.train import train_and_score
+from proxies.train import ProxyResult, train_and_score
 from search.config import StudyConfig
 from space import Layer, Schedule
 
@@ -107,21 +107,63 @@ def cost_of(cfg: StudyConfig, schedule: Schedule) -> tuple[float, float, dict[st
 
 # what a trial that reuses another's measurement copies from it
 MEASURED_ATTRS = ("cost_ratio", "cost_report", "constraint", "scores", "tokens_seen", "train_seconds", "tokens_per_second")
+STANDALONE, SUPERNET = "standalone", "supernet"
+
+
+class Measure(Protocol):
+    """How a trial turns a schedule into scores. ``fidelity`` names the measurement in each trial
+    (``standalone``, ``supernet``, ``standalone-4x``); ``key`` is everything that makes two
+    measurements of one schedule interchangeable."""
+
+    fidelity: str
+    key: dict[str, Any]
+
+    def __call__(self, schedule: Schedule) -> ProxyResult: ...
+
+
+class Standalone:
+    """Train the schedule's own proxy from scratch for ``budget`` times ``train.steps`` steps."""
+
+    def __init__(self, cfg: StudyConfig, budget: int = 1) -> None:
+        self.cfg, self.train = cfg, replace(cfg.train, steps=cfg.train.steps * budget)
+        self.fidelity = STANDALONE if budget == 1 else f"{STANDALONE}-{budget}x"
+        self.key = {**cfg.measurement_key(), "train": self.train.to_dict()}
+
+    def __call__(self, schedule: Schedule) -> ProxyResult:
+        return train_and_score(schedule, self.cfg.proxy, self.cfg.data, self.train)
+
+
+def fidelity_of(trial: FrozenTrial) -> str:
+    return trial.user_attrs.get("fidelity", STANDALONE)
 
 
 class Objective:
-    """``(trial) -> (quality, cost)`` for a :class:`StudyConfig`."""
+    """``(trial) -> (quality, cost)`` for a :class:`StudyConfig`.
 
-    def __init__(self, cfg: StudyConfig, wait_seconds: float = 1.0) -> None:
+    A trial is measured by the measure its ``fidelity`` user attribute names (set when it was
+    enqueued); an untagged trial (drawn by the sampler, queued by a grid) belongs to the study's
+    search fidelity when this objective measures it, else to the first of ``measures``.
+    """
+
+    def __init__(self, cfg: StudyConfig, *measures: Measure, wait_seconds: float = 1.0) -> None:
         self.cfg, self.wait_seconds = cfg, wait_seconds
-        blob = json.dumps(cfg.measurement_key(), sort_keys=True).encode()
-        self.config_hash = hashlib.sha256(blob).hexdigest()[:12]
+        self.measures = {m.fidelity: m for m in (measures or (Standalone(cfg),))}
+        self.default = next(iter(self.measures))
+        self.config_hashes = {
+            name: hashlib.sha256(json.dumps({"fidelity": name, **m.key}, sort_keys=True).encode()).hexdigest()[:12]
+            for name, m in self.measures.items()
+        }
 
     def __call__(self, trial: Trial) -> tuple[float, float]:
         cfg = self.cfg
+        searched = search_fidelity(trial.study)
+        fidelity = trial.user_attrs.get("fidelity", searched if searched in self.measures else self.default)
+        if fidelity not in self.measures:
+            raise ConfigError(f"trial {trial.number} asks for fidelity {fidelity!r}; this run measures {sorted(self.measures)}")
         schedule = cfg.space.suggest(trial).canonical(cfg.data.seq_len)
-        key = f"{schedule.hash}-{self.config_hash}"
+        key = f"{schedule.hash}-{self.config_hashes[fidelity]}"
         trial.set_user_attr("schedule", schedule.text)
+        trial.set_user_attr("fidelity", fidelity)
         trial.set_user_attr("key", key)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         prior = self._measured(trial, key)
@@ -137,7 +179,7 @@ class Objective:
         trial.set_user_attr("cost_report", {k: report[k] for k in ("total", "attention", "kv_cache_bytes", "ratio", "attention_ratio", "kv_ratio")})
         trial.set_user_attr("constraint", [ratio - cfg.budget] if cfg.budget is not None else [0.0])
         try:
-            result = train_and_score(schedule, cfg.proxy, cfg.data, cfg.train)
+            result = self.measures[fidelity](schedule)
         except Exception as err:
             trial.set_user_attr("failure", f"{type(err).__name__}: {err}")
             raise
@@ -147,8 +189,8 @@ class Objective:
         trial.set_user_attr("tokens_seen", result.tokens_seen)
         trial.set_user_attr("train_seconds", result.train_seconds)
         trial.set_user_attr("tokens_per_second", result.tokens_per_second)
-        log.info("trial %d: %s %s=%.4f cost ratio %.1f%% (trained %.0f s)", trial.number, schedule.text,
-                 cfg.quality, result.scores[cfg.quality], 100 * ratio, result.train_seconds)
+        log.info("trial %d: %s %s=%.4f cost ratio %.1f%% (%s, %.1f s)", trial.number, schedule.text,
+                 cfg.quality, result.scores[cfg.quality], 100 * ratio, fidelity, result.train_seconds)
         return result.scores[cfg.quality], cost
 
     def _measured(self, trial: Trial, key: str) -> FrozenTrial | None:
@@ -208,42 +250,87 @@ def config_of(study: optuna.Study) -> StudyConfig:
     return StudyConfig.from_dict(stored)
 
 
-def finished(study: optuna.Study) -> int:
-    """Distinct schedules the study has measured: finished trials that did not reuse another's result."""
+def search_fidelity(study: optuna.Study) -> str:
+    """The fidelity a study searches at: ``supernet`` for the supernet strategy, else ``standalone``."""
+    strategy = (study.user_attrs.get(CONFIG_ATTR) or {}).get("study", {}).get("strategy")
+    return SUPERNET if strategy == "supernet" else STANDALONE
+
+
+def finished(study: optuna.Study, fidelity: str | None = None) -> int:
+    """Distinct schedules measured at ``fidelity`` (default: the one the study searches at):
+    finished trials that did not reuse another's result."""
+    fidelity = fidelity or search_fidelity(study)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return sum("reused_from" not in t.user_attrs for t in complete)
+    return sum("reused_from" not in t.user_attrs and fidelity_of(t) == fidelity for t in complete)
 
 
 # a sampler that keeps proposing measured schedules costs little per draw, but must not loop forever
 MAX_DRAWS_PER_TARGET = 5
 
 
-def _stop_at(target: int) -> Callable[[optuna.Study, FrozenTrial], None]:
+def _stop_at(target: int, fidelity: str) -> Callable[[optuna.Study, FrozenTrial], None]:
     def callback(study: optuna.Study, trial: FrozenTrial) -> None:
-        if finished(study) >= target:
+        if finished(study, fidelity) >= target:
             study.stop()
 
     return callback
 
 
-def _work(study: optuna.Study, cfg: StudyConfig, target: int, timeout: float | None, callbacks: list[Callable[..., None]]) -> None:
-    target = min(target, cfg.space.size())
-    remaining = target - finished(study)
+def work(
+    study: optuna.Study,
+    objective: Objective,
+    target: int,
+    timeout: float | None = None,
+    callbacks: list[Callable[..., None]] | None = None,
+) -> None:
+    """Optimise until ``target`` distinct schedules are measured at the objective's default fidelity."""
+    fidelity = objective.default
+    target = min(target, objective.cfg.space.size())
+    remaining = target - finished(study, fidelity)
     if remaining <= 0:
         return
     study.optimize(
-        Objective(cfg),
+        objective,
         n_trials=MAX_DRAWS_PER_TARGET * remaining,
         timeout=timeout,
         catch=(Exception,),
-        callbacks=[_stop_at(target), *callbacks],
+        callbacks=[_stop_at(target, fidelity), *(callbacks or [])],
     )
+
+
+def measure_schedules(
+    study: optuna.Study,
+    objective: Objective,
+    schedules: list[str],
+    fidelity: str,
+    timeout: float | None = None,
+    callbacks: list[Callable[..., None]] | None = None,
+) -> None:
+    """Measure each schedule (canonical text) at ``fidelity`` unless it already was: each is
+    enqueued with the parameters that draw it, tagged with the fidelity, and run by ``objective``.
+    Resumable: what was measured or queued by an interrupted run is not queued again. Optuna runs
+    queued trials oldest first, so trials queued before these (a grid's rest) run first, each at
+    its own fidelity."""
+    space = objective.cfg.space
+    done = {p.schedule for p in points(study, fidelity)}
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    queued = {t.user_attrs.get("schedule") for t in waiting if t.user_attrs.get("fidelity") == fidelity}
+    todo = [text for text in schedules if text not in done and text not in queued]
+    if todo:
+        params = {s.canonical(space.context).text: p for p, s in space.all_params()}
+        for text in todo:
+            study.enqueue_trial(params[text], user_attrs={"fidelity": fidelity, "schedule": text})
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    mine = [i for i, t in enumerate(waiting) if t.user_attrs.get("fidelity") == fidelity]
+    n = mine[-1] + 1 if mine else 0
+    if n:
+        study.optimize(objective, n_trials=n, timeout=timeout, catch=(Exception,), callbacks=callbacks or [])
 
 
 def _worker_main(cfg_dict: dict[str, Any], storage_url: str, target: int, timeout: float | None) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cfg = StudyConfig.from_dict(cfg_dict)
-    _work(open_study(cfg, storage_url), cfg, target, timeout, [])
+    work(open_study(cfg, storage_url), Objective(cfg), target, timeout)
 
 
 def run_study(
@@ -253,20 +340,28 @@ def run_study(
     timeout: float | None = None,
     workers: int = 1,
     on_progress: Callable[[optuna.Study], None] | None = None,
+    workdir: str | Path | None = None,
 ) -> optuna.Study:
     """Run until the study has measured ``n_trials`` distinct schedules (default ``cfg.n_trials``,
     at most the size of the space); repeated draws reuse results and do not count.
 
     ``workers`` processes share the storage; ``on_progress`` is called after each finished trial
-    (one worker) or about once a second (several).
+    (one worker) or about once a second (several). The supernet strategy runs in one process and
+    keeps its checkpoints under ``workdir`` (see :mod:`search.supernet`).
     """
     if workers < 1:
         raise ConfigError(f"workers must be >= 1 (got {workers})")
     target = n_trials or cfg.n_trials
+    if cfg.strategy == "supernet":
+        from search.supernet import run_supernet  # the strategy builds on this module
+
+        if workdir is None:
+            raise ConfigError("the supernet strategy needs a folder for its checkpoints (workdir)")
+        return run_supernet(cfg, storage_url, Path(workdir), target, timeout, on_progress)
     study = open_study(cfg, storage_url)  # validates and records the config before any work
     if workers == 1:
         callbacks = [lambda s, t: on_progress(s)] if on_progress else []
-        _work(study, cfg, target, timeout, callbacks)
+        work(study, Objective(cfg), target, timeout, callbacks)
         return study
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_worker_main, args=(cfg.to_dict(), storage_url, target, timeout)) for _ in range(workers)]
@@ -294,10 +389,12 @@ class Point:
     feasible: bool
     reused_from: int | None
     scores: dict[str, float]
+    fidelity: str = STANDALONE
 
 
-def points(study: optuna.Study) -> list[Point]:
-    return [
+def points(study: optuna.Study, fidelity: str | None = None) -> list[Point]:
+    """Finished trials as points; only those measured at ``fidelity`` when it is given."""
+    pts = [
         Point(
             number=t.number,
             schedule=t.user_attrs["schedule"],
@@ -307,23 +404,45 @@ def points(study: optuna.Study) -> list[Point]:
             feasible=all(c <= 0 for c in _constraint(t)),
             reused_from=t.user_attrs.get("reused_from"),
             scores=t.user_attrs.get("scores") or {},
+            fidelity=fidelity_of(t),
         )
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     ]
+    return [p for p in pts if fidelity is None or p.fidelity == fidelity]
 
 
-def pareto_front(study: optuna.Study) -> list[Point]:
-    """Feasible, non-dominated points (one per schedule), cheapest first."""
-    sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
-    unique = {p.schedule: p for p in sorted(points(study), key=lambda p: -p.number) if p.feasible}
-    candidates = list(unique.values())
+def final_fidelity(study: optuna.Study) -> str:
+    """The fidelity a study's answer is read at: standalone once any schedule was measured
+    standalone (a supernet study's confirmed set), else what it searched at."""
+    return STANDALONE if points(study, STANDALONE) else search_fidelity(study)
+
+
+def fronts(pts: list[Point], maximize: bool, depth: int = 1) -> list[list[Point]]:
+    """The first ``depth`` non-dominated fronts of the feasible points (one point per schedule,
+    the latest trial's), each cheapest first: front 1 is the Pareto front, front 2 the front of
+    what is left, and so on."""
+    sign = -1.0 if maximize else 1.0
+    unique = {p.schedule: p for p in sorted(pts, key=lambda p: -p.number) if p.feasible}
+    left = list(unique.values())
 
     def dominates(a: Point, b: Point) -> bool:
         qa, qb = sign * a.quality, sign * b.quality
         return qa <= qb and a.cost <= b.cost and (qa < qb or a.cost < b.cost)
 
-    front = [p for p in candidates if not any(dominates(o, p) for o in candidates)]
-    return sorted(front, key=lambda p: (p.cost, sign * p.quality))
+    out = []
+    while left and len(out) < depth:
+        front = [p for p in left if not any(dominates(o, p) for o in left)]
+        out.append(sorted(front, key=lambda p: (p.cost, sign * p.quality)))
+        left = [p for p in left if p not in front]
+    return out
+
+
+def pareto_front(study: optuna.Study, fidelity: str | None = None) -> list[Point]:
+    """Feasible, non-dominated points (one per schedule), cheapest first, among the trials at
+    ``fidelity`` (default: :func:`final_fidelity`)."""
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    found = fronts(points(study, fidelity or final_fidelity(study)), maximize)
+    return found[0] if found else []
 
 
 def knee(front: list[Point], maximize: bool) -> Point:

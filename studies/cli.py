@@ -74,7 +74,9 @@ def _launch(args: argparse.Namespace) -> int:
              cfg.name, cfg.space.size(), min(cfg.n_trials, cfg.space.size()), storage)
     from tqdm import tqdm
 
-    total = min(cfg.n_trials, cfg.space.size())
+    size = cfg.space.size()
+    exhaustive = cfg.strategy == "supernet" and size <= cfg.supernet.exhaustive_limit
+    total = size if exhaustive else min(cfg.n_trials, size)
     bar = tqdm(total=total, unit="schedule", desc=cfg.name, disable=args.no_progress, dynamic_ncols=True)
 
     def progress(study) -> None:  # type: ignore[no-untyped-def]
@@ -82,7 +84,7 @@ def _launch(args: argparse.Namespace) -> int:
         bar.update(done - bar.n)
         bar.set_postfix(front=len(pareto_front(study)), trials=len(study.trials))
 
-    study = run_study(cfg, storage, timeout=args.timeout, workers=args.workers, on_progress=progress)
+    study = run_study(cfg, storage, timeout=args.timeout, workers=args.workers, on_progress=progress, workdir=out)
     progress(study)
     bar.close()
     _summary(study, cfg)
@@ -92,9 +94,10 @@ def _launch(args: argparse.Namespace) -> int:
 
 
 def _summary(study, cfg) -> None:  # type: ignore[no-untyped-def]
-    from search import knee, maximized, pareto_front
+    from search import final_fidelity, knee, maximized, pareto_front, study_fidelity
 
     front = pareto_front(study)
+    fidelity = final_fidelity(study)
     states: dict[str, int] = {}
     for t in study.trials:
         states[t.state.name] = states.get(t.state.name, 0) + 1
@@ -103,11 +106,21 @@ def _summary(study, cfg) -> None:  # type: ignore[no-untyped-def]
         print("no finished feasible trial yet")
         return
     chosen = knee(front, maximized(cfg.quality))
-    print(f"Pareto front ({cfg.quality} vs {cfg.cost}):")
+    print(f"Pareto front ({cfg.quality} vs {cfg.cost}, measured {fidelity}):")
     print(f"  {'trial':>5}  {'schedule':<40} {cfg.quality:>12} {'cost ratio':>10}")
     for p in front:
         mark = "  <- knee" if p is chosen else ""
         print(f"  {p.number:>5}  {p.schedule:<40} {p.quality:>12.4f} {p.cost_ratio:>10.1%}{mark}")
+    stages = study.user_attrs.get("spanmix_stage_seconds")
+    if stages:
+        print("wall time by stage: " + ", ".join(f"{k} {v:.0f} s" for k, v in stages.items()))
+    report = study_fidelity(study)
+    if report:
+        print("rank fidelity of the supernet against standalone training (95% bootstrap intervals):")
+        for f in report:
+            print("  " + f.line())
+    elif cfg.strategy == "standalone":
+        print("rank fidelity: not measured; `spanmix fidelity` retrains schedules at a larger budget to measure it")
 
 
 def _report(study, cfg, out: Path) -> None:  # type: ignore[no-untyped-def]
@@ -193,7 +206,7 @@ def trials_frame(study):  # type: ignore[no-untyped-def]
     extra = []
     for t in study.trials:
         row = {"number": t.number}
-        for key in ("schedule", "cost_ratio", "reused_from", "failure", "tokens_seen", "train_seconds"):
+        for key in ("schedule", "fidelity", "cost_ratio", "reused_from", "failure", "tokens_seen", "train_seconds"):
             row[key] = t.user_attrs.get(key)
         row["n_full"] = Schedule.parse(t.user_attrs["schedule"]).n_full if "schedule" in t.user_attrs else None
         for name, value in (t.user_attrs.get("scores") or {}).items():
@@ -202,12 +215,50 @@ def trials_frame(study):  # type: ignore[no-untyped-def]
     return frame.merge(pd.DataFrame(extra), on="number", how="left")
 
 
+def fidelity_frame(study):  # type: ignore[no-untyped-def]
+    """Every rank-fidelity figure the study holds, one row per comparison and subset."""
+    import pandas as pd
+
+    from search import STANDALONE, SUPERNET, study_fidelity
+
+    rows = []
+    for cheap, dear in [(SUPERNET, STANDALONE), *((STANDALONE, f) for f in _budgets(study))]:
+        for f in study_fidelity(study, cheap, dear):
+            rows.append({"cheap": cheap, "dear": dear, **f.to_dict()})
+    return pd.DataFrame(rows)
+
+
+def _budgets(study) -> list[str]:  # type: ignore[no-untyped-def]
+    return sorted({t.user_attrs["fidelity"] for t in study.trials if t.user_attrs.get("fidelity", "").endswith("x")})
+
+
 def _show(args: argparse.Namespace) -> int:
     study, cfg, _ = _open(args)
     _summary(study, cfg)
     if args.csv:
-        trials_frame(study).to_csv(args.csv, index=False)
-        print(f"wrote {args.csv}")
+        csv = Path(args.csv)
+        trials_frame(study).to_csv(csv, index=False)
+        print(f"wrote {csv}")
+        fidelity = fidelity_frame(study)
+        if len(fidelity):
+            path = csv.with_name(csv.stem + "-fidelity.csv")
+            fidelity.to_csv(path, index=False)
+            print(f"wrote {path}")
+    return 0
+
+
+# --- fidelity -----------------------------------------------------------------------------------------
+def _fidelity(args: argparse.Namespace) -> int:
+    from search import run_fidelity
+
+    study, cfg, _ = _open(args)
+    report = run_fidelity(cfg, study, args.budget, args.schedules)
+    print(f"rank fidelity of the study's {cfg.train.steps}-step numbers against {args.budget * cfg.train.steps} steps "
+          "(95% bootstrap intervals):")
+    for f in report:
+        print("  " + f.line())
+    if not report:
+        print("  too few schedules were measured both ways (a failed training leaves its schedule out)")
     return 0
 
 
@@ -294,11 +345,26 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(run=_export_cmd)
 
     show = sub.add_parser("show", help="the study's Pareto front in the terminal; --csv for every trial",
-                          description="Print the study's state and its Pareto front; with --csv write every trial as a "
-                          "flat table (Optuna's columns plus schedule, cost ratio, n_full and every score).")
+                          description="Print the study's state, its Pareto front and the rank fidelity it measured; "
+                          "with --csv write every trial as a flat table (Optuna's columns plus schedule, fidelity, cost "
+                          "ratio, n_full and every score) and, beside it, FILE-fidelity.csv with the fidelity figures.")
     _study_args(show)
     show.add_argument("--csv", help="write every trial to this CSV file")
     show.set_defaults(run=_show)
+
+    fid = sub.add_parser(
+        "fidelity", help="retrain a finished study's schedules at a larger budget: is its ranking to be trusted?",
+        description="Retrain K schedules that the study trained standalone (its front first, then near-front "
+        "controls) at BUDGET times the study's steps, and report Kendall tau, Spearman rho (with 95%% bootstrap "
+        "intervals) and top-3 overlap between the study's numbers and the longer training's. High agreement "
+        "says the study's budget was enough to rank schedules; low agreement says train longer. The retrained "
+        "trials are stored in the study (fidelity standalone-BUDGETx), so an interrupted run resumes.",
+        epilog="example: spanmix fidelity --study quick --budget 4 --schedules 6",
+    )
+    _study_args(fid)
+    fid.add_argument("--budget", type=int, default=4, help="multiple of the study's training steps (default 4)")
+    fid.add_argument("--schedules", type=int, default=6, help="how many schedules to retrain (default 6)")
+    fid.set_defaults(run=_fidelity)
 
     cost = sub.add_parser(
         "cost", help="count what schedules cost (fvcore, closed form, KV cache, latency)",

@@ -11,7 +11,8 @@ import optuna
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from search import Point, StudyConfig, finished, knee, maximized, pareto_front, points
+from search import Fidelity, Point, StudyConfig, final_fidelity, finished, knee, maximized, pareto_front, points
+from search.fidelity import paired, study_fidelity
 from space import Schedule
 
 KIND_COLOURS = {"full": "#b2182b", "sliding": "#2166ac", "block": "#1b7837"}
@@ -99,6 +100,38 @@ def history_figure(cfg: StudyConfig, pts: list[Point]) -> go.Figure:
     return fig
 
 
+def fidelity_figure(cfg: StudyConfig, pairs: list[tuple[Point, Point]], report: list[Fidelity], cheap: str, dear: str) -> go.Figure:
+    """Each schedule measured both ways: the cheap measurement's quality against the dear one's,
+    labelled with its schedule; points on a rising line mean the cheap ranking holds."""
+    fig = go.Figure()
+    fig.add_scatter(
+        x=[c.quality for c, _ in pairs], y=[d.quality for _, d in pairs], mode="markers+text",
+        text=[c.schedule for c, _ in pairs], textposition="top center", textfont={"size": 10},
+        marker={"size": 10, "color": "#2166ac"}, name="schedule",
+        hovertext=[f"<b>{c.schedule}</b><br>{cheap}: {c.quality:.4g} (trial {c.number})<br>{dear}: {d.quality:.4g} "
+                   f"(trial {d.number})" for c, d in pairs], hoverinfo="text",
+    )
+    subtitle = "<br>".join(f.line() for f in report) or "fewer than 3 schedules measured both ways"
+    fig.update_layout(
+        title={"text": f"Rank fidelity: {cheap} vs {dear}<br><sup>{subtitle}</sup>"},
+        xaxis_title=f"{cfg.quality}, {cheap}", yaxis_title=f"{cfg.quality}, {dear}",
+        template="plotly_white", height=520, margin={"t": 110},
+    )
+    return fig
+
+
+def fidelity_figures(study: optuna.Study, cfg: StudyConfig) -> dict[str, go.Figure]:
+    """One scatter for each pair of fidelities the study measured the same schedules at."""
+    names = sorted({p.fidelity for p in points(study)})
+    comparisons = [("supernet", "standalone")] + [("standalone", n) for n in names if n.endswith("x")]
+    figures = {}
+    for cheap, dear in comparisons:
+        pairs = paired(points(study, cheap), points(study, dear))
+        if pairs:
+            figures[f"fidelity-{dear}"] = fidelity_figure(cfg, pairs, study_fidelity(study, cheap, dear), cheap, dear)
+    return figures
+
+
 _SORT_JS = """
 document.querySelectorAll('table.trials th').forEach((th, col) => th.addEventListener('click', () => {
   const body = th.closest('table').tBodies[0];
@@ -113,7 +146,7 @@ document.querySelectorAll('table.trials th').forEach((th, col) => th.addEventLis
 def trial_table(study: optuna.Study, front: list[Point]) -> str:
     """Every trial, finished or not, as a sortable HTML table (click a header)."""
     on_front = {p.number for p in front}
-    head = ["trial", "state", "schedule", "quality", "cost", "cost ratio", "front", "note"]
+    head = ["trial", "state", "schedule", "fidelity", "quality", "cost", "cost ratio", "front", "note"]
     rows = []
     for t in study.get_trials(deepcopy=False):
         values = t.values or [None, None]
@@ -122,6 +155,7 @@ def trial_table(study: optuna.Study, front: list[Point]) -> str:
             (t.number, str(t.number)),
             (t.state.name, t.state.name),
             (t.user_attrs.get("schedule", ""), t.user_attrs.get("schedule", "")),
+            (t.user_attrs.get("fidelity", ""), t.user_attrs.get("fidelity", "")),
             (values[0], "" if values[0] is None else f"{values[0]:.4g}"),
             (values[1], "" if values[1] is None else f"{values[1]:.4g}"),
             (t.user_attrs.get("cost_ratio"), f"{t.user_attrs['cost_ratio']:.1%}" if "cost_ratio" in t.user_attrs else ""),
@@ -140,14 +174,15 @@ def render(study: optuna.Study, cfg: StudyConfig, refresh_seconds: int | None = 
     pts = points(study)
     front = pareto_front(study)
     chosen = knee(front, maximized(cfg.quality)) if front else None
-    figures = [front_figure(cfg, pts, front, chosen), strips_figure(cfg, pts), history_figure(cfg, pts)]
-    divs = "\n".join(
-        f.to_html(full_html=False, include_plotlyjs=False, div_id=name)
-        for f, name in zip(figures, ("front", "strips", "history"))
-    )
+    fidelity = final_fidelity(study)
+    shown = [p for p in pts if p.fidelity == fidelity]
+    figures = {"front": front_figure(cfg, shown, front, chosen), **fidelity_figures(study, cfg),
+               "strips": strips_figure(cfg, pts), "history": history_figure(cfg, pts)}
+    divs = "\n".join(f.to_html(full_html=False, include_plotlyjs=False, div_id=name) for name, f in figures.items())
     refresh = f'<meta http-equiv="refresh" content="{refresh_seconds}">' if refresh_seconds else ""
     summary = (
-        f"{len(study.trials)} trials, {len(pts)} finished, {finished(study)} schedules measured, front of {len(front)}"
+        f"{len(study.trials)} trials, {len(pts)} finished, {finished(study)} schedules measured, front of {len(front)} "
+        f"(measured {fidelity})"
         + (f"; knee: trial {chosen.number} <code>{html.escape(chosen.schedule)}</code>" if chosen else "")
     )
     data = json.dumps([p.__dict__ for p in front])

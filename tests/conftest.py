@@ -10,6 +10,7 @@ name = "{name}"
 quality = "loss"
 cost = "{cost}"
 sampler = "{sampler}"
+strategy = "{strategy}"
 n_trials = {n_trials}
 seed = 0
 heartbeat_seconds = 1
@@ -46,9 +47,10 @@ precision = "fp32"
 def tiny_config(tmp_path):
     """Write a tiny study config (2 layers, 32 tokens; its space holds 7 schedules) and return its path."""
 
-    def make(name="tiny", sampler="nsga2", n_trials=4, steps=3, cost="flops", extra=""):
+    def make(name="tiny", sampler="nsga2", n_trials=4, steps=3, cost="flops", extra="", strategy="standalone"):
         path = tmp_path / f"{name}.toml"
-        path.write_text(TINY.format(name=name, sampler=sampler, n_trials=n_trials, steps=steps, cost=cost) + extra)
+        text = TINY.format(name=name, sampler=sampler, n_trials=n_trials, steps=steps, cost=cost, strategy=strategy)
+        path.write_text(text + extra)
         return path
 
     return make

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy.exc
 from optuna.trial import TrialState
 
 from space import Schedule
@@ -106,7 +107,7 @@ def test_killed_study_resumes_without_losing_or_retraining(tiny_config, tmp_path
         if (out / "study.db").exists():
             try:
                 study = _load(out, "tiny")
-            except KeyError:
+            except (KeyError, sqlalchemy.exc.OperationalError):  # the child may still be creating the schema
                 continue
             states = [t.state for t in study.get_trials()]
             if TrialState.COMPLETE in states and TrialState.RUNNING in states:

@@ -3,6 +3,7 @@
 import logging
 
 import pytest
+import torch
 
 from proxies.data import DataConfig, TaskData
 from proxies.model import ConfigError, ProxyConfig
@@ -80,7 +81,7 @@ def test_bad_configs_fail_before_training(build, fragment):
         build()
 
 
-@pytest.mark.parametrize("task", ["recall", "mqar", "passkey", "multihop"])
+@pytest.mark.parametrize("task", ["recall", "mqar", "passkey", "multihop", "copy"])
 def test_generated_tasks_are_deterministic_and_respect_distance(task):
     cfg = DataConfig(tasks=(task,), seq_len=256, min_distance=100, n_pairs=6, n_queries=4, n_symbols=16)
     a, b = TaskData(cfg, "train", 4), TaskData(cfg, "train", 4)
@@ -91,3 +92,31 @@ def test_generated_tasks_are_deterministic_and_respect_distance(task):
         if task != "multihop":
             assert (a[i]["dist"][scored] >= 100).all()
     assert not (TaskData(cfg, "val", 1)[0]["x"] == a[0]["x"]).all()
+
+
+def test_every_copy_of_a_recall_fact_is_out_of_local_reach():
+    cfg = DataConfig(tasks=("recall",), seq_len=512, min_distance=256, n_pairs=16, n_queries=16, fact_copies=8)
+    for i in range(5):
+        sample = TaskData(cfg, "train", 5)[i]
+        x, y, dist = sample["x"], sample["y"], sample["dist"]
+        asked = (y != -100).nonzero().flatten()
+        assert len(asked) == 16
+        for pos in asked.tolist():  # input pos holds the query; its target is the fact token
+            fact = int(y[pos])
+            copies = (x[:pos] == fact).nonzero().flatten()
+            assert len(copies) == 8 and int(copies.max()) == pos - int(dist[pos])
+            assert (pos - copies >= 256).all()
+
+
+def test_copy_targets_repeat_the_sequence_from_at_least_min_distance_back():
+    cfg = DataConfig(tasks=("copy",), seq_len=256, min_distance=128)
+    for i in range(5):
+        sample = TaskData(cfg, "train", 5)[i]
+        tokens = torch.cat([sample["x"], sample["y"][-1:]])
+        scored = (sample["y"] != -100).nonzero().flatten()
+        assert len(scored) == 256 // 4 - 1
+        for pos in scored.tolist():
+            d = int(sample["dist"][pos])
+            assert d >= 128 and tokens[pos + 1] == tokens[pos + 1 - d]
+    with pytest.raises(ConfigError, match="too short for task 'copy': needs >= 171"):
+        DataConfig(tasks=("copy",), seq_len=170, min_distance=128)

@@ -1,0 +1,171 @@
+"""Rank fidelity: how far a cheap measurement's ranking of schedules can be trusted.
+
+A cheap measurement (a supernet's shared weights, a short training) is compared with a dearer one
+(standalone training, a longer budget) on the same schedules. Kendall's tau (tau-b, ties handled)
+counts pairs of schedules the two order alike; Spearman's rho correlates their ranks; both come
+with a percentile bootstrap interval over the schedules, because a handful of points gives a wide
+one and a reader should see how wide. Top-3 overlap says whether the schedules a user would pick
+survive the dearer measurement.
+
+Fidelity is judged where it matters: on the front and the schedules next to it. A set that mixes
+schedules that cannot see far (all local) with ones that can orders the two groups alike under
+any measurement, so the report also gives the figures among schedules with a full layer.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import numpy as np
+import optuna
+from scipy import stats
+
+from proxies.model import ConfigError
+from search.config import StudyConfig
+from search.study import STANDALONE, SUPERNET, Objective, Point, Standalone, fronts, measure_schedules, points
+from space import Schedule
+
+log = logging.getLogger("spanmix.fidelity")
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """Agreement between a cheap and a dear measurement of the same ``n`` schedules."""
+
+    label: str
+    n: int
+    kendall_tau: float
+    tau_interval: tuple[float, float]
+    spearman_rho: float
+    rho_interval: tuple[float, float]
+    top3_overlap: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def line(self) -> str:
+        lo, hi = self.tau_interval
+        rlo, rhi = self.rho_interval
+        return (f"{self.label}: n={self.n}, Kendall tau {self.kendall_tau:+.2f} [{lo:+.2f}, {hi:+.2f}], "
+                f"Spearman rho {self.spearman_rho:+.2f} [{rlo:+.2f}, {rhi:+.2f}], top-3 overlap {self.top3_overlap}/3")
+
+
+def top_overlap(cheap: list[float], dear: list[float], maximize: bool, k: int = 3) -> int:
+    """How many of the ``k`` best schedules by ``cheap`` are among the ``k`` best by ``dear``."""
+    sign = -1.0 if maximize else 1.0
+
+    def best(values: list[float]) -> set[int]:
+        return set(sorted(range(len(values)), key=lambda i: sign * values[i])[:k])
+
+    return len(best(cheap) & best(dear))
+
+
+def _interval(cheap: np.ndarray, dear: np.ndarray, statistic: Any, seed: int, resamples: int) -> tuple[float, float]:
+    """95% percentile bootstrap over schedules. Resamples in which either side is constant have no
+    correlation and are skipped (scipy's ``bootstrap`` would turn the whole interval into NaN)."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        idx = rng.integers(0, len(cheap), len(cheap))
+        x, y = cheap[idx], dear[idx]
+        if np.ptp(x) > 0 and np.ptp(y) > 0:
+            values.append(statistic(x, y).statistic)
+    if not values:
+        return (math.nan, math.nan)
+    lo, hi = np.percentile(values, [2.5, 97.5])
+    return (float(lo), float(hi))
+
+
+def rank_fidelity(cheap: list[float], dear: list[float], maximize: bool, label: str = "all",
+                  seed: int = 0, resamples: int = 2000) -> Fidelity:
+    """Kendall tau-b, Spearman rho (each with a bootstrap interval) and top-3 overlap between two
+    measurements of the same schedules, in the same order. Needs at least 3 schedules."""
+    if len(cheap) != len(dear) or len(cheap) < 3:
+        raise ValueError(f"rank fidelity needs two equal lists of at least 3 values (got {len(cheap)} and {len(dear)})")
+    x, y = np.asarray(cheap, dtype=float), np.asarray(dear, dtype=float)
+    return Fidelity(
+        label=label,
+        n=len(x),
+        kendall_tau=float(stats.kendalltau(x, y).statistic),
+        tau_interval=_interval(x, y, stats.kendalltau, seed, resamples),
+        spearman_rho=float(stats.spearmanr(x, y).statistic),
+        rho_interval=_interval(x, y, stats.spearmanr, seed, resamples),
+        top3_overlap=top_overlap(cheap, dear, maximize),
+    )
+
+
+def paired(cheap: list[Point], dear: list[Point]) -> list[tuple[Point, Point]]:
+    """The schedules measured both ways, as (cheap, dear) point pairs, by schedule text."""
+    by_schedule = {p.schedule: p for p in sorted(dear, key=lambda p: p.number)}
+    return [(c, by_schedule[c.schedule]) for c in sorted(cheap, key=lambda p: p.number) if c.schedule in by_schedule
+            and c.reused_from is None]
+
+
+def fidelity_report(cheap: list[Point], dear: list[Point], maximize: bool, seed: int = 0) -> list[Fidelity]:
+    """Fidelity over every schedule measured both ways, and over those with a full layer (where
+    the all-local vs rest split cannot inflate it); a subset of fewer than 3 is left out."""
+    pairs = paired(cheap, dear)
+    subsets = {
+        "all confirmed": pairs,
+        "with a full layer": [(c, d) for c, d in pairs if Schedule.parse(c.schedule).n_full > 0],
+    }
+    return [
+        rank_fidelity([c.quality for c, _ in sel], [d.quality for _, d in sel], maximize, label, seed)
+        for label, sel in subsets.items() if len(sel) >= 3
+    ]
+
+
+def confirm_set(pts: list[Point], maximize: bool, controls: int, seed: int) -> list[Point]:
+    """What to confirm standalone: the whole front, plus ``controls`` schedules drawn with ``seed``
+    from the next two fronts (near the front, where a wrong order would change the answer), topped
+    up from the rest of the points when those are too few."""
+    layers = fronts(pts, maximize, depth=len(pts))
+    front = layers[0] if layers else []
+    near = [p for layer in layers[1:3] for p in layer]
+    rest = [p for layer in layers[3:] for p in layer]
+    rng = random.Random(seed)
+    picked = rng.sample(near, min(controls, len(near)))
+    picked += rng.sample(rest, min(controls - len(picked), len(rest)))
+    return front + picked
+
+
+def study_fidelity(study: optuna.Study, cheap: str = SUPERNET, dear: str = STANDALONE) -> list[Fidelity]:
+    """:func:`fidelity_report` for the schedules a study measured at both fidelities."""
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    return fidelity_report(points(study, cheap), points(study, dear), maximize)
+
+
+def pick_for_retraining(study: optuna.Study, k: int, seed: int) -> list[Point]:
+    """``k`` schedules the study measured standalone, chosen as confirmation chooses (front first,
+    then near-front controls), to retrain at a larger budget."""
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    pts = points(study, STANDALONE)
+    front = fronts(pts, maximize)[0] if pts else []
+    chosen = confirm_set(pts, maximize, max(0, k - len(front)), seed)
+    return chosen[:k]
+
+
+def run_fidelity(cfg: StudyConfig, study: optuna.Study, budget: int, k: int,
+                 on_progress: Callable[[optuna.Study], None] | None = None) -> list[Fidelity]:
+    """Retrain ``k`` of the study's standalone schedules at ``budget`` times the steps and report
+    the rank fidelity of the 1x numbers against them (resumable: done schedules are kept)."""
+    if not isinstance(budget, int) or budget < 2:
+        raise ConfigError(f"--budget must be a whole number >= 2 (got {budget!r}); 1 is the study's own budget")
+    available = len({p.schedule for p in points(study, STANDALONE)})
+    if not 3 <= k <= available:
+        raise ConfigError(f"--schedules must be in 3..{available} (the schedules this study trained standalone; got {k})")
+    chosen = pick_for_retraining(study, k, cfg.seed)
+    measure = Standalone(cfg, budget)
+    log.info("retraining %d schedules of study %r at %dx its %d steps", k, study.study_name, budget, cfg.train.steps)
+    callbacks = [lambda s, t: on_progress(s)] if on_progress else []
+    # the study's own measure too: trials it queued (a grid's rest) run before the retrainings
+    objective = Objective(cfg, measure, Standalone(cfg))
+    measure_schedules(study, objective, [p.schedule for p in chosen], measure.fidelity, callbacks=callbacks)
+    wanted = {p.schedule for p in chosen}
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    return fidelity_report([p for p in points(study, STANDALONE) if p.schedule in wanted],
+                           points(study, measure.fidelity), maximize)

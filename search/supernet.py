@@ -1,0 +1,203 @@
+"""The supernet strategy: train one set of weights once, score every schedule on it, confirm.
+
+Full, sliding and block layers share every parameter; they differ only in which query-key pairs
+attend. So one proxy whose training steps run schedules drawn from the space learns weights that
+work under each of them (weight sharing, as in once-for-all and BigNAS), and a schedule is then
+scored in seconds by validating the shared weights under it (``ProxyGPT.forward(idx, schedule)``).
+
+The sandwich rule decides what each step trains. Steps cycle through the dearest schedule of the
+space (most attended pairs), the cheapest, then ``random_draws`` schedules drawn as a random
+sampler would draw them, one schedule per step, seeded by (seed, step) so a resumed run draws
+what the uninterrupted one would. Training both extremes every cycle keeps the weights good at
+the ends of the front, where a uniform draw visits rarely.
+
+Shared weights rank schedules coarsely, not exactly, so the strategy ends by training the
+supernet's front, plus control schedules from the fronts just behind it, standalone (the trusted,
+dearer measurement). The final front and knee use those numbers, and the agreement between the two
+rankings is reported (:mod:`search.fidelity`).
+
+Stages, and where each keeps its state:
+
+1. train: Lightning checkpoints in ``WORKDIR/supernet-<key>/last.ckpt``; a killed run resumes
+   there. The finished weights are ``supernet.pt``, reused by any study in a sibling folder of
+   ``WORKDIR`` whose key (space, proxy, data, train, supernet steps and draws) is the same.
+2. score: one trial per schedule at fidelity ``supernet``; every schedule when the space holds at
+   most ``exhaustive_limit``, else ``n_trials`` drawn by the study's sampler.
+3. confirm: the front and ``controls`` near-front schedules, trained standalone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import lightning as L
+import optuna
+import torch
+
+from proxies.cost import count
+from proxies.model import build_model
+from proxies.train import ProxyLM, ProxyResult, evaluate, fit, resolve_precision, train_and_score, val_batches
+from search.config import StudyConfig
+from search.fidelity import confirm_set
+from search.study import STANDALONE, SUPERNET, Objective, Standalone, fronts, measure_schedules, open_study, points, work
+from space import Schedule, SearchSpace
+
+log = logging.getLogger("spanmix.supernet")
+STAGES_ATTR = "spanmix_stage_seconds"
+
+
+class Sandwich:
+    """The schedule a supernet step trains: dearest, cheapest, then ``random_draws`` random ones."""
+
+    def __init__(self, space: SearchSpace, random_draws: int, seed: int) -> None:
+        self.space, self.random_draws, self.seed = space, random_draws, seed
+        self.cheapest, self.dearest = (s.canonical(space.context) for s in space.extremes())
+
+    @property
+    def cycle(self) -> int:
+        return 2 + self.random_draws
+
+    def __call__(self, step: int) -> Schedule:
+        phase = step % self.cycle
+        if phase == 0:
+            return self.dearest
+        if phase == 1:
+            return self.cheapest
+        return self.space.sample(random.Random(f"{self.seed}/{step}")).canonical(self.space.context)
+
+
+def supernet_key(cfg: StudyConfig) -> str:
+    return hashlib.sha256(json.dumps(cfg.supernet_key(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class SupernetWeights:
+    """Trained shared weights and how they were made."""
+
+    state: dict[str, torch.Tensor]
+    path: Path
+    steps: int
+    seconds: float
+    tokens_per_second: float
+    reused: bool
+
+
+def _finished_weights(cfg: StudyConfig, workdir: Path) -> Path | None:
+    name = f"supernet-{supernet_key(cfg)}"
+    mine = workdir / name / "supernet.pt"
+    if mine.exists():
+        return mine
+    return next(iter(sorted(workdir.parent.glob(f"*/{name}/supernet.pt"))), None)
+
+
+def train_supernet(cfg: StudyConfig, workdir: Path, progress: bool = False) -> SupernetWeights:
+    """The study's shared weights: found finished, resumed from a checkpoint, or trained."""
+    done = _finished_weights(cfg, workdir)
+    if done is not None:
+        saved = torch.load(done, weights_only=True)
+        log.info("supernet: reusing %s (%d steps, trained in %.0f s)", done, saved["steps"], saved["seconds"])
+        return SupernetWeights(saved["state"], done, saved["steps"], saved["seconds"], saved["tokens_per_second"], True)
+    folder = workdir / f"supernet-{supernet_key(cfg)}"
+    steps = cfg.supernet.total_steps(cfg.train)
+    train = replace(cfg.train, steps=steps, precision=resolve_precision(cfg.train.precision, cfg.proxy, cfg.data.seq_len), progress=progress)
+    sandwich = Sandwich(cfg.space, cfg.supernet.random_draws, cfg.train.seed)
+    resuming = (folder / "last.ckpt").exists()
+    log.info("supernet: %s %d steps of %d sequences x %d tokens (sandwich: %s, %s, %d random), checkpoints in %s",
+             "resuming" if resuming else "training", steps, train.batch_size, cfg.data.seq_len,
+             sandwich.dearest, sandwich.cheapest, cfg.supernet.random_draws, folder)
+    L.seed_everything(train.seed, workers=True, verbose=False)
+    module = ProxyLM(cfg.proxy, sandwich.dearest, cfg.data, train, draw=sandwich)
+    fitted = fit(module, train, checkpoint_dir=folder, checkpoint_every=cfg.supernet.checkpoint_every, name="supernet")
+    tokens_per_second = fitted.tokens_per_second(train.batch_size, cfg.data.seq_len)
+    saved = {"state": module.model.state_dict(), "steps": fitted.steps, "seconds": fitted.seconds,
+             "tokens_per_second": tokens_per_second, "key": cfg.supernet_key()}
+    path = folder / "supernet.pt"
+    tmp = path.with_suffix(".tmp")
+    torch.save(saved, tmp)
+    os.replace(tmp, path)  # a kill while writing leaves no half-written weights behind
+    log.info("supernet: trained to step %d (from step %d) in %.0f s, %.0f tokens/s",
+             fitted.steps, fitted.start_step, fitted.seconds, tokens_per_second)
+    return SupernetWeights(saved["state"], path, fitted.steps, fitted.seconds, tokens_per_second, False)
+
+
+class SupernetScore:
+    """Score a schedule on the shared weights, after ``finetune_steps`` of fine-tuning a copy."""
+
+    fidelity = SUPERNET
+
+    def __init__(self, cfg: StudyConfig, weights: SupernetWeights) -> None:
+        self.cfg, self.weights = cfg, weights
+        self.key = {**cfg.supernet_key(), "finetune_steps": cfg.supernet.finetune_steps}
+        self.precision = resolve_precision(cfg.train.precision, cfg.proxy, cfg.data.seq_len)
+        self.model = build_model(cfg.proxy, Sandwich(cfg.space, 0, 0).dearest)
+        self.model.load_state_dict(weights.state)
+        self.batches = val_batches(cfg.data, cfg.train.batch_size)
+        # fine-tuning continues from where the shared weights' schedule ended (10% of the peak rate)
+        ft = cfg.supernet.finetune_steps
+        self.finetune = replace(cfg.train, steps=max(ft, 1), warmup=0, lr=cfg.train.lr * 0.1)
+
+    def __call__(self, schedule: Schedule) -> ProxyResult:
+        cfg = self.cfg
+        if cfg.supernet.finetune_steps:
+            return train_and_score(schedule, cfg.proxy, cfg.data, self.finetune, init=self.weights.state)
+        start = time.perf_counter()
+        scores = evaluate(self.model, schedule, cfg.data, self.batches, self.precision)
+        return ProxyResult(
+            schedule=schedule.text, scores=scores, cost=count(cfg.proxy, schedule, cfg.data.seq_len).to_dict(),
+            tokens_seen=0, steps=0, train_seconds=time.perf_counter() - start, tokens_per_second=0.0,
+            seed=cfg.train.seed,
+        )
+
+
+def _stage(study: optuna.Study, name: str, seconds: float) -> None:
+    stages = dict(study.user_attrs.get(STAGES_ATTR, {}))
+    stages[name] = stages.get(name, 0.0) + seconds
+    study.set_user_attr(STAGES_ATTR, stages)
+
+
+def run_supernet(
+    cfg: StudyConfig,
+    storage_url: str,
+    workdir: Path,
+    target: int,
+    timeout: float | None = None,
+    on_progress: Callable[[optuna.Study], None] | None = None,
+) -> optuna.Study:
+    """Train (or resume, or reuse) the supernet, score the space on it, confirm its front standalone."""
+    study = open_study(cfg, storage_url)
+    start = time.perf_counter()
+    weights = train_supernet(cfg, workdir, progress=on_progress is not None)
+    if not weights.reused:
+        _stage(study, "train", time.perf_counter() - start)
+        study.set_user_attr("spanmix_supernet", {"path": str(weights.path), "steps": weights.steps,
+                                                 "tokens_per_second": weights.tokens_per_second})
+    callbacks = [lambda s, t: on_progress(s)] if on_progress else []
+    objective = Objective(cfg, SupernetScore(cfg, weights), Standalone(cfg))
+
+    start = time.perf_counter()
+    size = cfg.space.size()
+    if size <= cfg.supernet.exhaustive_limit:
+        target = size
+        for params, _ in cfg.space.all_params():
+            study.enqueue_trial(params, user_attrs={"fidelity": SUPERNET}, skip_if_exists=True)
+    log.info("supernet: scoring %d schedules on the shared weights%s", min(target, size),
+             "" if size <= cfg.supernet.exhaustive_limit else f" of {size} (sampler: {cfg.sampler})")
+    work(study, objective, target, timeout, callbacks)
+    _stage(study, "score", time.perf_counter() - start)
+
+    start = time.perf_counter()
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    chosen = confirm_set(points(study, SUPERNET), maximize, cfg.supernet.controls, cfg.seed)
+    log.info("confirm: training the supernet's front and %d controls standalone (%d schedules)",
+             len(chosen) - len(fronts(points(study, SUPERNET), maximize)[0]), len(chosen))
+    measure_schedules(study, objective, [p.schedule for p in chosen], STANDALONE, timeout, callbacks)
+    _stage(study, "confirm", time.perf_counter() - start)
+    return study

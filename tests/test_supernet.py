@@ -1,0 +1,172 @@
+"""The supernet strategy: shared weights, the sandwich rule, resume after SIGKILL, fidelity, the CLI."""
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import torch
+
+from proxies.model import ProxyConfig, build_model
+from search import STANDALONE, SUPERNET, points, rank_fidelity
+from search.fidelity import confirm_set, top_overlap
+from search.study import Point
+from search.supernet import Sandwich, train_supernet
+from space import Schedule, SearchSpace
+from studies.cli import main
+from studies.config import load_config
+
+SUPERNET_SECTION = """
+[supernet]
+steps = {steps}
+checkpoint_every = 5
+controls = 2
+"""
+
+
+def test_supernet_forward_equals_a_standalone_model_with_the_same_weights():
+    cfg = ProxyConfig(d_model=32, n_heads=2, context=40)
+    torch.manual_seed(0)
+    supernet = build_model(cfg, "F F F")
+    idx = torch.randint(256, (2, 37))  # not a multiple of any window: ragged tails are covered too
+    for text in ("S4 B8 F", "B5 B5 B5", "S1 F S16", "F F F"):
+        standalone = build_model(cfg, text)
+        standalone.load_state_dict(supernet.state_dict())
+        assert torch.equal(supernet(idx, Schedule.parse(text)), standalone(idx)), text
+    with pytest.raises(ValueError, match="has 2 layers; this model has 3"):
+        supernet(idx, Schedule.parse("F F"))
+
+
+def test_sandwich_rule_draws_dearest_cheapest_then_random_members_of_the_space():
+    space = SearchSpace(n_layers=4, context=64, n_full=(0, 3), placements=("bottom", "top"), windows=(4, 8, 16),
+                        local=("sliding", "block"))
+    sandwich = Sandwich(space, random_draws=3, seed=7)
+    assert sandwich.dearest.text == "F F F S16" and sandwich.cheapest.text == "B4 B4 B4 B4"
+    pairs = [sum(s.attended_pairs(64)) for s in space.enumerate()]
+    assert sum(sandwich.dearest.attended_pairs(64)) == max(pairs)
+    assert sum(sandwich.cheapest.attended_pairs(64)) == min(pairs)
+    draws = [sandwich(step) for step in range(500)]
+    assert all(draws[s] == sandwich.dearest for s in range(0, 500, 5))
+    assert all(draws[s] == sandwich.cheapest for s in range(1, 500, 5))
+    randoms = [d for s, d in enumerate(draws) if s % 5 >= 2]
+    assert all(space.contains(d) for d in randoms)
+    assert len(set(randoms)) > space.size() // 2  # uniform draws reach most of the space
+    assert draws == [Sandwich(space, 3, 7)(s) for s in range(500)]  # a function of (seed, step): resumable
+    assert [Sandwich(space, 3, 8)(s) for s in range(2, 500, 5)] != randoms[::3]
+
+
+TRAIN_IN_CHILD = (
+    "import sys, pathlib; from studies.config import load_config; from search.supernet import train_supernet; "
+    "train_supernet(load_config(path=sys.argv[1]), pathlib.Path(sys.argv[2]))"
+)
+
+
+def test_killed_supernet_resumes_from_its_checkpoint_to_the_same_weights(tiny_config, tmp_path):
+    config = tiny_config(name="sn", strategy="supernet", extra=SUPERNET_SECTION.format(steps=400))
+    cfg = load_config(path=config)
+    reference = train_supernet(cfg, tmp_path / "a" / "sn")
+    folder = tmp_path / "b" / "sn"
+    proc = subprocess.Popen([sys.executable, "-c", TRAIN_IN_CHILD, str(config), str(folder)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt, deadline = None, time.time() + 120
+    while ckpt is None and time.time() < deadline and proc.poll() is None:
+        found = list(folder.glob("supernet-*/last.ckpt"))
+        if found and torch.load(found[0], weights_only=False)["global_step"] >= 10:
+            ckpt = found[0]
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt is not None, "no checkpoint was written before the child finished"
+    killed_at = torch.load(ckpt, weights_only=False)["global_step"]
+    assert 10 <= killed_at < 400 and not (ckpt.parent / "supernet.pt").exists()
+    resumed = train_supernet(cfg, folder)
+    assert resumed.steps == 400 and not resumed.reused
+    for name, tensor in reference.state.items():
+        assert torch.equal(tensor, resumed.state[name]), name
+
+
+def test_fidelity_statistics_match_a_hand_computed_example():
+    # cheap order 1..5; the dear measurement swaps two neighbouring pairs: 8 of the 10 pairs concordant
+    f = rank_fidelity([1, 2, 3, 4, 5], [1, 3, 2, 5, 4], maximize=False)
+    assert f.kendall_tau == pytest.approx((8 - 2) / 10)
+    assert f.spearman_rho == pytest.approx(1 - 6 * 4 / (5 * (25 - 1)))  # sum of squared rank gaps: 4
+    assert f.top3_overlap == 3
+    g = rank_fidelity([1, 2, 3, 4, 5], [1, 4, 2, 5, 3], maximize=False)
+    assert g.kendall_tau == pytest.approx((7 - 3) / 10)
+    assert g.spearman_rho == pytest.approx(1 - 6 * 10 / 120)
+    assert g.top3_overlap == 2  # best three by dear: positions 0, 2, 4
+    assert top_overlap([0.9, 0.8, 0.1, 0.2], [0.1, 0.8, 0.9, 0.7], maximize=True) == 2
+    for fid in (f, g):
+        lo, hi = fid.tau_interval
+        assert -1 <= lo <= hi <= 1
+    assert rank_fidelity([1, 2, 3, 4, 5], [1, 4, 2, 5, 3], False, seed=3) == rank_fidelity([1, 2, 3, 4, 5], [1, 4, 2, 5, 3], False, seed=3)
+    with pytest.raises(ValueError, match="at least 3"):
+        rank_fidelity([1, 2], [2, 1], False)
+
+
+def test_confirm_set_is_the_front_plus_seeded_near_front_controls():
+    def pt(n, q, c):
+        return Point(n, f"S{n + 2}", q, c, c, True, None, {})
+
+    pts = [pt(0, 1.0, 1.0), pt(1, 0.5, 2.0), pt(2, 1.1, 1.5), pt(3, 0.6, 3.0), pt(4, 2.0, 5.0), pt(5, 3.0, 6.0)]
+    chosen = confirm_set(pts, maximize=False, controls=2, seed=0)
+    assert [p.number for p in chosen[:2]] == [0, 1]  # the front, cheapest first
+    assert {p.number for p in chosen[2:]} <= {2, 3, 4}  # from the second and third fronts
+    assert len(chosen) == 4 and chosen == confirm_set(pts, False, 2, seed=0)
+
+
+def test_supernet_study_through_the_cli(tiny_config, tmp_path, capsys):
+    out = tmp_path / "runs" / "sn"
+    config = tiny_config(name="sn", strategy="supernet", sampler="nsga2", extra=SUPERNET_SECTION.format(steps=30))
+    assert main(["launch", "--config", str(config), "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "measured standalone" in printed and "rank fidelity of the supernet" in printed
+    assert re.search(r"all confirmed: n=\d+, Kendall tau [+-]\d\.\d\d \[", printed)
+    assert "wall time by stage: train" in printed
+    study = optuna.load_study(study_name="sn", storage=f"sqlite:///{out / 'study.db'}")
+    cfg = load_config(path=config)
+    scored = {p.schedule for p in points(study, SUPERNET)}
+    assert len(scored) == cfg.space.size()  # a small space is scored whole
+    confirmed = {p.schedule for p in points(study, STANDALONE)}
+    assert len(confirmed) >= 3 and confirmed <= scored
+    # the knee and the exported schedule come from the standalone numbers
+    knee = json.loads(next(p for p in out.glob("knee-*.json") if ".hf." not in p.name).read_text())
+    assert study.trials[knee["trial"]].user_attrs["fidelity"] == STANDALONE
+    page = (out / "dashboard.html").read_text()
+    assert 'id="fidelity-standalone"' in page and "Rank fidelity: supernet vs standalone" in page
+    csv = tmp_path / "trials.csv"
+    assert main(["show", "--study", "sn", "--out", str(out), "--csv", str(csv)]) == 0
+    frame = pd.read_csv(csv)
+    assert set(frame["fidelity"].dropna()) == {SUPERNET, STANDALONE}
+    fid = pd.read_csv(tmp_path / "trials-fidelity.csv")
+    assert {"kendall_tau", "spearman_rho", "top3_overlap"} <= set(fid.columns)
+    assert fid.loc[0, "cheap"] == SUPERNET and fid.loc[0, "n"] == len(confirmed)
+    # a second study with the same measurement reuses the trained supernet
+    other = tiny_config(name="sn2", strategy="supernet", extra=SUPERNET_SECTION.format(steps=30))
+    assert main(["launch", "--config", str(other), "--out", str(tmp_path / "runs" / "sn2"), "--no-progress", "--no-report"]) == 0
+    assert not list((tmp_path / "runs" / "sn2").glob("supernet-*"))
+    assert "reusing" in capsys.readouterr().err
+
+
+def test_fidelity_command_retrains_at_a_larger_budget(tiny_config, tmp_path, capsys):
+    out = tmp_path / "run"
+    config = tiny_config(n_trials=5, sampler="grid")
+    assert main(["launch", "--config", str(config), "--out", str(out), "--no-progress", "--no-report"]) == 0
+    capsys.readouterr()
+    assert main(["fidelity", "--study", "tiny", "--out", str(out), "--budget", "2", "--schedules", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"all confirmed: n=4, Kendall tau", printed), printed
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}")
+    longer = [t for t in study.trials if t.user_attrs.get("fidelity") == "standalone-2x"]
+    assert len(longer) == 4 and all(t.user_attrs["tokens_seen"] == 2 * 3 * 4 * 32 for t in longer)
+    # the grid's two queued schedules ran first, at the study's own budget
+    assert len({t.user_attrs["schedule"] for t in study.trials if t.user_attrs.get("fidelity") == STANDALONE}) == 7
+    assert main(["fidelity", "--study", "tiny", "--out", str(out), "--budget", "2", "--schedules", "99"]) == 2
+    err = capsys.readouterr().err
+    assert "--schedules must be in 3..7" in err and "retraining" not in err  # refused before any work
