@@ -7,15 +7,23 @@ SDPA; at T=1024 no slower than full causal.
 
     python benchmarks/attention.py            # the full table (about two minutes on 2 cores)
     python benchmarks/attention.py --quick    # T=1024, 2048 only
+    python benchmarks/attention.py --crossover   # where the dense masked path beats the pieces
+
+The crossover table times the two exact CPU paths of ``local_attention`` side by side, the
+window-sized causal pieces and dense attention maths over the whole sequence with the pattern as a mask,
+next to full causal SDPA, at the proxy shapes spanmix trains (fp32 and bf16). Where the pieces'
+fixed cost dominates the dense call is faster; ``proxies.attention.dense_is_faster`` is the rule
+spanmix applies, read off this table, and the last columns show what it takes and how fast that is.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -23,16 +31,19 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._machine import describe  # noqa: E402
+import proxies.attention as attention  # noqa: E402
 from proxies.attention import allowed_mask, local_attention  # noqa: E402
 from space import Layer  # noqa: E402
 
 Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def fwd_bwd_seconds(fn: Kernel, t: int, reps: int) -> float:
+def fwd_bwd_seconds(fn: Kernel, t: int, reps: int, shape: tuple[int, int, int] = (1, 4, 64),
+                    dtype: torch.dtype = torch.float32) -> float:
+    b, h, d = shape
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(1, 4, t, 64, generator=g, requires_grad=True) for _ in range(3))
-    grad = torch.randn(1, 4, t, 64, generator=g)
+    q, k, v = (torch.randn(b, h, t, d, generator=g, dtype=dtype, requires_grad=True) for _ in range(3))
+    grad = torch.randn(b, h, t, d, generator=g, dtype=dtype)
     best = float("inf")
     for i in range(reps + 1):
         start = time.perf_counter()
@@ -43,11 +54,62 @@ def fwd_bwd_seconds(fn: Kernel, t: int, reps: int) -> float:
     return best
 
 
+@contextlib.contextmanager
+def _forced(dense: bool | None) -> Iterator[None]:
+    """Force local_attention's path for a whole forward and backward (None: its own rule)."""
+    saved = attention.dense_is_faster
+    if dense is not None:
+        attention.dense_is_faster = lambda *args: dense  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        attention.dense_is_faster = saved  # type: ignore[assignment]
+
+
+def _best_in_rounds(paths: list[tuple[Kernel, bool | None]], t: int, reps: int, shape: tuple[int, int, int],
+                    dtype: torch.dtype) -> list[float]:
+    """Best time of each (kernel, forced path), timed in alternating rounds so that a burst of load
+    elsewhere on the machine hits every path alike rather than one of them."""
+    best = [float("inf")] * len(paths)
+    for _ in range(reps):
+        for i, (fn, dense) in enumerate(paths):
+            with _forced(dense):
+                best[i] = min(best[i], fwd_bwd_seconds(fn, t, 1, shape, dtype))
+    return best
+
+
+def crossover(reps: int) -> None:
+    """Pieces vs dense masked call vs full causal at the proxy shapes the presets train, and the
+    path ``local_attention`` takes there (``proxies.attention.dense_is_faster``)."""
+    print("crossover: x = full-causal time / path time (fwd+bwd, best of alternating rounds)\n")
+    print(f"{'dtype':>8} {'B,H,D':>8} {'T':>5} {'w':>4} {'kind':>7} {'full ms':>8} {'pieces x':>8} {'dense x':>8} "
+          f"{'faster':>6} {'taken':>6} {'taken x':>7}")
+    causal: Kernel = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)  # noqa: E731
+    for dtype in (torch.float32, torch.bfloat16):
+        for shape in ((32, 2, 32), (8, 2, 32)):
+            for t in (64, 96, 128, 256, 512, 1024):
+                for w in sorted({8, t // 8, t // 4}):
+                    for block in (False, True):
+                        local: Kernel = lambda q, k, v: local_attention(q, k, v, w, block)  # noqa: E731
+                        full, pieces, dense = _best_in_rounds([(causal, None), (local, False), (local, True)],
+                                                              t, reps, shape, dtype)
+                        taken = attention.dense_is_faster(t, w, block, dtype)
+                        print(f"{str(dtype)[6:]:>8} {','.join(map(str, shape)):>8} {t:>5} {w:>4} "
+                              f"{'block' if block else 'sliding':>7} {full * 1e3:>8.2f} {full / pieces:>8.2f} "
+                              f"{full / dense:>8.2f} {'dense' if dense < pieces else 'pieces':>6} "
+                              f"{'dense' if taken else 'pieces':>6} {full / (dense if taken else pieces):>7.2f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="only T=1024 and 2048")
     parser.add_argument("--reps", type=int, default=3, help="timed runs per cell (best is kept)")
+    parser.add_argument("--crossover", action="store_true", help="the pieces vs dense table instead")
     args = parser.parse_args()
+    if args.crossover:
+        print(describe())
+        crossover(args.reps)
+        return
     lengths = (1024, 2048) if args.quick else (1024, 2048, 4096, 8192)
     print(describe())
     print("fwd+bwd ms, batch 1, 4 heads, head dim 64, fp32; x = full-causal-SDPA time / kernel time\n")

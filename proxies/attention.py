@@ -11,6 +11,11 @@ causal sub-problems whose size is the window, so its cost grows as T*w, not T^2:
   log-sum-exp. The backward pass feeds the merged output and log-sum-exp to each part's fused
   backward, which gives exact gradients (the same identity ring attention uses).
 
+Short sequences take a third path, chosen by a crossover measured in ``benchmarks/attention.py
+--crossover``: below it the pieces' fixed cost dominates, and plain attention maths over the whole
+(T, T) score matrix with the pattern as a mask (the definition, with its exact backward written
+out) is faster than the pieces and, at the ``quick`` shape, than full causal SDPA itself.
+
 On CUDA the same patterns run through FlexAttention with a block mask.
 """
 
@@ -31,12 +36,15 @@ def _sliding(block: bool, window: int) -> bool:
     return not block and window > 1
 
 
-DENSE_UP_TO = 0  # set from benchmarks/attention.py --crossover
+def dense_is_faster(seq_len: int, window: int, block: bool, dtype: torch.dtype = torch.float32) -> bool:
+    """Whether plain masked attention over the whole sequence beats the window-sized pieces.
 
-
-def dense_is_faster(seq_len: int, window: int, block: bool) -> bool:
-    """Whether one masked call over the whole sequence beats the window-sized pieces."""
-    return seq_len <= DENSE_UP_TO
+    Read off ``benchmarks/attention.py --crossover`` (2-core x86 with AMX, torch 2.13; the table is
+    in the README): sliding windows up to T=128 in fp32 and T=256 in bf16 (where the fused kernel
+    is slow on small pieces); block layers, which need no merge, up to half of that.
+    """
+    limit = 256 if dtype == torch.bfloat16 else 128
+    return seq_len <= (limit // 2 if block else limit)
 
 
 def chunk_size(window: int, block: bool, seq_len: int) -> int:
@@ -44,14 +52,17 @@ def chunk_size(window: int, block: bool, seq_len: int) -> int:
     return min(window - 1 if _sliding(block, window) else window, seq_len)
 
 
-def kernel_pairs(seq_len: int, window: int, block: bool) -> int:
-    """Query-key pairs inside the sub-problems the CPU kernel runs.
+def kernel_pairs(seq_len: int, window: int, block: bool, dtype: torch.dtype = torch.float32) -> int:
+    """Query-key pairs inside the sub-problems the CPU kernel runs at ``dtype``.
 
     This is what the kernel computes, next to what the pattern allows (``Layer.attended_pairs``);
-    the two differ only by the masked part of a ragged tail against its previous chunk.
+    the pieces differ only by the masked part of a ragged tail against its previous chunk; the
+    dense path (short sequences, see :func:`dense_is_faster`) computes all T*T pairs.
     """
+    if dense_is_faster(seq_len, window, block, dtype):
+        return seq_len * seq_len
     own, prev = _pieces(seq_len, window, block)
-    return sum(p.n * (p.q_len * p.k_len if p.upper or p.dense else p.q_len * (p.q_len + 1) // 2) for p in own + prev)
+    return sum(p.n * (p.q_len * p.k_len if p.upper else p.q_len * (p.q_len + 1) // 2) for p in own + prev)
 
 
 def allowed_mask(seq_len: int, window: int | None, block: bool = False, device: torch.device | None = None) -> Tensor:
@@ -86,15 +97,12 @@ class _Piece:
     k_len: int
     reverse: bool = False
     upper: bool = False
-    dense: tuple[int, bool] | None = None  # (window, block): the whole pattern as one masked call
 
 
 def _pieces(seq_len: int, window: int, block: bool) -> tuple[list[_Piece], list[_Piece]]:
     """The sub-problems of a pattern: those covering every query (own chunk), and those covering
     queries from ``chunk_size`` on (previous chunk, sliding only). No padding: a ragged tail is its
     own piece."""
-    if dense_is_faster(seq_len, window, block):
-        return [_Piece(0, 0, 1, seq_len, seq_len, dense=(window, block))], []
     c = chunk_size(window, block, seq_len)
     n, t = divmod(seq_len, c)
     own = [_Piece(0, 0, n, c, c)] + ([_Piece(n * c, n * c, 1, t, t)] if t else [])
@@ -118,19 +126,13 @@ def _unview(y: Tensor, b: int, h: int, reverse: bool) -> Tensor:
     return y.reshape(b, h, -1, *y.shape[3:])
 
 
-@functools.cache
-def _additive_mask(q_len: int, k_len: int, dense: tuple[int, bool] | None, dtype: torch.dtype) -> Tensor:
-    """0 where a query may attend, -inf elsewhere: ``key >= query`` for a ragged tail's upper
-    piece, or a whole local pattern for the dense path."""
-    if dense is not None:
-        allowed = allowed_mask(q_len, dense[0], dense[1])
-    else:
-        allowed = torch.arange(k_len)[None, :] >= torch.arange(q_len)[:, None]
-    return torch.zeros(q_len, k_len, dtype=dtype).masked_fill(~allowed, float("-inf"))
-
-
-def _mask(p: _Piece, dtype: torch.dtype) -> Tensor | None:
-    return _additive_mask(p.q_len, p.k_len, p.dense, dtype) if p.upper or p.dense else None
+def _upper_mask(p: _Piece, dtype: torch.dtype) -> Tensor | None:
+    """``key >= query`` as an additive mask, for a ragged tail's upper piece; None for causal pieces."""
+    if not p.upper:
+        return None
+    i = torch.arange(p.q_len)[:, None]
+    m = torch.arange(p.k_len)[None, :]
+    return torch.zeros(p.q_len, p.k_len, dtype=dtype).masked_fill(m < i, float("-inf"))
 
 
 def _run(pieces: list[_Piece], q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
@@ -140,14 +142,47 @@ def _run(pieces: list[_Piece], q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor,
     for p in pieces:
         qv = _view(q, p.q_start, p.n, p.q_len, p.reverse)
         kv, vv = (_view(x, p.k_start, p.n, p.k_len, p.reverse) for x in (k, v))
-        mask = _mask(p, q.dtype)
+        mask = _upper_mask(p, q.dtype)
         out, lse = _flash(qv, kv, vv, 0.0, mask is None, attn_mask=mask)
         outs.append(_unview(out, b, h, p.reverse))
         lses.append(_unview(lse, b, h, p.reverse))
     return torch.cat(outs, dim=2), torch.cat(lses, dim=2)
 
 
+@functools.cache
+def _additive_mask(seq_len: int, window: int, block: bool, device: torch.device) -> Tensor:
+    return torch.zeros(seq_len, seq_len, device=device).masked_fill(~allowed_mask(seq_len, window, block, device), float("-inf"))
+
+
+def _dense_scores(q: Tensor, k: Tensor, window: int, block: bool) -> Tensor:
+    scores = (q @ k.transpose(-1, -2)).float() * q.shape[-1] ** -0.5
+    return scores + _additive_mask(q.shape[2], window, block, q.device)
+
+
+def _dense_forward(q: Tensor, k: Tensor, v: Tensor, window: int, block: bool) -> tuple[Tensor, Tensor]:
+    # fused softmax, not exp(scores - lse): on x86 exp of -inf (the masked entries) takes a slow
+    # path, 25x slower here. The largest probability of a row is 1/Z, so the log-sum-exp is
+    # max(scores) - log(max(p)), exactly, and max(p) >= 1/T never underflows.
+    scores = _dense_scores(q, k, window, block)
+    p = torch.softmax(scores, -1)
+    lse = scores.amax(-1) - p.amax(-1).log()
+    return p.to(v.dtype) @ v, lse
+
+
+def _dense_backward(grad: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, window: int,
+                    block: bool) -> tuple[Tensor, Tensor, Tensor]:
+    # softmax backward: dS = P * (dP - rowsum(dO * O)), with P recomputed (as in the forward)
+    p = torch.softmax(_dense_scores(q, k, window, block), -1)
+    dv = p.to(v.dtype).transpose(-1, -2) @ grad
+    ds = (grad @ v.transpose(-1, -2)).float()
+    ds.sub_((grad.float() * out.float()).sum(-1, keepdim=True)).mul_(p).mul_(q.shape[-1] ** -0.5)
+    ds = ds.to(q.dtype)
+    return ds @ k, ds.transpose(-1, -2) @ q, dv
+
+
 def _local_forward(q: Tensor, k: Tensor, v: Tensor, window: int, block: bool) -> tuple[Tensor, Tensor]:
+    if dense_is_faster(q.shape[2], window, block, q.dtype):
+        return _dense_forward(q, k, v, window, block)
     own, prev = _pieces(q.shape[2], window, block)
     out, lse = _run(own, q, k, v)
     if prev:
@@ -165,6 +200,8 @@ def _local_forward(q: Tensor, k: Tensor, v: Tensor, window: int, block: bool) ->
 def _local_backward(
     grad: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, window: int, block: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
+    if dense_is_faster(q.shape[2], window, block, q.dtype):
+        return _dense_backward(grad, q, k, v, out, lse, window, block)
     b, h = q.shape[:2]
     dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
     own, prev = _pieces(q.shape[2], window, block)
@@ -173,7 +210,7 @@ def _local_backward(
         qs = (_view(x, p.q_start, p.n, p.q_len, p.reverse) for x in (grad, q))
         ks = (_view(x, p.k_start, p.n, p.k_len, p.reverse) for x in (k, v))
         os = (_view(x, p.q_start, p.n, p.q_len, p.reverse) for x in (out, lse))
-        mask = _mask(p, q.dtype)
+        mask = _upper_mask(p, q.dtype)
         gq, gk, gv = _flash_backward(*qs, *ks, *os, 0.0, mask is None, attn_mask=mask)
         qrows = slice(p.q_start, p.q_start + p.n * p.q_len)
         krows = slice(p.k_start, p.k_start + p.n * p.k_len)
