@@ -26,7 +26,9 @@ from scipy import stats
 
 from proxies.model import ConfigError
 from search.config import StudyConfig
-from search.study import STANDALONE, SUPERNET, Objective, Point, Standalone, fronts, measure_schedules, points
+from optuna.trial import TrialState
+
+from search.study import STANDALONE, SUPERNET, Objective, Point, Standalone, fidelity_of, fronts, measure_schedules, points
 from space import Schedule
 
 log = logging.getLogger("spanmix.fidelity")
@@ -137,6 +139,15 @@ def study_fidelity(study: optuna.Study, cheap: str = SUPERNET, dear: str = STAND
     """:func:`fidelity_report` for the schedules a study measured at both fidelities."""
     maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     return fidelity_report(points(study, cheap), points(study, dear), maximize)
+
+
+def comparisons(study: optuna.Study) -> list[tuple[str, str, list[Fidelity]]]:
+    """Every (cheap, dear, report) the study holds: the supernet against its confirmation, and the
+    study's standalone numbers against each larger budget ``spanmix fidelity`` trained."""
+    names = {fidelity_of(t) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    pairs = [(SUPERNET, STANDALONE)] + [(STANDALONE, n) for n in sorted(names) if n.startswith(f"{STANDALONE}-")]
+    found = [(cheap, dear, study_fidelity(study, cheap, dear)) for cheap, dear in pairs if {cheap, dear} <= names]
+    return [c for c in found if c[2]]
 
 
 def pick_for_retraining(study: optuna.Study, k: int, seed: int) -> list[Point]:

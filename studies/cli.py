@@ -84,7 +84,8 @@ def _launch(args: argparse.Namespace) -> int:
         bar.update(done - bar.n)
         bar.set_postfix(front=len(pareto_front(study)), trials=len(study.trials))
 
-    study = run_study(cfg, storage, timeout=args.timeout, workers=args.workers, on_progress=progress, workdir=out)
+    study = run_study(cfg, storage, timeout=args.timeout, workers=args.workers,
+                      on_progress=None if args.no_progress else progress, workdir=out)
     progress(study)
     bar.close()
     _summary(study, cfg)
@@ -94,7 +95,8 @@ def _launch(args: argparse.Namespace) -> int:
 
 
 def _summary(study, cfg) -> None:  # type: ignore[no-untyped-def]
-    from search import final_fidelity, knee, maximized, pareto_front, study_fidelity
+    from search import final_fidelity, knee, maximized, pareto_front
+    from search.fidelity import comparisons
 
     front = pareto_front(study)
     fidelity = final_fidelity(study)
@@ -114,13 +116,13 @@ def _summary(study, cfg) -> None:  # type: ignore[no-untyped-def]
     stages = study.user_attrs.get("spanmix_stage_seconds")
     if stages:
         print("wall time by stage: " + ", ".join(f"{k} {v:.0f} s" for k, v in stages.items()))
-    report = study_fidelity(study)
-    if report:
-        print("rank fidelity of the supernet against standalone training (95% bootstrap intervals):")
+    found = comparisons(study)
+    for cheap, dear, report in found:
+        print(f"rank fidelity of {cheap} against {dear} (95% bootstrap intervals):")
         for f in report:
             print("  " + f.line())
-    elif cfg.strategy == "standalone":
-        print("rank fidelity: not measured; `spanmix fidelity` retrains schedules at a larger budget to measure it")
+    if not found:
+        print("rank fidelity: not measured yet; `spanmix fidelity` retrains schedules at a larger budget to measure it")
 
 
 def _report(study, cfg, out: Path) -> None:  # type: ignore[no-untyped-def]
@@ -219,17 +221,9 @@ def fidelity_frame(study):  # type: ignore[no-untyped-def]
     """Every rank-fidelity figure the study holds, one row per comparison and subset."""
     import pandas as pd
 
-    from search import STANDALONE, SUPERNET, study_fidelity
+    from search.fidelity import comparisons
 
-    rows = []
-    for cheap, dear in [(SUPERNET, STANDALONE), *((STANDALONE, f) for f in _budgets(study))]:
-        for f in study_fidelity(study, cheap, dear):
-            rows.append({"cheap": cheap, "dear": dear, **f.to_dict()})
-    return pd.DataFrame(rows)
-
-
-def _budgets(study) -> list[str]:  # type: ignore[no-untyped-def]
-    return sorted({t.user_attrs["fidelity"] for t in study.trials if t.user_attrs.get("fidelity", "").endswith("x")})
+    return pd.DataFrame([{"cheap": cheap, "dear": dear, **f.to_dict()} for cheap, dear, report in comparisons(study) for f in report])
 
 
 def _show(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from search import Fidelity, Point, StudyConfig, final_fidelity, finished, knee, maximized, pareto_front, points
-from search.fidelity import paired, study_fidelity
+from search.fidelity import comparisons, paired
 from space import Schedule
 
 KIND_COLOURS = {"full": "#b2182b", "sliding": "#2166ac", "block": "#1b7837"}
@@ -122,14 +122,10 @@ def fidelity_figure(cfg: StudyConfig, pairs: list[tuple[Point, Point]], report: 
 
 def fidelity_figures(study: optuna.Study, cfg: StudyConfig) -> dict[str, go.Figure]:
     """One scatter for each pair of fidelities the study measured the same schedules at."""
-    names = sorted({p.fidelity for p in points(study)})
-    comparisons = [("supernet", "standalone")] + [("standalone", n) for n in names if n.endswith("x")]
-    figures = {}
-    for cheap, dear in comparisons:
-        pairs = paired(points(study, cheap), points(study, dear))
-        if pairs:
-            figures[f"fidelity-{dear}"] = fidelity_figure(cfg, pairs, study_fidelity(study, cheap, dear), cheap, dear)
-    return figures
+    return {
+        f"fidelity-{dear}": fidelity_figure(cfg, paired(points(study, cheap), points(study, dear)), report, cheap, dear)
+        for cheap, dear, report in comparisons(study)
+    }
 
 
 _SORT_JS = """

@@ -196,7 +196,7 @@ def test_bad_storage_and_preset(tiny_config, tmp_path, capsys):
     assert main(["launch", "--config", str(tiny_config()), "--storage", "nosuchdb://x", "--no-progress"]) == 2
     assert "storage 'nosuchdb://x'" in capsys.readouterr().err
     assert main(["launch", "--preset", "fast"]) == 2
-    assert "preset 'fast' is unknown; allowed: masformer, quick" in capsys.readouterr().err
+    assert "preset 'fast' is unknown; allowed: masformer, medium, quick" in capsys.readouterr().err
 
 
 def test_resuming_with_another_config_is_refused(tiny_config, tmp_path, capsys):
@@ -213,6 +213,9 @@ def test_presets_load_and_quick_space_is_small():
         cfg = load_config(name)
         assert cfg.space.size() > 1
     assert load_config("quick").space.size() < 40
+    medium = load_config("medium")  # scored whole on its supernet: the front is exact for the supernet
+    assert medium.strategy == "supernet" and medium.space.size() == 163 <= medium.supernet.exhaustive_limit
+    assert medium.data.seq_len == 1024 and medium.space.n_layers == 8
 
 
 def test_hf_fragment_loads_into_qwen2_and_gemma3_configs():

@@ -1,12 +1,12 @@
 """The supernet strategy: shared weights, the sandwich rule, resume after SIGKILL, fidelity, the CLI."""
 
 import json
+from dataclasses import replace
 import re
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import optuna
 import pandas as pd
@@ -126,7 +126,8 @@ def test_supernet_study_through_the_cli(tiny_config, tmp_path, capsys):
     config = tiny_config(name="sn", strategy="supernet", sampler="nsga2", extra=SUPERNET_SECTION.format(steps=30))
     assert main(["launch", "--config", str(config), "--out", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    assert "measured standalone" in printed and "rank fidelity of the supernet" in printed
+    assert "measured standalone" in printed and "rank fidelity of supernet against standalone" in printed
+    assert "Epoch" not in printed  # --no-progress: no Lightning bar either
     assert re.search(r"all confirmed: n=\d+, Kendall tau [+-]\d\.\d\d \[", printed)
     assert "wall time by stage: train" in printed
     study = optuna.load_study(study_name="sn", storage=f"sqlite:///{out / 'study.db'}")
@@ -170,3 +171,18 @@ def test_fidelity_command_retrains_at_a_larger_budget(tiny_config, tmp_path, cap
     assert main(["fidelity", "--study", "tiny", "--out", str(out), "--budget", "2", "--schedules", "99"]) == 2
     err = capsys.readouterr().err
     assert "--schedules must be in 3..7" in err and "retraining" not in err  # refused before any work
+
+
+def test_finetune_steps_train_a_copy_before_scoring(tiny_config, tmp_path):
+    from search.supernet import SupernetScore
+
+    config = tiny_config(name="ft", strategy="supernet", extra=SUPERNET_SECTION.format(steps=10) + "finetune_steps = 3\n")
+    cfg = load_config(path=config)
+    weights = train_supernet(cfg, tmp_path / "ft")
+    schedule = Schedule.parse("F S4")
+    tuned = SupernetScore(cfg, weights)(schedule)
+    plain = SupernetScore(replace(cfg, supernet=replace(cfg.supernet, finetune_steps=0)), weights)(schedule)
+    assert tuned.steps == 3 and tuned.tokens_seen == 3 * 4 * 32 and plain.steps == 0
+    assert tuned.scores["loss"] != plain.scores["loss"]
+    for name, tensor in weights.state.items():  # the shared weights are untouched
+        assert torch.equal(tensor, train_supernet(cfg, tmp_path / "ft").state[name])

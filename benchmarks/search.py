@@ -1,0 +1,126 @@
+"""Wall time of the supernet strategy to a confirmed front, against training every schedule standalone.
+
+Runs a preset (default ``medium``) with ``strategy = "supernet"`` into a fresh folder and prints, all
+measured in this run:
+
+* the wall time of each stage (supernet training, scoring the space, standalone confirmation);
+* the mean wall time of one standalone trial (the confirmation trials), times the number of
+  schedules in the space: what the standalone strategy would need to measure the space;
+* the ratio of the two (target: >= 20x);
+* rank fidelity of the supernet against standalone training on the confirmed set (target: Kendall
+  tau >= 0.6 among schedules with a full layer, top-3 overlap >= 2);
+* the cost of switching schedules every step: the same schedules trained in turns (one per step,
+  as the sandwich rule does) against in runs (one schedule for many steps), tokens per second
+  (target: under 5% slower);
+* for the README: the best schedule per number of full layers, and placements compared at equal
+  numbers of full layers, from the supernet's scores of the whole space.
+
+    python benchmarks/search.py                        # the medium preset: about an hour on 2 cores
+    python benchmarks/search.py --preset quick --out /tmp/q
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import pandas as pd  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
+
+from benchmarks._machine import describe  # noqa: E402
+from proxies.train import ProxyLM, fit, resolve_precision  # noqa: E402
+from search import STANDALONE, SUPERNET, StudyConfig, points, run_study, study_fidelity  # noqa: E402
+from search.supernet import STAGES_ATTR, Sandwich  # noqa: E402
+from space import Schedule  # noqa: E402
+from studies.cli import _summary, trials_frame  # noqa: E402
+from studies.config import load_config  # noqa: E402
+
+
+def switching_cost(cfg: StudyConfig, steps_each: int = 6) -> tuple[float, float, list[Schedule]]:
+    """Tokens/s training the sandwich's first cycle in turns (a new schedule every step) and in
+    runs (each schedule ``steps_each`` steps in a row): the same steps, the same schedules."""
+    sandwich = Sandwich(cfg.space, cfg.supernet.random_draws, cfg.train.seed)
+    schedules = [sandwich(s) for s in range(sandwich.cycle)]
+    n = len(schedules) * steps_each
+    train = replace(cfg.train, steps=n, warmup=0, precision=resolve_precision(cfg.train.precision, cfg.proxy, cfg.data.seq_len))
+    rates = []
+    for draw in (lambda step: schedules[step % len(schedules)], lambda step: schedules[step // steps_each]):
+        module = ProxyLM(cfg.proxy, sandwich.dearest, cfg.data, train, draw=draw)
+        rates.append(fit(module, train).tokens_per_second(train.batch_size, cfg.data.seq_len))
+    return rates[0], rates[1], schedules
+
+
+def best_tables(frame: pd.DataFrame, quality: str, maximize: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Best schedule per number of full layers, and the best quality per placement at each count."""
+    frame = frame.copy()
+    frame["placement"] = frame["params_placement"].fillna("-") if "params_placement" in frame else "-"
+    ordered = frame.sort_values("quality", ascending=not maximize)
+    best = ordered.groupby("n_full", as_index=False).first()[["n_full", "schedule", "quality", "cost_ratio"]]
+    placements = ordered[ordered["placement"] != "-"].pivot_table(
+        index="n_full", columns="placement", values="quality", aggfunc="max" if maximize else "min")
+    return best, placements
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="medium", help="a built-in preset (default medium)")
+    parser.add_argument("--out", default="runs/bench-search", help="folder for the study (emptied first)")
+    parser.add_argument("--keep", action="store_true", help="resume in --out instead of emptying it")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    cfg = load_config(preset=args.preset)
+    cfg = replace(cfg, strategy="supernet", name=f"{cfg.name}-bench")
+    out = Path(args.out)
+    if out.exists() and not args.keep:
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(describe(), flush=True)
+    print(f"preset {args.preset}: {cfg.space.size()} schedules, proxy d={cfg.proxy.d_model} T={cfg.data.seq_len}, "
+          f"{cfg.train.steps} standalone steps, {cfg.supernet.total_steps(cfg.train)} supernet steps, "
+          f"precision {resolve_precision(cfg.train.precision, cfg.proxy, cfg.data.seq_len)}\n", flush=True)
+
+    start = time.perf_counter()
+    study = run_study(cfg, f"sqlite:///{out / 'study.db'}", workdir=out)
+    wall = time.perf_counter() - start
+    stages = study.user_attrs.get(STAGES_ATTR, {})
+    _summary(study, cfg)
+    confirm = [t for t in study.get_trials(states=(TrialState.COMPLETE,))
+               if t.user_attrs.get("fidelity") == STANDALONE and "reused_from" not in t.user_attrs]
+    one = sum(t.duration.total_seconds() for t in confirm) / len(confirm)
+    exhaustive = one * cfg.space.size()
+    print("\nwall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in stages.items()) + f"; total {wall:.0f}")
+    print(f"one standalone trial: {one:.0f} s (mean of {len(confirm)}); x {cfg.space.size()} schedules = {exhaustive:.0f} s")
+    print(f"speed-up to a confirmed front: {exhaustive / wall:.1f}x (target 20x)")
+    for f in study_fidelity(study):
+        print(f"fidelity {f.line()}")
+
+    turns, runs, schedules = switching_cost(cfg)
+    print(f"\nswitching every step: {turns:.0f} tokens/s in turns vs {runs:.0f} in runs over "
+          f"{', '.join(s.text for s in schedules)}: {turns / runs - 1:+.1%} (target > -5%)")
+    print(f"supernet training throughput: {study.user_attrs.get('spanmix_supernet', {}).get('tokens_per_second', 0):.0f} tokens/s")
+
+    frame = trials_frame(study)
+    frame = frame[(frame["fidelity"] == SUPERNET) & (frame["state"] == "COMPLETE")]
+    best, placements = best_tables(frame, cfg.quality, maximize=False)
+    print(f"\nbest schedule per number of full layers (supernet {cfg.quality}):")
+    print(best.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"\nbest {cfg.quality} by placement at equal numbers of full layers (supernet):")
+    print(placements.to_string(float_format=lambda v: f"{v:.4f}"))
+    standalone = {p.schedule: p.quality for p in points(study, STANDALONE)}
+    print(f"\nconfirmed standalone ({len(standalone)}):")
+    for p in sorted(points(study, SUPERNET), key=lambda p: p.cost_ratio):
+        if p.schedule in standalone:
+            print(f"  {p.schedule:<40} supernet {p.quality:.4f}  standalone {standalone[p.schedule]:.4f}  cost {p.cost_ratio:.1%}")
+
+
+if __name__ == "__main__":
+    main()
