@@ -350,7 +350,8 @@ class _StepLoader(DataLoader):
 
 
 class ProxyDataModule(L.LightningDataModule):
-    """Train and validation loaders for a :class:`DataConfig`; data is generated in the main process.
+    """The training loader for a :class:`DataConfig` (validation batches come from
+    ``proxies.train.val_batches``); data is generated in the main process.
 
     Training samples are numbered by step (step ``s`` reads samples ``s*B .. s*B+B-1``), so a run
     resumed from a checkpoint sees exactly the data the uninterrupted run would have seen.
@@ -371,7 +372,3 @@ class ProxyDataModule(L.LightningDataModule):
         start = self.trainer.global_step * self.batch_size if self.trainer else 0
         data = TaskData(self.cfg, "train", self.train_samples, start)
         return _StepLoader(data, batch_size=self.batch_size)
-
-    def val_dataloader(self) -> DataLoader:
-        n = self.cfg.val_samples * len(self.cfg.tasks)
-        return DataLoader(TaskData(self.cfg, "val", n), batch_size=self.batch_size)

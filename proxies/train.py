@@ -354,15 +354,13 @@ def fit(
         enable_checkpointing=checkpoint_dir is not None,
         enable_model_summary=False,
         enable_progress_bar=train.progress,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
         # CPU runs are bit-for-bit repeatable; CUDA kernels (FlexAttention's backward) may not be
         deterministic=True if not torch.cuda.is_available() else "warn",
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning 2.6 on torch 2.13
-        warnings.filterwarnings("ignore", message=".*val_dataloader.*")  # no validation inside fit
+        warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # resuming there is the point
         start = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
         seconds = time.perf_counter() - start

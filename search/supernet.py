@@ -137,7 +137,7 @@ class SupernetScore:
         self.cfg, self.weights = cfg, weights
         self.key = {**cfg.supernet_key(), "finetune_steps": cfg.supernet.finetune_steps}
         self.precision = resolve_precision(cfg.train.precision, cfg.proxy, cfg.data.seq_len)
-        self.model = build_model(cfg.proxy, Sandwich(cfg.space, 0, 0).dearest)
+        self.model = build_model(cfg.proxy, cfg.space.extremes()[1])
         self.model.load_state_dict(weights.state)
         self.batches = val_batches(cfg.data, cfg.train.batch_size)
         # fine-tuning continues from where the shared weights' schedule ended (10% of the peak rate)
