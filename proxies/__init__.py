@@ -5,7 +5,8 @@ Knows torch and Lightning, never Optuna.
 
 from proxies.attention import full_attention, local_attention, reference_attention
 from proxies.cost import CostReport, closed_form, count, kv_cache_bytes, measure_latency
-from proxies.model import ConfigError, ProxyConfig, ProxyGPT, build_model
+from proxies.model import ProxyConfig, ProxyGPT, build_model
+from space import ConfigError
 
 __all__ = [
     "ConfigError",

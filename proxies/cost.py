@@ -23,7 +23,6 @@ from proxies.attention import kernel_pairs
 from proxies.model import ProxyConfig, build_model
 from space import Layer, Schedule
 
-
 ATTENTION_OPS = ("scaled_dot_product_attention", "local_attention")
 # element-wise work the convention leaves out; anything else fvcore cannot count is an error
 UNCOUNTED_OPS = frozenset(
@@ -66,7 +65,11 @@ def closed_form(cfg: ProxyConfig, schedule: Schedule, seq_len: int, batch: int =
     ]
     lm_head = batch * t * d * cfg.vocab_size
     total = lm_head + sum(sum(p.values()) for p in per_layer)
-    return {"layers": per_layer, "lm_head": lm_head, "total": total}
+    # generating token t: one token through every projection, MLP and the head, and its attention
+    # to the keys its layer lets it see
+    decode = batch * (d * cfg.vocab_size + sum(
+        (4 + 2 * cfg.mlp_ratio) * d * d + 2 * d * layer.decode_keys(t) for layer in schedule.layers))
+    return {"layers": per_layer, "lm_head": lm_head, "total": total, "decode": decode}
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,13 @@ class LayerCost:
 
 @dataclass(frozen=True)
 class CostReport:
-    """A schedule's cost at one sequence length and batch, next to the all-full schedule's."""
+    """A schedule's cost at one sequence length and batch, next to the all-full schedule's.
+
+    ``total`` is the prefill: one forward over the whole context. ``decode`` is generating one
+    token at position ``seq_len``, counted by fvcore as the forward at ``seq_len`` minus the forward
+    at ``seq_len - 1`` (causal attention: the extra token changes nothing before it). ``kv_cache_bytes``
+    is the peak a decoder holds (a block layer's peaks at a full block of ``window``).
+    """
 
     schedule: str
     seq_len: int
@@ -98,8 +107,19 @@ class CostReport:
     closed_form_total: int
     full_total: int
     full_attention: int
+    decode: int
+    closed_form_decode: int
+    full_decode: int
     kv_cache_bytes: int
     full_kv_cache_bytes: int
+
+    @property
+    def prefill(self) -> int:
+        return self.total
+
+    @property
+    def decode_ratio(self) -> float:
+        return self.decode / self.full_decode
 
     @property
     def attention(self) -> int:
@@ -125,7 +145,8 @@ class CostReport:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.update(ratio=self.ratio, attention_ratio=self.attention_ratio, kv_ratio=self.kv_ratio,
-                    attention=self.attention, attention_kernel=self.attention_kernel)
+                    attention=self.attention, attention_kernel=self.attention_kernel, prefill=self.prefill,
+                    decode_ratio=self.decode_ratio)
         return data
 
     def table(self) -> str:
@@ -137,8 +158,9 @@ class CostReport:
                 f"{c.projections / 1e6:>10.2f} {c.mlp / 1e6:>10.2f}"
             )
         rows.append(
-            f"total {self.total / 1e9:.4f} G MACs ({self.ratio:.1%} of all-full), attention {self.attention_ratio:.1%} "
-            f"of all-full, KV cache {self.kv_cache_bytes / 2**20:.2f} MiB ({self.kv_ratio:.1%})"
+            f"prefill {self.total / 1e9:.4f} G MACs ({self.ratio:.1%} of all-full), attention {self.attention_ratio:.1%} "
+            f"of all-full, decode at {self.seq_len} {self.decode / 1e6:.3f} M MACs ({self.decode_ratio:.1%}), "
+            f"KV cache {self.kv_cache_bytes / 2**20:.2f} MiB ({self.kv_ratio:.1%})"
         )
         return "\n".join(rows)
 
@@ -150,7 +172,8 @@ def kv_cache_bytes(cfg: ProxyConfig, schedule: Schedule, context: int, batch: in
 
 
 @functools.lru_cache(maxsize=256)
-def _count(cfg: ProxyConfig, schedule: Schedule, seq_len: int, batch: int) -> CostReport:
+def _analyse(cfg: ProxyConfig, schedule: Schedule, seq_len: int, batch: int) -> dict[str, Any]:
+    """fvcore's multiply-adds by module and operator for a forward over ``seq_len`` tokens."""
     # on the meta device the trace records shapes without computing anything, so counting a long
     # context costs milliseconds, not a forward pass
     with torch.device("meta"):
@@ -164,6 +187,12 @@ def _count(cfg: ProxyConfig, schedule: Schedule, seq_len: int, batch: int) -> Co
     unknown = set(analysis.unsupported_ops()) - UNCOUNTED_OPS
     if unknown:
         raise CountError(f"fvcore cannot count {sorted(unknown)}; add a handle or extend the convention")
+    return by_module
+
+
+@functools.lru_cache(maxsize=256)
+def _count(cfg: ProxyConfig, schedule: Schedule, seq_len: int, batch: int) -> CostReport:
+    by_module = _analyse(cfg, schedule, seq_len, batch)
     layers = []
     for i, layer in enumerate(schedule.layers):
         attn, mlp = by_module[f"blocks.{i}.attn"], by_module[f"blocks.{i}.mlp"]
@@ -182,8 +211,10 @@ def _count(cfg: ProxyConfig, schedule: Schedule, seq_len: int, batch: int) -> Co
             )
         )
     total = sum(by_module[""].values())
+    before = sum(_analyse(cfg, schedule, seq_len - 1, batch)[""].values()) if seq_len > 1 else 0
     all_full = Schedule((Layer("full"),) * len(schedule))
     full = closed_form(cfg, all_full, seq_len, batch)
+    mine = closed_form(cfg, schedule, seq_len, batch)
     return CostReport(
         schedule=schedule.text,
         seq_len=seq_len,
@@ -191,9 +222,12 @@ def _count(cfg: ProxyConfig, schedule: Schedule, seq_len: int, batch: int) -> Co
         layers=tuple(layers),
         lm_head=total - sum(c.total for c in layers),
         total=total,
-        closed_form_total=closed_form(cfg, schedule, seq_len, batch)["total"],
+        closed_form_total=mine["total"],
         full_total=full["total"],
         full_attention=sum(p["attention"] for p in full["layers"]),
+        decode=total - before,
+        closed_form_decode=mine["decode"],
+        full_decode=full["decode"],
         kv_cache_bytes=kv_cache_bytes(cfg, schedule, seq_len, batch),
         full_kv_cache_bytes=kv_cache_bytes(cfg, all_full, seq_len, batch),
     )

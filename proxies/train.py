@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import time
 import warnings
 from collections import defaultdict
@@ -22,8 +23,8 @@ from torch import Tensor
 
 from proxies.cost import count, measure_latency
 from proxies.data import CORPORA, IGNORE, DataConfig, ProxyDataModule, TaskData
-from proxies.model import ConfigError, ProxyConfig, ProxyGPT, build_model, from_section, require_whole
-from space import Schedule
+from proxies.model import ProxyConfig, ProxyGPT, build_model
+from space import ConfigError, Schedule, from_section, require_positive, require_whole
 
 PRECISIONS = {"bf16": "bf16-mixed", "fp32": "32-true"}
 
@@ -92,15 +93,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         require_whole(self, "train", ("steps", "batch_size"))
         require_whole(self, "train", ("warmup", "seed"), minimum=0)
-        for name in ("lr", "grad_clip"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"train.{name} must be > 0 (got {getattr(self, name)!r})")
-        if not self.weight_decay >= 0:
-            raise ConfigError(f"train.weight_decay must be >= 0 (got {self.weight_decay!r})")
+        require_positive(self, "train", ("lr", "grad_clip"))
+        require_positive(self, "train", ("weight_decay",), zero=True)
         if self.precision not in ("auto", *PRECISIONS):
             raise ConfigError(f"train.precision {self.precision!r} is unknown; allowed: auto, {', '.join(PRECISIONS)}")
-        if self.max_seconds is not None and not self.max_seconds > 0:
-            raise ConfigError(f"train.max_seconds must be > 0 or None (got {self.max_seconds!r})")
+        if self.max_seconds is not None:
+            require_positive(self, "train", ("max_seconds",))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -266,6 +264,35 @@ def check(schedule: Schedule, proxy: ProxyConfig, data: DataConfig) -> Schedule:
     if proxy.vocab_size < 256:
         raise ConfigError(f"proxy.vocab_size={proxy.vocab_size} is too small for byte tokens; needs >= 256")
     return schedule.canonical(data.seq_len)
+
+
+def physical_memory() -> int:
+    """Bytes of RAM on this machine."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def step_memory(proxy: ProxyConfig, n_layers: int, seq_len: int, batch_size: int) -> int:
+    """About the bytes one fp32 training step keeps for its backward pass: per token and layer the
+    block's saved activations (~(16 + 2 * mlp_ratio) * d_model values), plus three copies of the
+    logits (logits, softmax and their gradient). An estimate to refuse impossible sizes early, not a
+    measurement."""
+    per_token = n_layers * (16 + 2 * proxy.mlp_ratio) * proxy.d_model + 3 * proxy.vocab_size
+    return 4 * batch_size * seq_len * per_token
+
+
+def check_fits(proxy: ProxyConfig, data: DataConfig, train: TrainConfig, n_layers: int, processes: int = 1) -> None:
+    """Refuse, before any trial, what would make every trial fail: tokens the vocabulary cannot
+    hold, or a training step that cannot fit in this machine's memory."""
+    if proxy.vocab_size < 256:
+        raise ConfigError(f"proxy.vocab_size={proxy.vocab_size} is too small for byte tokens; needs >= 256")
+    need, have = processes * step_memory(proxy, n_layers, data.seq_len, train.batch_size), physical_memory()
+    if need > have:
+        each = " each" if processes > 1 else ""
+        raise ConfigError(
+            f"train.batch_size={train.batch_size} x data.seq_len={data.seq_len} x {n_layers} layers of d_model="
+            f"{proxy.d_model} needs about {need / 2**30:.1f} GiB for one training step ({processes} process(es){each}), "
+            f"more than this machine's {have / 2**30:.1f} GiB; lower train.batch_size"
+        )
 
 
 def val_batches(data: DataConfig, batch_size: int) -> list[dict[str, Tensor]]:

@@ -4,10 +4,29 @@ Pure Python: no torch, no Optuna. A schedule is one attention kind per layer (fu
 or MASFormer block-sparse).
 """
 
-from space.schedule import KINDS, LOCAL_KINDS, PLACEMENTS, Layer, Schedule, ScheduleError, build, place_full
+from space.schedule import (
+    KINDS,
+    LOCAL_KINDS,
+    PLACEMENTS,
+    Layer,
+    Schedule,
+    ScheduleError,
+    build,
+    place_full,
+    placement_of,
+)
 from space.space import FREE, SearchSpace, TrialLike
+from space.validation import (
+    ConfigError,
+    check_types,
+    from_section,
+    require_name,
+    require_positive,
+    require_whole,
+)
 
 __all__ = [
+    "ConfigError",
     "FREE",
     "KINDS",
     "LOCAL_KINDS",
@@ -18,5 +37,11 @@ __all__ = [
     "SearchSpace",
     "TrialLike",
     "build",
+    "check_types",
+    "from_section",
     "place_full",
+    "placement_of",
+    "require_name",
+    "require_positive",
+    "require_whole",
 ]

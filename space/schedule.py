@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Literal, Sequence
 
+from space.validation import MAX_LAYERS, ConfigError
+
 Kind = Literal["full", "sliding", "block"]
 KINDS: tuple[Kind, ...] = ("full", "sliding", "block")
 LOCAL_KINDS: tuple[Kind, ...] = ("sliding", "block")
@@ -18,7 +20,7 @@ _LETTER: dict[Kind, str] = {"full": "F", "sliding": "S", "block": "B"}
 _KIND_OF_LETTER = {letter: kind for kind, letter in _LETTER.items()}
 
 
-class ScheduleError(ValueError):
+class ScheduleError(ConfigError):
     """A schedule or search space that cannot be built; the message names the field and value."""
 
 
@@ -62,7 +64,7 @@ class Layer:
                 raise ScheduleError(f"layer token {token!r}: a full layer is written 'F'")
             return cls("full")
         digits = token[1:]
-        if not digits.isdigit():
+        if not (digits.isascii() and digits.isdigit()):  # not '²' or Arabic-Indic digits
             raise ScheduleError(f"layer token {token!r}: the window after {token[0]!r} must be a whole number")
         return cls(kind, int(digits))
 
@@ -93,8 +95,19 @@ class Layer:
         return full_blocks * (w * (w + 1) // 2) + tail * (tail + 1) // 2
 
     def kv_tokens(self, context: int) -> int:
-        """Keys and values a decoder must keep per layer to generate at position ``context``."""
+        """The most keys and values a decoder must hold for this layer over a context of
+        ``context`` tokens: all of them for a full layer, ``window`` for a sliding layer, and
+        ``window`` for a block layer too (its cache empties at each block boundary, but it peaks at
+        a full block)."""
         return context if self.window is None else min(self.window, context)
+
+    def decode_keys(self, position: int) -> int:
+        """Keys the token at (1-based) ``position`` attends to, itself included: what generating it
+        costs this layer. Full: ``position``; sliding: at most ``window``; block: its place in its
+        block. Equal to ``attended_pairs(position) - attended_pairs(position - 1)``."""
+        if self.window is None or self.window >= position:
+            return position
+        return self.window if self.kind == "sliding" else (position - 1) % self.window + 1
 
 
 @dataclass(frozen=True)
@@ -107,6 +120,8 @@ class Schedule:
         layers = tuple(self.layers)
         if not layers:
             raise ScheduleError("a schedule needs at least one layer (got layers=())")
+        if len(layers) > MAX_LAYERS:
+            raise ScheduleError(f"a schedule of {len(layers)} layers is too deep; allowed: 1 to {MAX_LAYERS}")
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
                 raise ScheduleError(f"layers[{i}] is {layer!r}, not a Layer")
@@ -211,6 +226,9 @@ class Schedule:
     def kv_tokens(self, context: int) -> tuple[int, ...]:
         return tuple(layer.kv_tokens(context) for layer in self.layers)
 
+    def decode_keys(self, position: int) -> tuple[int, ...]:
+        return tuple(layer.decode_keys(position) for layer in self.layers)
+
 
 # --- builders -------------------------------------------------------------------------------------
 PLACEMENTS = ("bottom", "top", "middle", "even")
@@ -245,6 +263,15 @@ def place_full(n_layers: int, n_full: int, placement: str | Sequence[int]) -> tu
     if placement == "even":
         return tuple((i + 1) * n_layers // n_full - 1 for i in range(n_full))
     raise ScheduleError(f"placement {placement!r} is unknown; allowed: {', '.join(PLACEMENTS)} or a list of indices")
+
+
+def placement_of(schedule: Schedule) -> str:
+    """The named placement of a schedule's full layers (the first that fits, in ``PLACEMENTS``
+    order), ``"none"`` or ``"all"`` when there is nothing to place, else ``"other"``."""
+    n, full = schedule.n_layers, schedule.full_indices
+    if len(full) in (0, n):
+        return "none" if not full else "all"
+    return next((p for p in PLACEMENTS if place_full(n, len(full), p) == full), "other")
 
 
 def build(

@@ -7,7 +7,15 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator, Protocol, Sequence
 
-from space.schedule import LOCAL_KINDS, PLACEMENTS, Layer, Schedule, ScheduleError, place_full
+from space.schedule import (
+    LOCAL_KINDS,
+    PLACEMENTS,
+    Layer,
+    Schedule,
+    ScheduleError,
+    place_full,
+)
+from space.validation import MAX_CONTEXT, MAX_LAYERS, check_types
 
 FREE = "free"
 
@@ -59,10 +67,10 @@ class SearchSpace:
 
     def _validate(self) -> None:
         L, T = self.n_layers, self.context
-        if not isinstance(L, int) or L < 1:
-            raise ScheduleError(f"n_layers must be a whole number >= 1 (got {L!r})")
-        if not isinstance(T, int) or T < 2:
-            raise ScheduleError(f"context must be a whole number >= 2 (got {T!r})")
+        if not isinstance(L, int) or isinstance(L, bool) or not 1 <= L <= MAX_LAYERS:
+            raise ScheduleError(f"n_layers must be a whole number from 1 to {MAX_LAYERS} (got {L!r})")
+        if not isinstance(T, int) or isinstance(T, bool) or not 2 <= T <= MAX_CONTEXT:
+            raise ScheduleError(f"context must be a whole number from 2 to {MAX_CONTEXT} (got {T!r})")
         lo, hi = self.n_full
         if not (isinstance(lo, int) and isinstance(hi, int) and 0 <= lo <= hi <= L):
             raise ScheduleError(f"n_full range {self.n_full!r} is not within 0 <= low <= high <= n_layers={L}")
@@ -226,11 +234,7 @@ class SearchSpace:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SearchSpace:
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ScheduleError(f"unknown search-space key(s) {unknown}; allowed: {sorted(known)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        return cls(**check_types(cls, data, "space"))
 
 
 class _RandomTrial:

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from proxies.cost import closed_form, count, kv_cache_bytes, measure_latency
-from proxies.model import ConfigError, ProxyConfig, build_model
-from space import Layer, Schedule
+from proxies.model import ProxyConfig, build_model
+from space import ConfigError, Layer, Schedule
 
 CFG = ProxyConfig(d_model=32, n_heads=2, mlp_ratio=4, vocab_size=256, context=256)
 
@@ -32,6 +32,19 @@ def test_fvcore_equals_closed_form_exactly(seed):
         assert (got.attention, got.projections, got.mlp) == (want["attention"], want["projections"], want["mlp"])
         assert got.attention_kernel >= got.attention
     assert report.lm_head == formula["lm_head"]
+    # decode: fvcore's forward at T minus at T-1 is the closed form for generating token T
+    assert report.decode == formula["decode"] == report.closed_form_decode
+
+
+def test_decode_hand_computed_per_kind():
+    # d=32, r=4, V=256: one token through projections (4*32*32), MLP (2*4*32*32), head (32*256),
+    # plus 2*32 per key attended by the token at position T=100
+    base = 4 * 32 * 32 + 8 * 32 * 32 + 32 * 256
+    for text, keys in (("F", 100), ("S16", 16), ("B16", 100 - 96), ("B10", 10), ("B25", 25), ("S1", 1)):
+        assert count(CFG, Schedule.parse(text), seq_len=100).decode == base + 2 * 32 * keys, text
+    report = count(CFG, Schedule.parse("F S16"), seq_len=100)
+    assert report.decode_ratio == (2 * base - 32 * 256 + 2 * 32 * 116) / (2 * base - 32 * 256 + 2 * 32 * 200)
+    assert report.prefill == report.total
 
 
 def test_hand_computed_count():

@@ -86,3 +86,24 @@ def test_attended_pairs_counts_the_mask(t, layer):
             else:
                 count += q // layer.window == k // layer.window
     assert layer.attended_pairs(t) == count
+
+
+@pytest.mark.parametrize("text", ["F", "S1", "S7", "B7", "B1", "S200", "B64"])
+def test_decode_keys_are_the_growth_of_attended_pairs(text):
+    layer = Schedule.parse(text).layers[0]
+    for t in range(1, 160):
+        assert layer.decode_keys(t) == layer.attended_pairs(t) - layer.attended_pairs(t - 1)
+        assert layer.decode_keys(t) <= layer.kv_tokens(t)  # never more than the cache holds
+
+
+def test_placement_of_names_each_built_placement():
+    from space import placement_of
+
+    for placement in ("bottom", "top", "middle", "even"):
+        for n_full in range(1, 8):
+            schedule = build(8, n_full, placement, 64)
+            named = placement_of(schedule)
+            # placements can coincide (1 of 8 at the top is also "even"); the name must rebuild it
+            assert build(8, n_full, named, 64) == schedule
+    assert placement_of(Schedule.parse("S8 S8")) == "none" and placement_of(Schedule.parse("F F")) == "all"
+    assert placement_of(Schedule.parse("F S8 S8 F S8 S8 S8 S8")) == "other"

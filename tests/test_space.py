@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from space import Schedule, ScheduleError, SearchSpace
+from space import ConfigError, Schedule, ScheduleError, SearchSpace
 
 
 class FakeTrial:
@@ -92,7 +92,7 @@ def test_all_full_space_needs_no_window():
 def test_dict_round_trip_and_unknown_key():
     space = SPACES[1]
     assert SearchSpace.from_dict(space.to_dict()) == space
-    with pytest.raises(ScheduleError, match=r"unknown search-space key\(s\) \['widows'\]"):
+    with pytest.raises(ConfigError, match=r"unknown space key\(s\) \['widows'\]"):
         SearchSpace.from_dict({"n_layers": 4, "context": 512, "widows": [64]})
 
 

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from proxies.data import DataConfig, TaskData
-from proxies.model import ConfigError, ProxyConfig
+from proxies.model import ProxyConfig
 from proxies.train import TrainConfig, train_and_score
+from space import ConfigError
 
 logging.getLogger("lightning").setLevel(logging.ERROR)
 
@@ -66,7 +67,7 @@ def test_loss_falls_on_real_text():
     "build, fragment",
     [
         (lambda: train_and_score("S256 F", PROXY, RECALL, TRAIN), r"schedule layer 0: window 256 is longer than data.seq_len=128"),
-        (lambda: TrainConfig(steps=0), r"train.steps must be a whole number >= 1 \(got 0\)"),
+        (lambda: TrainConfig(steps=0), r"train.steps must be a whole number from 1 to 2147483647 \(got 0\)"),
         (lambda: DataConfig(tasks=("wikitext",)), r"data.tasks: unknown data set 'wikitext'"),
         (lambda: DataConfig(seq_len=8, tasks=("mqar",)), r"data.seq_len=8 is too short for task 'mqar'"),
         (lambda: TrainConfig(precision="fp8"), r"train.precision 'fp8' is unknown"),
