@@ -30,8 +30,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._machine import describe  # noqa: E402
 import proxies.attention as attention  # noqa: E402
+from benchmarks._machine import describe  # noqa: E402
 from proxies.attention import allowed_mask, local_attention  # noqa: E402
 from space import Layer  # noqa: E402
 

@@ -1,22 +1,33 @@
 """spanmix.search: Optuna multi-objective studies over the schedule space."""
 
-from search.config import COSTS, QUALITIES, SAMPLERS, STRATEGIES, StudyConfig, SupernetConfig, maximized
+from search.config import (
+    COSTS,
+    QUALITIES,
+    SAMPLERS,
+    STRATEGIES,
+    StudyConfig,
+    SupernetConfig,
+    maximized,
+)
 from search.fidelity import Fidelity, rank_fidelity, run_fidelity, study_fidelity
+from search.storage import check_storage_url, open_storage
 from search.study import (
     STANDALONE,
     SUPERNET,
     Objective,
     Point,
-    check_storage_url,
     config_of,
     final_fidelity,
     finished,
+    join_study,
     knee,
-    open_storage,
     open_study,
     pareto_front,
     points,
+    preflight,
+    rescored,
     run_study,
+    scores_of,
 )
 
 __all__ = [
@@ -35,14 +46,18 @@ __all__ = [
     "config_of",
     "final_fidelity",
     "finished",
+    "join_study",
     "knee",
     "maximized",
     "open_storage",
     "open_study",
     "pareto_front",
     "points",
+    "preflight",
+    "rescored",
     "rank_fidelity",
     "run_fidelity",
     "run_study",
+    "scores_of",
     "study_fidelity",
 ]

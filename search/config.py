@@ -6,13 +6,24 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from proxies.data import DataConfig
-from proxies.model import ConfigError, ProxyConfig, from_section, require_whole
+from proxies.model import ProxyConfig
 from proxies.train import TrainConfig
-from space import ScheduleError, SearchSpace
+from space import (
+    ConfigError,
+    ScheduleError,
+    SearchSpace,
+    check_types,
+    from_section,
+    require_name,
+    require_positive,
+    require_whole,
+)
 
 SAMPLERS = ("nsga2", "tpe", "random", "grid")
 COSTS = {
-    "flops": "multiply-adds of a forward pass (fvcore)",
+    "flops": "multiply-adds of a forward pass over the context (fvcore)",
+    "prefill_flops": "the same count under its inference name: a forward over the context",
+    "decode_flops": "multiply-adds to generate one token at the end of the context (fvcore)",
     "attention_flops": "multiply-adds of attention alone",
     "kv_cache": "KV-cache bytes to decode at the context",
     "latency": "measured forward+backward milliseconds",
@@ -111,8 +122,7 @@ class StudyConfig:
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"study.strategy {self.strategy!r} is unknown; allowed: {', '.join(STRATEGIES)}")
-        if not isinstance(self.name, str) or not self.name.strip():
-            raise ConfigError(f"study.name must be a non-empty string (got {self.name!r})")
+        require_name(self.name, "study.name")
         if self.cost not in COSTS:
             raise ConfigError(f"study.cost {self.cost!r} is unknown; allowed: {', '.join(COSTS)}")
         if self.quality not in QUALITIES and "/" not in self.quality:
@@ -125,9 +135,12 @@ class StudyConfig:
             raise ConfigError("study.quality 'recall' needs a recall task in data.tasks (recall, mqar, passkey, multihop)")
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"study.sampler {self.sampler!r} is unknown; allowed: {', '.join(SAMPLERS)}")
+        if self.budget is not None:
+            require_positive(self, "study", ("budget",))
         if self.budget is not None and not 0 < self.budget <= 1:
             raise ConfigError(f"study.budget must be a fraction in (0, 1] of the all-full cost (got {self.budget!r})")
         require_whole(self, "study", ("n_trials", "heartbeat_seconds"))
+        require_whole(self, "study", ("seed",), minimum=0)
         if self.space.context != self.data.seq_len:
             raise ConfigError(f"space.context={self.space.context} must equal data.seq_len={self.data.seq_len}")
         if self.data.seq_len > self.proxy.context:
@@ -160,28 +173,24 @@ class StudyConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StudyConfig:
         """Build from ``{"study": {...}, "space": {...}, "proxy": ..., "data": ..., "train": ...}``,
-        naming the section and key of anything unknown or out of range."""
+        naming the section and key of anything unknown, of the wrong type or out of range."""
         sections = {"study", *_SECTIONS}
         unknown = sorted(set(data) - sections)
         if unknown:
             raise ConfigError(f"unknown section(s) {unknown}; allowed: {sorted(sections)}")
-        study = dict(data.get("study", {}))
-        allowed = {f.name for f in fields(cls)} - set(_SECTIONS)
-        bad = sorted(set(study) - allowed)
-        if bad:
-            raise ConfigError(f"unknown study key(s) {bad}; allowed: {sorted(allowed)}")
+        study = check_types(cls, data.get("study", {}), "study", skip=_SECTIONS)
         if "name" not in study:
             raise ConfigError("study.name is missing")
         try:
-            space = SearchSpace.from_dict(dict(data.get("space", {})))
-        except (ScheduleError, TypeError) as err:
+            space = SearchSpace.from_dict(data.get("space", {}))
+        except ScheduleError as err:
             raise ConfigError(f"space: {err}") from None
         return cls(
             space=space,
-            proxy=ProxyConfig.from_dict(dict(data.get("proxy", {}))),
-            data=DataConfig.from_dict(dict(data.get("data", {}))),
-            train=TrainConfig.from_dict(dict(data.get("train", {}))),
-            supernet=SupernetConfig.from_dict(dict(data.get("supernet", {}))),
+            proxy=ProxyConfig.from_dict(data.get("proxy", {})),
+            data=DataConfig.from_dict(data.get("data", {})),
+            train=TrainConfig.from_dict(data.get("train", {})),
+            supernet=SupernetConfig.from_dict(data.get("supernet", {})),
             **study,
         )
 

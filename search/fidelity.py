@@ -22,14 +22,22 @@ from typing import Any, Callable
 
 import numpy as np
 import optuna
+from optuna.trial import TrialState
 from scipy import stats
 
-from proxies.model import ConfigError
 from search.config import StudyConfig
-from optuna.trial import TrialState
-
-from search.study import STANDALONE, SUPERNET, Objective, Point, Standalone, fidelity_of, fronts, measure_schedules, points
-from space import Schedule
+from search.study import (
+    STANDALONE,
+    SUPERNET,
+    Objective,
+    Point,
+    Standalone,
+    fidelity_of,
+    fronts,
+    measure_schedules,
+    points,
+)
+from space import ConfigError, Schedule
 
 log = logging.getLogger("spanmix.fidelity")
 

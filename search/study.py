@@ -21,52 +21,20 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+import numpy as np
 import optuna
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from proxies.cost import count, measure_latency
-from proxies.model import ConfigError
-from proxies.train import ProxyResult, train_and_score
-from search.config import StudyConfig
-from space import Layer, Schedule
+from proxies.train import ProxyResult, check_fits, train_and_score
+from search.config import StudyConfig, maximized
+from search.logs import log_to_stderr, quiet_libraries
+from search.storage import open_storage
+from space import ConfigError, Layer, Schedule
 
 log = logging.getLogger("spanmix.search")
 CONFIG_ATTR = "spanmix_config"
-
-
-# --- storage ------------------------------------------------------------------------------------------
-def check_storage_url(url: str) -> str:
-    """Reject what cannot be an Optuna RDB storage before anything runs; create a SQLite file's folder."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):
-        raise ConfigError(
-            f"storage {url!r} is not a database URL; allowed: sqlite:///FILE, postgresql://USER@HOST/DB, mysql://..."
-        ) from None
-    backend = parsed.get_backend_name()
-    if backend not in ("sqlite", "postgresql", "mysql"):
-        raise ConfigError(f"storage {url!r}: backend {backend!r} is not one of sqlite, postgresql, mysql")
-    if backend == "sqlite" and parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    return url
-
-
-def open_storage(url: str, heartbeat_seconds: int = 10) -> RDBStorage:
-    """RDB storage with heartbeats: a trial whose worker died is failed after three missed beats and
-    its parameters retried (twice at most)."""
-    with warnings.catch_warnings():
-        # heartbeats have been "experimental" in Optuna since 2.8; they are what makes resume safe
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RDBStorage(
-            check_storage_url(url),
-            heartbeat_interval=heartbeat_seconds,
-            grace_period=3 * heartbeat_seconds,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
-        )
 
 
 # --- the objective ------------------------------------------------------------------------------------
@@ -75,15 +43,25 @@ def _constraint(trial: FrozenTrial) -> list[float]:
     return trial.user_attrs.get("constraint", [0.0])
 
 
-def make_sampler(cfg: StudyConfig) -> optuna.samplers.BaseSampler:
+def worker_seed(seed: int, stream: int | None) -> int:
+    """The sampler seed of one worker: the study seed itself for a lone worker (reproducible), and
+    for worker ``stream`` of several an independent seed derived from it, so workers draw
+    different schedules instead of the same ones in lockstep."""
+    if stream is None:
+        return seed
+    return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
+
+
+def make_sampler(cfg: StudyConfig, stream: int | None = None) -> optuna.samplers.BaseSampler:
     constraints = _constraint if cfg.budget is not None else None
+    seed = worker_seed(cfg.seed, stream)
     if cfg.sampler == "nsga2":
         population = max(4, min(20, cfg.n_trials // 3))
-        return optuna.samplers.NSGAIISampler(population_size=population, seed=cfg.seed, constraints_func=constraints)
+        return optuna.samplers.NSGAIISampler(population_size=population, seed=seed, constraints_func=constraints)
     if cfg.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=cfg.seed, constraints_func=constraints, multivariate=True)
+        return optuna.samplers.TPESampler(seed=seed, constraints_func=constraints, multivariate=True)
     # grid: the whole space is enqueued once (see open_study); random covers what is left
-    return optuna.samplers.RandomSampler(seed=cfg.seed)
+    return optuna.samplers.RandomSampler(seed=seed)
 
 
 @functools.lru_cache(maxsize=32)
@@ -99,6 +77,8 @@ def cost_of(cfg: StudyConfig, schedule: Schedule) -> tuple[float, float, dict[st
         return ms, ms / _full_latency(cfg, len(schedule)), report.to_dict()
     value, full = {
         "flops": (report.total, report.full_total),
+        "prefill_flops": (report.total, report.full_total),
+        "decode_flops": (report.decode, report.full_decode),
         "attention_flops": (report.attention, report.full_attention),
         "kv_cache": (report.kv_cache_bytes, report.full_kv_cache_bytes),
     }[cfg.cost]
@@ -108,6 +88,10 @@ def cost_of(cfg: StudyConfig, schedule: Schedule) -> tuple[float, float, dict[st
 # what a trial that reuses another's measurement copies from it
 MEASURED_ATTRS = ("cost_ratio", "cost_report", "constraint", "scores", "tokens_seen", "train_seconds", "tokens_per_second")
 STANDALONE, SUPERNET = "standalone", "supernet"
+
+
+class ScheduleFailed(RuntimeError):
+    """The schedule already failed under this measurement; it is not trained again."""
 
 
 class Measure(Protocol):
@@ -145,8 +129,8 @@ class Objective:
     search fidelity when this objective measures it, else to the first of ``measures``.
     """
 
-    def __init__(self, cfg: StudyConfig, *measures: Measure, wait_seconds: float = 1.0) -> None:
-        self.cfg, self.wait_seconds = cfg, wait_seconds
+    def __init__(self, cfg: StudyConfig, *measures: Measure, wait_seconds: float = 1.0, retry_failed: bool = False) -> None:
+        self.cfg, self.wait_seconds, self.retry_failed = cfg, wait_seconds, retry_failed
         self.measures = {m.fidelity: m for m in (measures or (Standalone(cfg),))}
         self.default = next(iter(self.measures))
         self.config_hashes = {
@@ -166,6 +150,12 @@ class Objective:
         trial.set_user_attr("fidelity", fidelity)
         trial.set_user_attr("key", key)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        failed = None if self.retry_failed else self._failed(trial, key)
+        if failed is not None:
+            trial.set_user_attr("failed_by", "remembered")
+            trial.set_user_attr("failure", f"not trained again: trial {failed.number} failed under the same "
+                                f"measurement ({failed.user_attrs.get('failure')}); --retry-failed trains it again")
+            raise ScheduleFailed(trial.user_attrs["failure"])
         prior = self._measured(trial, key)
         if prior is not None:
             # the stored cost too: a latency is a measurement, and measuring it again would differ
@@ -176,12 +166,15 @@ class Objective:
             return prior.values[0], prior.values[1]
         cost, ratio, report = cost_of(cfg, schedule)
         trial.set_user_attr("cost_ratio", ratio)
-        trial.set_user_attr("cost_report", {k: report[k] for k in ("total", "attention", "kv_cache_bytes", "ratio", "attention_ratio", "kv_ratio")})
+        trial.set_user_attr("cost_report", {k: report[k] for k in ("total", "attention", "decode", "kv_cache_bytes", "ratio", "attention_ratio",
+                                                           "decode_ratio", "kv_ratio")})
         trial.set_user_attr("constraint", [ratio - cfg.budget] if cfg.budget is not None else [0.0])
         try:
             result = self.measures[fidelity](schedule)
         except Exception as err:
             trial.set_user_attr("failure", f"{type(err).__name__}: {err}")
+            trial.set_user_attr("failed_by", "error")
+            log.warning("trial %d: %s failed: %s: %s", trial.number, schedule.text, type(err).__name__, err)
             raise
         if cfg.quality not in result.scores:
             raise ConfigError(f"study.quality {cfg.quality!r} is not among the scores {sorted(result.scores)}")
@@ -193,37 +186,60 @@ class Objective:
                  cfg.quality, result.scores[cfg.quality], 100 * ratio, fidelity, result.train_seconds)
         return result.scores[cfg.quality], cost
 
+    @staticmethod
+    def _failed(trial: Trial, key: str) -> FrozenTrial | None:
+        """An earlier trial in which measuring this key raised (a dead worker's trial does not
+        count: that was not the schedule's fault)."""
+        states = (TrialState.FAIL,)
+        for t in trial.study.get_trials(deepcopy=False, states=states):
+            if t.user_attrs.get("key") == key and t.user_attrs.get("failed_by") == "error":
+                return t
+        return None
+
     def _measured(self, trial: Trial, key: str) -> FrozenTrial | None:
-        """A finished trial with this key; waits while another worker is measuring it."""
+        """A finished trial with this key, or None when this trial should measure it.
+
+        When another worker is measuring the key, a sampled trial is skipped (pruned) so that its
+        worker draws another schedule; a queued trial, whose schedule was chosen for it, waits.
+        """
         study = trial.study
         while True:
             others = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("key") == key and t.number != trial.number]
             done = [t for t in others if t.state == TrialState.COMPLETE and "reused_from" not in t.user_attrs]
             if done:
                 return done[0]
-            # the lower trial number measures; later ones wait for it (or its heartbeat's end)
-            if not any(t.state == TrialState.RUNNING and t.number < trial.number for t in others):
+            running = [t for t in others if t.state == TrialState.RUNNING and t.number < trial.number]
+            if not running:
                 return None
+            if "fixed_params" not in trial.system_attrs:
+                trial.set_user_attr("skipped", f"being measured in trial {running[0].number}")
+                time.sleep(self.wait_seconds)  # a worker whose draws all collide must not spin
+                raise optuna.TrialPruned(trial.user_attrs["skipped"])
             optuna.storages.fail_stale_trials(study)
             time.sleep(self.wait_seconds)
 
 
 # --- studies ---------------------------------------------------------------------------------------------
-def open_study(cfg: StudyConfig, storage: str | RDBStorage) -> optuna.Study:
-    """Create the study, or load it to resume; refuses to resume under a different configuration."""
+def open_study(cfg: StudyConfig, storage: str | RDBStorage, stream: int | None = None) -> optuna.Study:
+    """Create the study, or load it to resume; refuses to resume under a different configuration.
+    ``stream`` numbers this worker among several (see :func:`worker_seed`)."""
     if isinstance(storage, str):
         storage = open_storage(storage, cfg.heartbeat_seconds)
     study = optuna.create_study(
         storage=storage,
         study_name=cfg.name,
         directions=cfg.directions,
-        sampler=make_sampler(cfg),
+        sampler=make_sampler(cfg, stream),
         load_if_exists=True,
     )
     stored = study.user_attrs.get(CONFIG_ATTR)
     mine = json.loads(json.dumps(cfg.to_dict()))
     if stored is None:
         study.set_user_attr(CONFIG_ATTR, mine)
+        # Optuna Dashboard and other tools then show "loss" and "attention_flops", not "Objective 0/1"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # stable since 3.2
+            study.set_metric_names([cfg.quality, cfg.cost])
         if cfg.sampler == "grid":
             for params, _ in cfg.space.all_params():
                 study.enqueue_trial(params, skip_if_exists=True)
@@ -327,10 +343,51 @@ def measure_schedules(
         study.optimize(objective, n_trials=n, timeout=timeout, catch=(Exception,), callbacks=callbacks or [])
 
 
-def _worker_main(cfg_dict: dict[str, Any], storage_url: str, target: int, timeout: float | None) -> None:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    cfg = StudyConfig.from_dict(cfg_dict)
-    work(open_study(cfg, storage_url), Objective(cfg), target, timeout)
+def preflight(cfg: StudyConfig, workers: int = 1) -> None:
+    """What the configuration alone cannot tell: whether this machine can train it with ``workers``
+    processes (see :func:`proxies.train.check_fits`). Run before a study is created or joined."""
+    if workers < 1:
+        raise ConfigError(f"workers must be >= 1 (got {workers})")
+    if cfg.strategy == SUPERNET and workers > 1:
+        raise ConfigError(f"--workers {workers}: the supernet strategy trains its shared weights in one process; use 1")
+    check_fits(cfg.proxy, cfg.data, cfg.train, cfg.space.n_layers, workers)
+
+
+def cores() -> int:
+    """CPU cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def join_study(
+    cfg: StudyConfig,
+    storage: str | RDBStorage,
+    target: int,
+    timeout: float | None = None,
+    stream: int | None = None,
+    threads: int | None = None,
+    retry_failed: bool = False,
+    callbacks: list[Callable[..., None]] | None = None,
+) -> optuna.Study:
+    """One worker's share of a standalone study: draw schedules with this worker's seed stream
+    and measure them until the study holds ``target``; ``threads`` caps torch's CPU threads."""
+    if cfg.strategy == SUPERNET:
+        raise ConfigError(f"study {cfg.name!r} uses the supernet strategy, which trains its shared weights in one "
+                          "process; workers join standalone studies")
+    preflight(cfg)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    study = open_study(cfg, storage, stream)
+    work(study, Objective(cfg, retry_failed=retry_failed), target, timeout, callbacks)
+    return study
+
+
+def _worker_main(cfg_dict: dict[str, Any], storage_url: str, target: int, timeout: float | None,
+                 stream: int, threads: int, retry_failed: bool, log_level: int) -> None:
+    quiet_libraries()
+    log_to_stderr(log_level)
+    join_study(StudyConfig.from_dict(cfg_dict), storage_url, target, timeout, stream, threads, retry_failed)
 
 
 def run_study(
@@ -341,16 +398,18 @@ def run_study(
     workers: int = 1,
     on_progress: Callable[[optuna.Study], None] | None = None,
     workdir: str | Path | None = None,
+    retry_failed: bool = False,
 ) -> optuna.Study:
     """Run until the study has measured ``n_trials`` distinct schedules (default ``cfg.n_trials``,
     at most the size of the space); repeated draws reuse results and do not count.
 
-    ``workers`` processes share the storage; ``on_progress`` is called after each finished trial
-    (one worker) or about once a second (several). The supernet strategy runs in one process and
-    keeps its checkpoints under ``workdir`` (see :mod:`search.supernet`).
+    ``workers`` processes share the storage, each with its own seed stream and an equal share of
+    the CPU cores; ``on_progress`` is called after each finished trial (one worker) or about once
+    a second (several). The supernet strategy runs in one process and keeps its checkpoints under
+    ``workdir`` (see :mod:`search.supernet`). A schedule whose training raised is not trained
+    again unless ``retry_failed``.
     """
-    if workers < 1:
-        raise ConfigError(f"workers must be >= 1 (got {workers})")
+    preflight(cfg, workers)
     target = n_trials or cfg.n_trials
     if cfg.strategy == "supernet":
         from search.supernet import run_supernet  # the strategy builds on this module
@@ -358,13 +417,16 @@ def run_study(
         if workdir is None:
             raise ConfigError("the supernet strategy needs a folder for its checkpoints (workdir)")
         return run_supernet(cfg, storage_url, Path(workdir), target, timeout, on_progress)
-    study = open_study(cfg, storage_url)  # validates and records the config before any work
     if workers == 1:
         callbacks = [lambda s, t: on_progress(s)] if on_progress else []
-        work(study, Objective(cfg), target, timeout, callbacks)
-        return study
+        return join_study(cfg, storage_url, target, timeout, retry_failed=retry_failed, callbacks=callbacks)
+    study = open_study(cfg, storage_url)  # validates and records the config before any worker starts
+    threads = max(1, cores() // workers)
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker_main, args=(cfg.to_dict(), storage_url, target, timeout)) for _ in range(workers)]
+    procs = [
+        ctx.Process(target=_worker_main, args=(cfg.to_dict(), storage_url, target, timeout, i, threads, retry_failed, log.getEffectiveLevel()))
+        for i in range(workers)
+    ]
     for p in procs:
         p.start()
     while any(p.is_alive() for p in procs):
@@ -437,11 +499,26 @@ def fronts(pts: list[Point], maximize: bool, depth: int = 1) -> list[list[Point]
     return out
 
 
-def pareto_front(study: optuna.Study, fidelity: str | None = None) -> list[Point]:
+def rescored(pts: list[Point], score: str) -> list[Point]:
+    """The points that hold ``score``, with it as their quality: the front of any score."""
+    return [replace(p, quality=p.scores[score]) for p in pts if score in p.scores]
+
+
+def scores_of(study: optuna.Study) -> list[str]:
+    """Every score a finished trial holds, sorted."""
+    return sorted({s for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                   for s in t.user_attrs.get("scores") or {}})
+
+
+def pareto_front(study: optuna.Study, fidelity: str | None = None, score: str | None = None) -> list[Point]:
     """Feasible, non-dominated points (one per schedule), cheapest first, among the trials at
-    ``fidelity`` (default: :func:`final_fidelity`)."""
-    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
-    found = fronts(points(study, fidelity or final_fidelity(study)), maximize)
+    ``fidelity`` (default: :func:`final_fidelity`), on the study's quality or on ``score``."""
+    pts = points(study, fidelity or final_fidelity(study))
+    if score is None:
+        maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    else:
+        pts, maximize = rescored(pts, score), maximized(score)
+    found = fronts(pts, maximize)
     return found[0] if found else []
 
 

@@ -44,10 +44,28 @@ import torch
 
 from proxies.cost import count
 from proxies.model import build_model
-from proxies.train import ProxyLM, ProxyResult, evaluate, fit, resolve_precision, train_and_score, val_batches
+from proxies.train import (
+    ProxyLM,
+    ProxyResult,
+    evaluate,
+    fit,
+    resolve_precision,
+    train_and_score,
+    val_batches,
+)
 from search.config import StudyConfig
 from search.fidelity import confirm_set
-from search.study import STANDALONE, SUPERNET, Objective, Standalone, fronts, measure_schedules, open_study, points, work
+from search.study import (
+    STANDALONE,
+    SUPERNET,
+    Objective,
+    Standalone,
+    fronts,
+    measure_schedules,
+    open_study,
+    points,
+    work,
+)
 from space import Schedule, SearchSpace
 
 log = logging.getLogger("spanmix.supernet")

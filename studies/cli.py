@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import shutil
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
-from proxies import ConfigError, ProxyConfig, count, measure_latency
-from space import Schedule, ScheduleError
+from proxies import ProxyConfig, count, measure_latency
+from space import ConfigError, Schedule, require_name
 
 log = logging.getLogger("spanmix")
 
@@ -27,12 +29,31 @@ def _default_storage(out: Path) -> str:
     return f"sqlite:///{out / 'study.db'}"
 
 
-def _quiet_libraries() -> None:
-    import optuna
+@contextlib.contextmanager
+def _undone_on_error(*paths: Path) -> Iterator[None]:
+    """A command that fails leaves nothing behind: remove each path (with the folders above it
+    that it created) that did not exist before the block and exists after it failed."""
+    created = []
+    for path in paths:
+        top = path.absolute()
+        while not top.parent.exists():
+            top = top.parent
+        if not top.exists():
+            created.append(top)
+    try:
+        yield
+    except BaseException:
+        for top in created:
+            if top.is_dir():
+                shutil.rmtree(top, ignore_errors=True)
+            elif top.exists():
+                top.unlink()
+        raise
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+
+def _sqlite_path(url: str) -> Path:
+    """The file of a sqlite:/// URL (or a path that will never exist, for other backends)."""
+    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else Path("/nonexistent")
 
 
 # --- cost ------------------------------------------------------------------------------------------------
@@ -43,13 +64,16 @@ def _cost(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([r.to_dict() for r in reports], indent=2))
         return 0
+    exact = all(r.total == r.closed_form_total and r.decode == r.closed_form_decode for r in reports)
     print(f"proxy d_model={cfg.d_model} heads={cfg.n_heads} T={cfg.context}; multiply-adds counted by fvcore "
-          f"(equal to the closed form: {all(r.total == r.closed_form_total for r in reports)})")
-    header = f"{'schedule':<40} {'G MACs':>8} {'vs full':>8} {'attn vs full':>12} {'KV MiB':>8}"
+          f"(equal to the closed form: {exact}). prefill: a forward over the T tokens; decode: generating "
+          f"token T; KV: the peak cache")
+    header = (f"{'schedule':<40} {'prefill G':>9} {'vs full':>8} {'attn vs full':>12} {'decode M':>9} {'vs full':>8} "
+              f"{'KV MiB':>8}")
     print(header + (f" {'fwd+bwd ms':>11}" if args.latency else ""))
     for s, r in zip(schedules, reports):
-        line = (f"{s.text:<40} {r.total / 1e9:>8.3f} {r.ratio:>8.1%} {r.attention_ratio:>12.1%} "
-                f"{r.kv_cache_bytes / 2**20:>8.2f}")
+        line = (f"{s.text:<40} {r.total / 1e9:>9.3f} {r.ratio:>8.1%} {r.attention_ratio:>12.1%} "
+                f"{r.decode / 1e6:>9.3f} {r.decode_ratio:>8.1%} {r.kv_cache_bytes / 2**20:>8.2f}")
         print(line + (f" {measure_latency(cfg, s):>11.0f}" if args.latency else ""))
     if args.layers:
         for r in reports:
@@ -59,46 +83,72 @@ def _cost(args: argparse.Namespace) -> int:
 
 # --- launch ------------------------------------------------------------------------------------------
 def _launch(args: argparse.Namespace) -> int:
-    from search import check_storage_url, finished, pareto_front, run_study
+    from search import check_storage_url, open_study, preflight, run_study
+    from search.logs import quiet_libraries
     from studies.config import load_config
 
+    # every check before anything is written: a refused launch leaves no folder or database
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be a whole number >= 1 (got {args.workers})")
+    if args.timeout is not None and not 0 < args.timeout < float("inf"):
+        raise ConfigError(f"--timeout must be a number of seconds > 0 (got {args.timeout})")
     cfg = load_config(args.preset, args.config, {"name": args.name, "n_trials": args.n_trials})
+    preflight(cfg, args.workers)
     out = Path(args.out or f"runs/{cfg.name}")
     storage = check_storage_url(args.storage or _default_storage(out))
-    if args.workers < 1:
-        raise ConfigError(f"--workers must be >= 1 (got {args.workers})")
-    if args.timeout is not None and args.timeout <= 0:
-        raise ConfigError(f"--timeout must be > 0 seconds (got {args.timeout})")
-    _quiet_libraries()
+    quiet_libraries()
+    with _undone_on_error(out, _sqlite_path(storage)):
+        open_study(cfg, storage)  # connects, and refuses a resume under another configuration
     log.info("study %r: %d schedules in the space, target %d measured, storage %s",
              cfg.name, cfg.space.size(), min(cfg.n_trials, cfg.space.size()), storage)
-    from tqdm import tqdm
-
     size = cfg.space.size()
     exhaustive = cfg.strategy == "supernet" and size <= cfg.supernet.exhaustive_limit
-    total = size if exhaustive else min(cfg.n_trials, size)
-    bar = tqdm(total=total, unit="schedule", desc=cfg.name, disable=args.no_progress, dynamic_ncols=True)
+    with _progress(cfg, size if exhaustive else min(cfg.n_trials, size), args.no_progress) as progress:
+        study = run_study(cfg, storage, timeout=args.timeout, workers=args.workers, on_progress=progress,
+                          workdir=out, retry_failed=args.retry_failed)
+    return _finish(study, cfg, out, report=not args.no_report)
 
-    def progress(study) -> None:  # type: ignore[no-untyped-def]
-        done = finished(study)
-        bar.update(done - bar.n)
+
+@contextlib.contextmanager
+def _progress(cfg, total: int, disabled: bool):  # type: ignore[no-untyped-def]
+    """A progress bar of distinct schedules measured; yields the callback that updates it."""
+    from tqdm import tqdm
+
+    from search import finished, pareto_front
+
+    bar = tqdm(total=total, unit="schedule", desc=cfg.name, disable=disabled, dynamic_ncols=True)
+
+    def update(study) -> None:  # type: ignore[no-untyped-def]
+        bar.update(finished(study) - bar.n)
         bar.set_postfix(front=len(pareto_front(study)), trials=len(study.trials))
 
-    study = run_study(cfg, storage, timeout=args.timeout, workers=args.workers,
-                      on_progress=None if args.no_progress else progress, workdir=out)
-    progress(study)
-    bar.close()
+    try:
+        yield None if disabled else update
+    finally:
+        bar.close()
+
+
+def _finish(study, cfg, out: Path, report: bool) -> int:  # type: ignore[no-untyped-def]
+    """The summary, the dashboard and the knee's export; exit 1 when no trial finished and some
+    failed (a study that produced nothing is not a success)."""
+    from optuna.trial import TrialState
+
     _summary(study, cfg)
-    if not args.no_report:
+    failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    if failed and not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        first = next((t.user_attrs["failure"] for t in failed if "failure" in t.user_attrs), "no reason recorded")
+        print(f"spanmix: every trial failed ({len(failed)}); the first: {first}", file=sys.stderr)
+        return 1
+    if report:
         _report(study, cfg, out)
     return 0
 
 
-def _summary(study, cfg) -> None:  # type: ignore[no-untyped-def]
+def _summary(study, cfg, score: str | None = None) -> None:  # type: ignore[no-untyped-def]
     from search import final_fidelity, knee, maximized, pareto_front
     from search.fidelity import comparisons
 
-    front = pareto_front(study)
+    front = pareto_front(study, score=score)
     fidelity = final_fidelity(study)
     states: dict[str, int] = {}
     for t in study.trials:
@@ -107,9 +157,10 @@ def _summary(study, cfg) -> None:  # type: ignore[no-untyped-def]
     if not front:
         print("no finished feasible trial yet")
         return
-    chosen = knee(front, maximized(cfg.quality))
-    print(f"Pareto front ({cfg.quality} vs {cfg.cost}, measured {fidelity}):")
-    print(f"  {'trial':>5}  {'schedule':<40} {cfg.quality:>12} {'cost ratio':>10}")
+    quality = score or cfg.quality
+    chosen = knee(front, maximized(quality))
+    print(f"Pareto front ({quality} vs {cfg.cost}, measured {fidelity}):")
+    print(f"  {'trial':>5}  {'schedule':<40} {quality:>12} {'cost ratio':>10}")
     for p in front:
         mark = "  <- knee" if p is chosen else ""
         print(f"  {p.number:>5}  {p.schedule:<40} {p.quality:>12.4f} {p.cost_ratio:>10.1%}{mark}")
@@ -176,18 +227,22 @@ def _export(study, cfg, which: str, out: Path) -> list[Path]:  # type: ignore[no
 
 
 def _open(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The study ``--study`` names, which must exist: looking at a study never creates one."""
     import optuna
 
-    from search import check_storage_url, config_of
+    from search import config_of, open_storage
+    from search.logs import quiet_libraries
 
-    _quiet_libraries()
-    out = Path(args.out or f"runs/{args.study}")
-    storage = check_storage_url(args.storage or _default_storage(out))
+    quiet_libraries()
+    name = require_name(args.study, "--study")
+    out = Path(args.out or f"runs/{name}")
+    url = args.storage or _default_storage(out)
+    storage = open_storage(url, create=False)
     try:
-        study = optuna.load_study(study_name=args.study, storage=storage)
+        study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-        raise ConfigError(f"study {args.study!r} is not in {storage}; it holds: {names or 'no study'}") from None
+        raise ConfigError(f"--study {name!r} is not in {url}; it holds: {names or 'no study'}") from None
     return study, config_of(study), out
 
 
@@ -198,13 +253,37 @@ def _export_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- worker -------------------------------------------------------------------------------------------
+def _worker(args: argparse.Namespace) -> int:
+    import secrets
+
+    from search import join_study
+
+    if args.n_trials is not None and args.n_trials < 1:
+        raise ConfigError(f"--n-trials must be a whole number >= 1 (got {args.n_trials})")
+    if args.timeout is not None and not 0 < args.timeout < float("inf"):
+        raise ConfigError(f"--timeout must be a number of seconds > 0 (got {args.timeout})")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be a whole number >= 1 (got {args.threads})")
+    study, cfg, out = _open(args)
+    target = args.n_trials or cfg.n_trials
+    total = min(target, cfg.space.size())
+    with _progress(cfg, total, args.no_progress) as progress:
+        # a random stream: workers on other machines cannot agree on numbers without talking
+        study = join_study(cfg, args.storage or _default_storage(out), target, args.timeout, stream=secrets.randbits(32),
+                           threads=args.threads, retry_failed=args.retry_failed,
+                           callbacks=[lambda s, t: progress(s)] if progress else None)
+    return _finish(study, cfg, out, report=False)
+
+
 # --- show ----------------------------------------------------------------------------------------------
 def trials_frame(study):  # type: ignore[no-untyped-def]
     """Every trial as a flat pandas table: Optuna's columns plus schedule, cost and scores."""
     import pandas as pd
 
     frame = study.trials_dataframe(attrs=("number", "state", "values", "params", "duration"))
-    frame = frame.rename(columns={"values_0": "quality", "values_1": "cost"})
+    names = study.metric_names or [0, 1]  # Optuna names the columns values_<metric name> once they are set
+    frame = frame.rename(columns={f"values_{names[0]}": "quality", f"values_{names[1]}": "cost"})
     extra = []
     for t in study.trials:
         row = {"number": t.number}
@@ -226,9 +305,25 @@ def fidelity_frame(study):  # type: ignore[no-untyped-def]
     return pd.DataFrame([{"cheap": cheap, "dear": dear, **f.to_dict()} for cheap, dear, report in comparisons(study) for f in report])
 
 
+def _writable(path: Path, what: str) -> Path:
+    """Refuse, before any work, to write where the folder is missing or a folder is in the way."""
+    if not path.parent.is_dir():
+        raise ConfigError(f"{what} {str(path)!r}: folder {str(path.parent)!r} does not exist")
+    if path.is_dir():
+        raise ConfigError(f"{what} {str(path)!r} is a folder; give a file name")
+    return path
+
+
 def _show(args: argparse.Namespace) -> int:
+    if args.csv:
+        _writable(Path(args.csv), "--csv")
+    from search import scores_of
+
     study, cfg, _ = _open(args)
-    _summary(study, cfg)
+    if args.quality is not None and args.quality not in scores_of(study):
+        raise ConfigError(f"--quality {args.quality!r} is not a score of study {study.study_name!r}; "
+                          f"its scores: {', '.join(scores_of(study)) or 'none yet'}")
+    _summary(study, cfg, args.quality)
     if args.csv:
         csv = Path(args.csv)
         trials_frame(study).to_csv(csv, index=False)
@@ -244,7 +339,6 @@ def _show(args: argparse.Namespace) -> int:
 # --- fidelity -----------------------------------------------------------------------------------------
 def _fidelity(args: argparse.Namespace) -> int:
     from search import run_fidelity
-
     study, cfg, _ = _open(args)
     report = run_fidelity(cfg, study, args.budget, args.schedules)
     print(f"rank fidelity of the study's {cfg.train.steps}-step numbers against {args.budget * cfg.train.steps} steps "
@@ -260,9 +354,18 @@ def _fidelity(args: argparse.Namespace) -> int:
 def _dashboard(args: argparse.Namespace) -> int:
     from studies.dashboard import make_server, render
 
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be from 0 to 65535 (got {args.port}); 0 picks a free one")
+    if args.refresh < 1:
+        raise ConfigError(f"--refresh must be a whole number of seconds >= 1 (got {args.refresh})")
+    if args.html:
+        _writable(Path(args.html), "--html")
     study, cfg, out = _open(args)
     if args.serve:
-        server = make_server(lambda: render(study, cfg, refresh_seconds=args.refresh), args.port)
+        try:
+            server = make_server(lambda src: render(study, cfg, refresh_seconds=args.refresh, plotly_src=src), args.port)
+        except OSError as err:
+            raise ConfigError(f"--port {args.port}: cannot listen on 127.0.0.1: {err.strerror}") from None
         print(f"serving http://127.0.0.1:{server.server_address[1]}/ (refreshes every {args.refresh} s; Ctrl-C stops)")
         try:
             server.serve_forever()
@@ -293,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
         "spanmix show / dashboard / export --study quick.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every trial")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     launch = sub.add_parser(
@@ -316,7 +420,28 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--workers", type=int, default=1, help="processes sharing the storage (default 1)")
     launch.add_argument("--no-progress", action="store_true", help="no progress bar")
     launch.add_argument("--no-report", action="store_true", help="do not write the dashboard and export at the end")
+    launch.add_argument("--retry-failed", action="store_true",
+                        help="train again schedules whose training failed (by default a failure is remembered)")
     launch.set_defaults(run=_launch)
+
+    worker = sub.add_parser(
+        "worker", help="join a running study as one more worker (on this machine or another)",
+        description="Join an existing standalone study and measure schedules for it until it holds its "
+        "n_trials. The configuration is read from the study itself, so a worker on another machine needs only "
+        "the storage URL and the study name. Each worker draws from its own seed stream, skips schedules "
+        "another worker is measuring, and never trains a schedule already measured. Ctrl-C or a kill loses "
+        "no finished trial; the trial it was running is failed by the heartbeat and retried.",
+        epilog="example, on every machine:\n  spanmix worker --study masformer --storage "
+        "postgresql://me@db-host:5432/spanmix",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _study_args(worker)
+    worker.add_argument("--n-trials", type=int, help="distinct schedules the study should hold (default: the study's)")
+    worker.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    worker.add_argument("--threads", type=int, help="CPU threads for training (default: all this machine's cores)")
+    worker.add_argument("--no-progress", action="store_true", help="no progress bar")
+    worker.add_argument("--retry-failed", action="store_true", help="train again schedules whose training failed")
+    worker.set_defaults(run=_worker)
 
     dash = sub.add_parser("dashboard", help="write the study's dashboard as one HTML file, or serve it live",
                           description="One self-contained HTML page (plotly inlined; opens offline): the Pareto "
@@ -344,6 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "ratio, n_full and every score) and, beside it, FILE-fidelity.csv with the fidelity figures.")
     _study_args(show)
     show.add_argument("--csv", help="write every trial to this CSV file")
+    show.add_argument("--quality", metavar="SCORE",
+                      help="the front on another score the trials hold (e.g. recall, code/loss); default: the study's")
     show.set_defaults(run=_show)
 
     fid = sub.add_parser(
@@ -378,38 +505,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever ``sys.stderr`` is now, so repeated in-process runs (tests, notebooks)
-    never log to a stream an earlier run's caller has closed."""
-
-    @property  # type: ignore[override]
-    def stream(self):  # type: ignore[no-untyped-def]
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value) -> None:  # type: ignore[no-untyped-def]
-        pass
-
-
-def _setup_logging(verbose: bool) -> None:
-    logger = logging.getLogger("spanmix")
-    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
-        logger.addHandler(handler)
-        logger.propagate = False
-    logger.setLevel(logging.INFO)
-    logging.getLogger("spanmix.search").setLevel(logging.INFO if verbose else logging.WARNING)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    from search.logs import log_to_stderr
+
     args = build_parser().parse_args(argv)
-    _setup_logging(args.verbose)
+    log_to_stderr(logging.INFO if args.verbose else logging.WARNING)
     try:
         return args.run(args)
-    except (ConfigError, ScheduleError) as err:
+    except ConfigError as err:
+        if args.debug:
+            raise
         print(f"spanmix {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:  # a bug, not the user's mistake: one line, the traceback on request
+        if args.debug:
+            raise
+        print(f"spanmix {args.command}: internal error: {type(err).__name__}: {err} (rerun with --debug for the "
+              "traceback, and please report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from proxies import ConfigError
 from search import StudyConfig
+from space import ConfigError
 
 
 def preset_names() -> list[str]:
@@ -38,12 +38,10 @@ def load_config(preset: str | None = None, path: str | Path | None = None, overr
             data = _read(Path(path).read_text(), origin)  # type: ignore[arg-type]
         except OSError as err:
             raise ConfigError(f"config file {origin}: {err.strerror}") from None
-    study = dict(data.get("study", {}))
-    study.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    data["study"] = study
+    study = data.get("study", {})
+    if isinstance(study, dict):  # a [study] of the wrong shape is reported by from_dict
+        data["study"] = {**study, **{k: v for k, v in (overrides or {}).items() if v is not None}}
     try:
         return StudyConfig.from_dict(data)
     except ConfigError as err:
-        raise ConfigError(f"{origin}: {err}") from None
-    except TypeError as err:  # a value of the wrong shape (a list where a number goes, ...)
         raise ConfigError(f"{origin}: {err}") from None

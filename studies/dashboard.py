@@ -5,15 +5,32 @@ from __future__ import annotations
 import html
 import http.server
 import json
-from typing import Callable
+import threading
+import time
+import warnings
+from typing import Any, Callable
 
 import optuna
+import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from search import Fidelity, Point, StudyConfig, final_fidelity, finished, knee, maximized, pareto_front, points
+from search import (
+    Fidelity,
+    Point,
+    StudyConfig,
+    final_fidelity,
+    finished,
+    knee,
+    maximized,
+    pareto_front,
+    points,
+    rescored,
+    scores_of,
+)
 from search.fidelity import comparisons, paired
-from space import Schedule
+from search.study import fronts, search_fidelity
+from space import Schedule, placement_of
 
 KIND_COLOURS = {"full": "#b2182b", "sliding": "#2166ac", "block": "#1b7837"}
 
@@ -24,28 +41,45 @@ def _hover(p: Point) -> str:
     return f"trial {p.number}: <b>{p.schedule}</b><br>cost ratio {p.cost_ratio:.1%}{reused}<br>{scores}"
 
 
-def front_figure(cfg: StudyConfig, pts: list[Point], front: list[Point], chosen: Point | None) -> go.Figure:
-    """Quality against cost ratio for every trial; the Pareto front joined; the knee starred."""
-    fig = go.Figure()
+def _front_traces(pts: list[Point], front: list[Point], chosen: Point | None, visible: bool) -> list[go.Scatter]:
+    traces = []
     for feasible, name, symbol in ((True, "trials", "circle"), (False, "over budget", "x")):
         sel = [p for p in pts if p.feasible == feasible and p not in front]
-        if sel:
-            fig.add_scatter(
-                x=[p.cost_ratio for p in sel], y=[p.quality for p in sel], mode="markers", name=name,
-                marker={"color": "#999", "symbol": symbol, "size": 8},
-                hovertext=[_hover(p) for p in sel], hoverinfo="text",
-            )
-    fig.add_scatter(
+        traces.append(go.Scatter(
+            x=[p.cost_ratio for p in sel], y=[p.quality for p in sel], mode="markers", name=name, visible=visible,
+            marker={"color": "#999", "symbol": symbol, "size": 8}, hovertext=[_hover(p) for p in sel], hoverinfo="text",
+        ))
+    traces.append(go.Scatter(
         x=[p.cost_ratio for p in front], y=[p.quality for p in front], mode="lines+markers", name="Pareto front",
-        marker={"color": "#d6604d", "size": 11}, line={"shape": "hv"},
+        marker={"color": "#d6604d", "size": 11}, line={"shape": "hv"}, visible=visible,
         hovertext=[_hover(p) for p in front], hoverinfo="text",
-    )
+    ))
     if chosen is not None:
-        fig.add_scatter(
+        traces.append(go.Scatter(
             x=[chosen.cost_ratio], y=[chosen.quality], mode="markers", name=f"knee (trial {chosen.number})",
             marker={"color": "gold", "symbol": "star", "size": 20, "line": {"color": "black", "width": 1}},
-            hovertext=[_hover(chosen)], hoverinfo="text",
-        )
+            hovertext=[_hover(chosen)], hoverinfo="text", visible=visible,
+        ))
+    return traces
+
+
+def front_figure(cfg: StudyConfig, pts: list[Point], scores: list[str] | None = None) -> go.Figure:
+    """Quality against cost ratio for every trial; the Pareto front joined; the knee starred. With
+    ``scores``, a selector shows the front on each of those scores instead of the study's quality."""
+    fig = go.Figure()
+    names = [cfg.quality] + [s for s in scores or [] if s != cfg.quality]
+    spans, buttons = [], []
+    for i, name in enumerate(names):
+        mine = pts if i == 0 else rescored(pts, name)
+        found = fronts(mine, maximized(name))
+        front = found[0] if found else []
+        start = len(fig.data)
+        fig.add_traces(_front_traces(mine, front, knee(front, maximized(name)) if front else None, visible=i == 0))
+        spans.append((start, len(fig.data)))
+    for name, (start, end) in zip(names, spans):
+        visible = [start <= j < end for j in range(len(fig.data))]
+        label = f"{name} ({'higher' if maximized(name) else 'lower'} is better)"
+        buttons.append({"label": name, "method": "update", "args": [{"visible": visible}, {"yaxis.title.text": label}]})
     if cfg.budget is not None:
         fig.add_vline(x=cfg.budget, line_dash="dot", annotation_text="budget")
     fig.update_layout(
@@ -53,34 +87,97 @@ def front_figure(cfg: StudyConfig, pts: list[Point], front: list[Point], chosen:
         xaxis_title=f"{cfg.cost} relative to all-full attention",
         yaxis_title=f"{cfg.quality} ({'higher' if maximized(cfg.quality) else 'lower'} is better)",
         xaxis_tickformat=".0%", template="plotly_white", height=480,
+        updatemenus=[{"buttons": buttons, "x": 1.0, "y": 1.15, "xanchor": "right", "showactive": True}] if len(names) > 1 else [],
     )
     return fig
 
 
-def strips_figure(cfg: StudyConfig, pts: list[Point]) -> go.Figure:
-    """Each trial's schedule as a strip of layers, coloured by kind, shaded by window."""
+def _unique(pts: list[Point], front: list[Point]) -> list[Point]:
+    """One point per schedule (its first trial), the front's first, cheapest first, then the rest
+    by trial number."""
+    first: dict[str, Point] = {}
+    for p in sorted(pts, key=lambda p: p.number):
+        first.setdefault(p.schedule, p)
+    on_front = [first[p.schedule] for p in front if p.schedule in first]
+    return on_front + [p for p in first.values() if p not in on_front]
+
+
+def strips_figure(cfg: StudyConfig, pts: list[Point], front: list[Point]) -> go.Figure:
+    """Each distinct schedule once as a strip of layers, coloured by kind, shaded by window; the
+    front's schedules on top."""
     fig = go.Figure()
+    pts, on_front = _unique(pts, front), {p.schedule for p in front}
     windows = sorted({l.window for p in pts for l in Schedule.parse(p.schedule) if l.window}) or [1]
-    for p in pts:
+    # shapes and text go in at once: plotly re-validates every shape on each add_shape (quadratic)
+    shapes, xs, ys, tokens, hovers = [], [], [], [], []
+    for row, p in enumerate(pts):
         for i, layer in enumerate(Schedule.parse(p.schedule)):
             shade = 1.0 if layer.window is None else 0.35 + 0.5 * windows.index(layer.window) / max(1, len(windows) - 1)
-            fig.add_shape(
-                type="rect", x0=i, x1=i + 0.95, y0=p.number - 0.45, y1=p.number + 0.45,
-                fillcolor=KIND_COLOURS[layer.kind], opacity=shade, line={"width": 0}, layer="below",
-            )
-        fig.add_scatter(
-            x=[i + 0.475 for i in range(cfg.space.n_layers)], y=[p.number] * cfg.space.n_layers,
-            mode="text", text=[l.token for l in Schedule.parse(p.schedule)], showlegend=False,
-            textfont={"color": "black", "size": 11}, hovertext=_hover(p), hoverinfo="text",
-        )
+            shapes.append({"type": "rect", "x0": i, "x1": i + 0.95, "y0": row - 0.45, "y1": row + 0.45, "layer": "below",
+                           "fillcolor": KIND_COLOURS[layer.kind], "opacity": shade, "line": {"width": 0}})
+            xs.append(i + 0.475)
+            ys.append(row)
+            tokens.append(layer.token)
+            hovers.append(_hover(p))
+    fig.add_scatter(x=xs, y=ys, mode="text", text=tokens, showlegend=False, textfont={"color": "black", "size": 11},
+                    hovertext=hovers, hoverinfo="text")
+    fig.update_layout(shapes=shapes)
     for kind, colour in KIND_COLOURS.items():
         fig.add_scatter(x=[None], y=[None], mode="markers", marker={"color": colour, "size": 12, "symbol": "square"}, name=kind)
     fig.update_layout(
-        title="Schedules by trial (layer 0 = input side; lighter = shorter window)",
+        title=f"Distinct schedules, the front's {len(front)} first (layer 0 = input side; lighter = shorter window)",
         xaxis={"title": "layer", "range": [0, cfg.space.n_layers], "dtick": 1},
-        yaxis={"title": "trial", "autorange": "reversed"},
+        yaxis={"title": "schedule (first trial; * on the front)", "autorange": "reversed", "tickmode": "array",
+               "tickvals": list(range(len(pts))),
+               "ticktext": [f"{'* ' if p.schedule in on_front else ''}trial {p.number}" for p in pts]},
         template="plotly_white", height=max(300, 26 * len(pts) + 120),
     )
+    return fig
+
+
+def _local_label(schedule: Schedule) -> str:
+    tokens = {layer.token for layer in schedule.layers if not layer.is_full}
+    return "all full" if not tokens else tokens.pop() if len(tokens) == 1 else "mixed"
+
+
+def heatmap_figures(cfg: StudyConfig, pts: list[Point], fidelity: str) -> dict[str, go.Figure]:
+    """The best quality at each number of full layers, by placement and by local window."""
+    schedules = [Schedule.parse(p.schedule) for p in pts]
+    frame = pd.DataFrame({"n_full": [s.n_full for s in schedules], "placement": [placement_of(s) for s in schedules],
+                          "window": [_local_label(s) for s in schedules], "quality": [p.quality for p in pts]})
+    best = "max" if maximized(cfg.quality) else "min"
+    figures: dict[str, go.Figure] = {}
+    for column in ("placement", "window") if len(frame) else ():
+        table = frame.pivot_table(index="n_full", columns=column, values="quality", aggfunc=best)
+        fig = go.Figure(go.Heatmap(
+            z=table.values, x=[str(c) for c in table.columns], y=list(table.index),
+            colorscale="Viridis", reversescale=best == "min",
+            texttemplate="%{z:.4g}", hovertemplate=f"n_full %{{y}}, {column} %{{x}}: {cfg.quality} %{{z:.4g}}<extra></extra>",
+            colorbar={"title": cfg.quality},
+        ))
+        fig.update_layout(title=f"Best {cfg.quality} by number of full layers and {column} (measured {fidelity})",
+                          xaxis_title=column, yaxis={"title": "full layers", "dtick": 1}, template="plotly_white",
+                          height=360)
+        figures[f"heatmap-{column}"] = fig
+    return figures
+
+
+def hypervolume_figure(study: optuna.Study) -> go.Figure | None:
+    """Optuna's hypervolume history of the study's objectives (all trials; None before two have
+    finished). The reference point is 5% past the worst value seen on each objective."""
+    values = [t.values for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+    if len(values) < 2:
+        return None
+    reference = []
+    for i, direction in enumerate(study.directions):
+        column = [v[i] for v in values]
+        worst = max(column) if direction == optuna.study.StudyDirection.MINIMIZE else min(column)
+        margin = 0.05 * ((max(column) - min(column)) or abs(worst) or 1.0)
+        reference.append(worst + margin if direction == optuna.study.StudyDirection.MINIMIZE else worst - margin)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        fig = optuna.visualization.plot_hypervolume_history(study, reference)
+    fig.update_layout(template="plotly_white", height=360)
     return fig
 
 
@@ -142,10 +239,12 @@ document.querySelectorAll('table.trials th').forEach((th, col) => th.addEventLis
 def trial_table(study: optuna.Study, front: list[Point]) -> str:
     """Every trial, finished or not, as a sortable HTML table (click a header)."""
     on_front = {p.number for p in front}
-    head = ["trial", "state", "schedule", "fidelity", "quality", "cost", "cost ratio", "front", "note"]
+    head = ["trial", "state", "schedule", "fidelity", "quality", "cost", "cost ratio", "prefill vs full",
+            "decode vs full", "KV vs full", "front", "note"]
     rows = []
     for t in study.get_trials(deepcopy=False):
         values = t.values or [None, None]
+        report = t.user_attrs.get("cost_report") or {}
         note = t.user_attrs.get("failure") or (f"reused trial {t.user_attrs['reused_from']}" if "reused_from" in t.user_attrs else "")
         cells = [
             (t.number, str(t.number)),
@@ -155,6 +254,7 @@ def trial_table(study: optuna.Study, front: list[Point]) -> str:
             (values[0], "" if values[0] is None else f"{values[0]:.4g}"),
             (values[1], "" if values[1] is None else f"{values[1]:.4g}"),
             (t.user_attrs.get("cost_ratio"), f"{t.user_attrs['cost_ratio']:.1%}" if "cost_ratio" in t.user_attrs else ""),
+            *((report.get(k), "" if report.get(k) is None else f"{report[k]:.1%}") for k in ("ratio", "decode_ratio", "kv_ratio")),
             ("yes" if t.number in on_front else "", "yes" if t.number in on_front else ""),
             (note, note),
         ]
@@ -165,15 +265,21 @@ def trial_table(study: optuna.Study, front: list[Point]) -> str:
     return f'<table class="trials"><thead><tr>{header}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
-def render(study: optuna.Study, cfg: StudyConfig, refresh_seconds: int | None = None) -> str:
-    """The whole dashboard as one HTML page with plotly.js inlined (opens offline)."""
+def render(study: optuna.Study, cfg: StudyConfig, refresh_seconds: int | None = None, plotly_src: str | None = None) -> str:
+    """The whole dashboard as one HTML page with plotly.js inlined (opens offline), or loaded from
+    ``plotly_src`` (what the live server does, so the 4.6 MB library is sent once and cached)."""
     pts = points(study)
     front = pareto_front(study)
     chosen = knee(front, maximized(cfg.quality)) if front else None
     fidelity = final_fidelity(study)
     shown = [p for p in pts if p.fidelity == fidelity]
-    figures = {"front": front_figure(cfg, shown, front, chosen), **fidelity_figures(study, cfg),
-               "strips": strips_figure(cfg, pts), "history": history_figure(cfg, pts)}
+    searched = search_fidelity(study)
+    hypervolume = hypervolume_figure(study)
+    figures = {"front": front_figure(cfg, shown, [s for s in scores_of(study) if "@" not in s]),
+               **fidelity_figures(study, cfg),
+               **heatmap_figures(cfg, [p for p in pts if p.fidelity == searched], searched),
+               "strips": strips_figure(cfg, pts, front), "history": history_figure(cfg, pts),
+               **({"hypervolume": hypervolume} if hypervolume else {})}
     divs = "\n".join(f.to_html(full_html=False, include_plotlyjs=False, div_id=name) for name, f in figures.items())
     refresh = f'<meta http-equiv="refresh" content="{refresh_seconds}">' if refresh_seconds else ""
     summary = (
@@ -184,7 +290,7 @@ def render(study: optuna.Study, cfg: StudyConfig, refresh_seconds: int | None = 
     data = json.dumps([p.__dict__ for p in front])
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8">{refresh}<title>spanmix: {html.escape(study.study_name)}</title>
-<script type="text/javascript">{get_plotlyjs()}</script>
+{f'<script src="{plotly_src}"></script>' if plotly_src else f'<script type="text/javascript">{get_plotlyjs()}</script>'}
 <style>body{{font-family:sans-serif;margin:2em;max-width:1200px}} table{{border-collapse:collapse;font-size:13px}}
 td,th{{border:1px solid #ddd;padding:3px 8px}} th{{cursor:pointer;background:#f3f3f3}} code{{background:#f3f3f3}}</style>
 </head><body>
@@ -199,19 +305,46 @@ td,th{{border:1px solid #ddd;padding:3px 8px}} th{{cursor:pointer;background:#f3
 """
 
 
-def make_server(render_page: Callable[[], str], port: int = 8050) -> http.server.ThreadingHTTPServer:
-    """A server for the page on 127.0.0.1, rendered afresh on every request (call serve_forever)."""
+PLOTLY_PATH = "/plotly.min.js"
+
+
+def make_server(render_page: Callable[[str], str], port: int = 8050, fresh_seconds: float = 2.0) -> http.server.ThreadingHTTPServer:
+    """A threaded server on 127.0.0.1 (call serve_forever): ``/`` is the page, rendered by
+    ``render_page(PLOTLY_PATH)`` at most once per ``fresh_seconds`` however many clients ask;
+    plotly.js is one static, cacheable asset; any other path is 404."""
+    library = get_plotlyjs().encode()
+    lock = threading.Lock()
+    cache: dict[str, Any] = {"at": float("-inf"), "page": b""}
+
+    def page() -> bytes:
+        with lock:  # concurrent requests wait for one render instead of rendering in parallel
+            if time.monotonic() - cache["at"] > fresh_seconds:
+                cache["page"], cache["at"] = render_page(PLOTLY_PATH).encode(), time.monotonic()
+            return cache["page"]
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            body = render_page().encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
+            path = self.path.split("?")[0]
+            if path in ("/", "/index.html"):
+                self._send(page(), "text/html; charset=utf-8", "no-cache")
+            elif path == PLOTLY_PATH:
+                self._send(library, "application/javascript", "public, max-age=86400")
+            else:
+                self._send(b"not found\n", "text/plain", "no-cache", status=404)
+
+        def _send(self, body: bytes, kind: str, cache_control: str, status: int = 200) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", cache_control)
             self.end_headers()
             self.wfile.write(body)
 
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    return http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    class Server(http.server.ThreadingHTTPServer):
+        daemon_threads = True
+        request_queue_size = 1024  # the default of 5 resets connections when many clients arrive at once
+
+    return Server(("127.0.0.1", port), Handler)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from proxies import ConfigError, ProxyConfig
-from space import Schedule
+from proxies import ProxyConfig
+from space import ConfigError, Schedule
 
 
 def hf_fragment(schedule: Schedule) -> dict[str, Any]:
@@ -24,12 +24,14 @@ def hf_fragment(schedule: Schedule) -> dict[str, Any]:
     windows = schedule.windows
     if len(windows) > 1:
         raise ConfigError(f"Hugging Face configs take one sliding_window; this schedule uses {list(windows)}")
-    return {
+    fragment = {
         "num_hidden_layers": schedule.n_layers,
         "layer_types": ["full_attention" if layer.is_full else "sliding_attention" for layer in schedule.layers],
-        "sliding_window": windows[0] if windows else None,
         "use_sliding_window": bool(windows),
     }
+    if windows:  # all-full: leave the family's default; Gemma 3's model fails on a null sliding_window
+        fragment["sliding_window"] = windows[0]
+    return fragment
 
 
 def python_line(proxy: ProxyConfig, schedule: Schedule) -> str:

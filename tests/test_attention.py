@@ -2,7 +2,13 @@ import pytest
 import torch
 
 import proxies.attention as attention
-from proxies.attention import allowed_mask, flex_local_attention, kernel_pairs, local_attention, reference_attention
+from proxies.attention import (
+    allowed_mask,
+    flex_local_attention,
+    kernel_pairs,
+    local_attention,
+    reference_attention,
+)
 from space import Layer
 
 

@@ -5,7 +5,15 @@ from optuna.trial import TrialState
 
 import search.study
 from proxies.train import TrainingDiverged
-from search import Point, StudyConfig, finished, knee, open_study, pareto_front, run_study
+from search import (
+    Point,
+    StudyConfig,
+    finished,
+    knee,
+    open_study,
+    pareto_front,
+    run_study,
+)
 from studies.config import load_config
 
 
@@ -25,7 +33,11 @@ def test_failed_trial_is_recorded_and_the_study_goes_on(cfg, tmp_path, monkeypat
     monkeypatch.setattr(search.study, "train_and_score", flaky)
     study = run_study(cfg, f"sqlite:///{tmp_path / 's.db'}")  # the grid's 7 schedules
     failed = study.get_trials(states=(TrialState.FAIL,))
-    assert failed and all(t.user_attrs["failure"] == "TrainingDiverged: loss is nan at step 2" for t in failed)
+    trained = [t for t in failed if t.user_attrs["failed_by"] == "error"]
+    assert len(trained) == 1 and trained[0].user_attrs["failure"] == "TrainingDiverged: loss is nan at step 2"
+    # later draws of the same schedule are not trained again, and say which trial failed
+    assert all(t.user_attrs["failed_by"] == "remembered" and f"trial {trained[0].number} failed" in t.user_attrs["failure"]
+               for t in failed if t is not trained[0])
     assert {t.user_attrs["schedule"] for t in failed} == {"F F"}
     assert finished(study) == 6  # every other schedule measured
     assert len(study.trials) <= 5 * 7  # a schedule that cannot be measured does not loop forever

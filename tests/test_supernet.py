@@ -1,12 +1,12 @@
 """The supernet strategy: shared weights, the sandwich rule, resume after SIGKILL, fidelity, the CLI."""
 
 import json
-from dataclasses import replace
 import re
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import optuna
 import pandas as pd

@@ -1,0 +1,113 @@
+"""Where studies live: Optuna RDB storage (SQLite, PostgreSQL), checked before any work, with
+heartbeats that fail a dead worker's trial, say why, and retry its schedule."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import RDBStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from space import ConfigError
+
+BACKENDS = {"sqlite": None, "postgresql": "pip install 'spanmix[postgres]'"}
+ALLOWED = "sqlite:///FILE or postgresql://USER@HOST:PORT/DB"
+# user attributes that describe one attempt, not the schedule: a retry starts without them
+ATTEMPT_ATTRS = ("failure", "failed_by", "worker")
+
+
+def check_storage_url(url: str) -> str:
+    """Reject what cannot be a storage URL, or whose database driver is not installed, before
+    anything runs. Writes nothing."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+        backend = parsed.get_backend_name()
+        dialect = parsed.get_dialect() if backend in BACKENDS else None
+    except (ArgumentError, ValueError, NoSuchModuleError):
+        raise ConfigError(f"storage {url!r} is not a database URL; allowed: {ALLOWED}") from None
+    if dialect is None:
+        raise ConfigError(f"storage {url!r}: backend {backend!r} is not supported; allowed: {ALLOWED}")
+    try:
+        dialect.import_dbapi()
+    except ImportError:
+        raise ConfigError(f"storage {url!r} needs the {dialect.driver} driver: {BACKENDS[backend]}") from None
+    return url
+
+
+def _sqlite_file(url: str) -> Path | None:
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
+class _Storage(RDBStorage):
+    """RDB storage that writes why a trial failed when its heartbeat stops (Optuna fails it
+    without a word)."""
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        stale = super()._get_stale_trial_ids(study_id)
+        for trial_id in stale:
+            worker = self.get_trial(trial_id).user_attrs.get("worker", "its worker")
+            try:
+                self.set_trial_user_attr(trial_id, "failure", f"{worker} stopped beating for more than "
+                                         f"{self.grace_period} s (killed or hung); the schedule is retried")
+                self.set_trial_user_attr(trial_id, "failed_by", "heartbeat")
+            except UpdateFinishedTrialError:  # another worker got there first
+                pass
+        return stale
+
+
+def retry_stale(study: optuna.Study, trial: FrozenTrial, max_retry: int = 2) -> None:
+    """Queue a stale trial's parameters again (Optuna's retry callback, but the retry starts
+    without the failed attempt's ``failure``)."""
+    history = [*trial.system_attrs.get("retry_history", []), trial.number]
+    if len(history) > max_retry:
+        return
+    study.add_trial(optuna.create_trial(
+        state=TrialState.WAITING,
+        params=trial.params,
+        distributions=trial.distributions,
+        user_attrs={k: v for k, v in trial.user_attrs.items() if k not in ATTEMPT_ATTRS},
+        system_attrs={**trial.system_attrs, "failed_trial": trial.system_attrs.get("failed_trial", trial.number),
+                      "retry_history": history},
+    ))
+
+
+def open_storage(url: str, heartbeat_seconds: int = 10, create: bool = True) -> RDBStorage:
+    """RDB storage with heartbeats: a trial whose worker died is failed after three missed beats
+    and its parameters retried (twice at most). ``create=False`` refuses a SQLite file that does
+    not exist instead of making one. Connection problems are :class:`ConfigError`."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    check_storage_url(url)
+    path = _sqlite_file(url)
+    if path is not None and not create and not path.is_file():
+        raise ConfigError(f"storage {url!r}: there is no database at {path}; launch a study there first")
+    if path is not None and create:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"storage {url!r}: cannot create folder {path.parent}: {err.strerror}") from None
+    try:
+        with warnings.catch_warnings():
+            # heartbeats have been "experimental" in Optuna since 2.8; they are what makes resume safe
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return _Storage(
+                url,
+                heartbeat_interval=heartbeat_seconds,
+                grace_period=3 * heartbeat_seconds,
+                heartbeat_stale_trial_callback=retry_stale,
+            )
+    except SQLAlchemyError as err:
+        reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+        raise ConfigError(f"storage {url!r} cannot be used: {reason}") from None
+
