@@ -127,7 +127,7 @@ def strips_figure(cfg: StudyConfig, pts: list[Point], front: list[Point]) -> go.
     fig.update_layout(
         title=f"Distinct schedules, the front's {len(front)} first (layer 0 = input side; lighter = shorter window)",
         xaxis={"title": "layer", "range": [0, cfg.space.n_layers], "dtick": 1},
-        yaxis={"title": "schedule (first trial; * on the front)", "autorange": "reversed", "tickmode": "array",
+        yaxis={"title": "schedule (first trial; * on the front)", "range": [len(pts) - 0.5, -0.5], "tickmode": "array",
                "tickvals": list(range(len(pts))),
                "ticktext": [f"{'* ' if p.schedule in on_front else ''}trial {p.number}" for p in pts]},
         template="plotly_white", height=max(300, 26 * len(pts) + 120),
