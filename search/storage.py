@@ -40,7 +40,8 @@ def check_storage_url(url: str) -> str:
     return url
 
 
-def _sqlite_file(url: str) -> Path | None:
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URL; None for other backends and in-memory SQLite."""
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
@@ -89,7 +90,7 @@ def open_storage(url: str, heartbeat_seconds: int = 10, create: bool = True) -> 
     from sqlalchemy.exc import SQLAlchemyError
 
     check_storage_url(url)
-    path = _sqlite_file(url)
+    path = sqlite_file(url)
     if path is not None and not create and not path.is_file():
         raise ConfigError(f"storage {url!r}: there is no database at {path}; launch a study there first")
     if path is not None and create:

@@ -40,7 +40,8 @@ def _describe(kind: Any) -> str:
         return "a string"
     origin, args = typing.get_origin(kind), typing.get_args(kind)
     if origin in (types.UnionType, typing.Union):
-        return " or ".join("none" if a is type(None) else _describe(a) for a in args)
+        # TOML has no null: an optional key is given or left out
+        return " or ".join("left out" if a is type(None) else _describe(a) for a in args)
     if origin is tuple and args[-1] is Ellipsis:
         return f"a list of {_describe(args[0]).removeprefix('a ')}s"
     if origin is tuple:

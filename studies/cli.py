@@ -51,9 +51,9 @@ def _undone_on_error(*paths: Path) -> Iterator[None]:
         raise
 
 
-def _sqlite_path(url: str) -> Path:
-    """The file of a sqlite:/// URL (or a path that will never exist, for other backends)."""
-    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else Path("/nonexistent")
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is not None and not 0 < timeout < float("inf"):
+        raise ConfigError(f"--timeout must be a number of seconds > 0 (got {timeout})")
 
 
 # --- cost ------------------------------------------------------------------------------------------------
@@ -85,19 +85,19 @@ def _cost(args: argparse.Namespace) -> int:
 def _launch(args: argparse.Namespace) -> int:
     from search import check_storage_url, open_study, preflight, run_study
     from search.logs import quiet_libraries
+    from search.storage import sqlite_file
     from studies.config import load_config
 
     # every check before anything is written: a refused launch leaves no folder or database
     if args.workers < 1:
         raise ConfigError(f"--workers must be a whole number >= 1 (got {args.workers})")
-    if args.timeout is not None and not 0 < args.timeout < float("inf"):
-        raise ConfigError(f"--timeout must be a number of seconds > 0 (got {args.timeout})")
+    _check_timeout(args.timeout)
     cfg = load_config(args.preset, args.config, {"name": args.name, "n_trials": args.n_trials})
     preflight(cfg, args.workers)
     out = Path(args.out or f"runs/{cfg.name}")
     storage = check_storage_url(args.storage or _default_storage(out))
     quiet_libraries()
-    with _undone_on_error(out, _sqlite_path(storage)):
+    with _undone_on_error(out, *filter(None, [sqlite_file(storage)])):
         open_study(cfg, storage)  # connects, and refuses a resume under another configuration
     log.info("study %r: %d schedules in the space, target %d measured, storage %s",
              cfg.name, cfg.space.size(), min(cfg.n_trials, cfg.space.size()), storage)
@@ -261,8 +261,7 @@ def _worker(args: argparse.Namespace) -> int:
 
     if args.n_trials is not None and args.n_trials < 1:
         raise ConfigError(f"--n-trials must be a whole number >= 1 (got {args.n_trials})")
-    if args.timeout is not None and not 0 < args.timeout < float("inf"):
-        raise ConfigError(f"--timeout must be a number of seconds > 0 (got {args.timeout})")
+    _check_timeout(args.timeout)
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be a whole number >= 1 (got {args.threads})")
     study, cfg, out = _open(args)

@@ -170,7 +170,7 @@ def test_killed_study_resumes_without_losing_or_retraining(tiny_config, tmp_path
         if (out / "study.db").exists():
             try:
                 study = _load(out, "tiny")
-            except (KeyError, sqlalchemy.exc.OperationalError):  # the child may still be creating the schema
+            except (KeyError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError):  # the child may still be creating the schema
                 continue
             states = [t.state for t in study.get_trials()]
             if TrialState.COMPLETE in states and TrialState.RUNNING in states:

@@ -73,7 +73,7 @@ def test_spanmix_worker_joins_a_running_study(tiny_config, tmp_path):
         try:
             if _load(out).trials:
                 break
-        except (KeyError, sqlalchemy.exc.OperationalError):
+        except (KeyError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError):  # schema still being made
             continue
     second = spanmix("worker", "--study", "tiny", "--storage", storage, "--out", str(out), "--no-progress")
     out1, _ = first.communicate(timeout=300)
