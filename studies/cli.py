@@ -93,7 +93,7 @@ def _launch(args: argparse.Namespace) -> int:
         raise ConfigError(f"--workers must be a whole number >= 1 (got {args.workers})")
     _check_timeout(args.timeout)
     cfg = load_config(args.preset, args.config, {"name": args.name, "n_trials": args.n_trials})
-    preflight(cfg, args.workers)
+    preflight(cfg, args.workers, progress=not args.no_progress)
     out = Path(args.out or f"runs/{cfg.name}")
     storage = check_storage_url(args.storage or _default_storage(out))
     quiet_libraries()
@@ -257,7 +257,7 @@ def _export_cmd(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     import secrets
 
-    from search import join_study
+    from search import join_study, preflight
 
     if args.n_trials is not None and args.n_trials < 1:
         raise ConfigError(f"--n-trials must be a whole number >= 1 (got {args.n_trials})")
@@ -265,6 +265,7 @@ def _worker(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be a whole number >= 1 (got {args.threads})")
     study, cfg, out = _open(args)
+    preflight(cfg, progress=not args.no_progress)
     target = args.n_trials or cfg.n_trials
     total = min(target, cfg.space.size())
     with _progress(cfg, total, args.no_progress) as progress:

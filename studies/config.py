@@ -22,6 +22,23 @@ def _read(text: str, origin: str) -> dict[str, Any]:
         raise ConfigError(f"{origin}: not valid TOML: {err}") from None
 
 
+def _anchor_paths(data: dict[str, Any], folder: Path) -> None:
+    """Make ``[data] files`` and ``tokenizer`` relative to the config file's folder, not to wherever
+    the command runs, and absolute, so a worker started elsewhere reads the same files."""
+    section = data.get("data")
+    if not isinstance(section, dict):
+        return  # its shape is reported by the section's validation
+
+    def anchor(path: Any) -> Any:
+        return str((folder / Path(path).expanduser()).absolute()) if isinstance(path, str) and path else path
+
+    if isinstance(section.get("files"), list):
+        section["files"] = [anchor(p) for p in section["files"]]
+    section["tokenizer"] = anchor(section.get("tokenizer"))
+    if section["tokenizer"] is None:
+        del section["tokenizer"]
+
+
 def load_config(preset: str | None = None, path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> StudyConfig:
     """A validated :class:`StudyConfig` from a preset or a TOML file, with ``study`` keys overridden
     (for example the name); every error names the file, section and key."""
@@ -38,6 +55,7 @@ def load_config(preset: str | None = None, path: str | Path | None = None, overr
             data = _read(Path(path).read_text(), origin)  # type: ignore[arg-type]
         except OSError as err:
             raise ConfigError(f"config file {origin}: {err.strerror}") from None
+        _anchor_paths(data, Path(path).parent)  # type: ignore[arg-type]
     study = data.get("study", {})
     if isinstance(study, dict):  # a [study] of the wrong shape is reported by from_dict
         data["study"] = {**study, **{k: v for k, v in (overrides or {}).items() if v is not None}}
