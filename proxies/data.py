@@ -43,7 +43,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from proxies import files as user_files
-from space import ConfigError, from_section, require_name, require_positive, require_whole
+from space import (
+    ConfigError,
+    from_section,
+    require_name,
+    require_positive,
+    require_whole,
+)
 
 SYNTHETIC = ("recall", "mqar", "passkey", "multihop", "copy")
 CORPORA = ("code", "prose")
