@@ -191,9 +191,12 @@ def _report(study, cfg, out: Path) -> None:  # type: ignore[no-untyped-def]
 
 
 # --- export ------------------------------------------------------------------------------------------
-def _export(study, cfg, which: str, out: Path) -> list[Path]:  # type: ignore[no-untyped-def]
+def _export(study, cfg, which: str, out: Path, family: str = "auto") -> list[Path]:  # type: ignore[no-untyped-def]
+    """Write a trial's schedule as JSON and, where ``family`` (``auto``: the first that can) reads
+    it, as a Hugging Face fragment. A family named explicitly that cannot is an error, before
+    anything is written."""
     from search import knee, maximized, pareto_front, points
-    from studies.export import hf_fragment, python_line
+    from studies.export import DEFAULT_FAMILY, family_for, hf_fragment, python_line
 
     if which == "knee":
         point = knee(pareto_front(study), maximized(cfg.quality))
@@ -207,6 +210,12 @@ def _export(study, cfg, which: str, out: Path) -> list[Path]:  # type: ignore[no
             raise ConfigError(f"trial {number} is not a finished trial of study {study.study_name!r}")
         point = found[0]
     schedule = Schedule.parse(point.schedule)
+    try:
+        fragment, refusal = hf_fragment(schedule, family), None
+    except ConfigError as err:
+        if family != DEFAULT_FAMILY:
+            raise
+        fragment, refusal = None, err
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"{'knee' if which == 'knee' else 'trial'}-{point.number}"
     data = schedule.to_dict() | {"trial": point.number, "quality": {cfg.quality: point.quality},
@@ -214,12 +223,10 @@ def _export(study, cfg, which: str, out: Path) -> list[Path]:  # type: ignore[no
     written = [stem.with_suffix(".json")]
     written[0].write_text(json.dumps(data, indent=2) + "\n")
     print(f"trial {point.number}: {schedule.text}  ({cfg.quality} {point.quality:.4f}, cost {point.cost_ratio:.1%} of all-full)")
-    try:
-        fragment = hf_fragment(schedule)
-    except ConfigError as err:
-        print(f"no Hugging Face fragment: {err}")
+    if fragment is None:
+        print(f"no Hugging Face fragment: {refusal}")
     else:
-        hf = stem.with_name(stem.name + ".hf.json")
+        hf = stem.with_name(f"{stem.name}.hf-{family_for(schedule, family)}.json")
         hf.write_text(json.dumps(fragment, indent=2) + "\n")
         written.append(hf)
     print("build it: " + python_line(cfg.proxy, schedule))
@@ -247,8 +254,11 @@ def _open(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def _export_cmd(args: argparse.Namespace) -> int:
+    from studies.export import check_family
+
+    check_family(args.hf_family)
     study, cfg, out = _open(args)
-    for path in _export(study, cfg, args.trial, out):
+    for path in _export(study, cfg, args.trial, out, args.hf_family):
         print(f"wrote {path}")
     return 0
 
@@ -455,12 +465,21 @@ def build_parser() -> argparse.ArgumentParser:
     dash.set_defaults(run=_dashboard)
 
     export = sub.add_parser("export", help="export a trial's schedule: JSON, Hugging Face fragment, PyTorch line",
-                            description="Write TRIAL's schedule as JSON and as a Hugging Face config fragment "
-                            "(layer_types + sliding_window, for Qwen2, Gemma 3 and other configs that read them), and "
-                            "print the Python line that builds the proxy module. Block-sparse layers have no Hugging Face "
-                            "form and are refused there.")
+                            description="Write TRIAL's schedule as JSON (OUT/knee-N.json or trial-N.json), as the "
+                            "config keys a Hugging Face model family reads (OUT/...hf-FAMILY.json: layer_types plus "
+                            "sliding_window, or attention_chunk_size for block layers), and print the Python line that "
+                            "builds the proxy module. Hugging Face families take one local size for all layers: a "
+                            "schedule with several windows, or sliding and block layers together, has no Hugging Face "
+                            "form and is exported as JSON and module only.",
+                            epilog="families: qwen2, gemma3, gpt_oss (sliding layers), llama4 (block layers: "
+                            "chunked_attention), llama (full attention only); auto picks the first that reads the "
+                            "schedule.\n\nexamples:\n  spanmix export --study quick knee\n"
+                            "  spanmix export --study quick 12 --hf-family gemma3",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     _study_args(export)
     export.add_argument("trial", help="a trial number, or 'knee' for the front's best quality per cost")
+    export.add_argument("--hf-family", default="auto", metavar="FAMILY",
+                        help="auto (default), qwen2, gemma3, gpt_oss, llama4 or llama")
     export.set_defaults(run=_export_cmd)
 
     show = sub.add_parser("show", help="the study's Pareto front in the terminal; --csv for every trial",

@@ -1,36 +1,109 @@
-"""Exporting a chosen schedule: JSON, a Hugging Face config fragment, and the line that builds it."""
+"""Exporting a chosen schedule: JSON, a Hugging Face config fragment, and the line that builds it.
+
+A Hugging Face family reads a schedule as ``layer_types`` plus one size for all its local layers:
+``sliding_window`` (a token sees itself and the ``w - 1`` before it, as spanmix's ``S<w>``) or
+``attention_chunk_size`` (``chunked_attention``: causal attention within blocks of ``w`` tokens
+cut from position 0, as spanmix's ``B<w>``). The table below is what each family reads, checked
+on the real model classes: ``tests/test_export.py`` builds each tiny model from the fragment and
+compares every layer's non-zero attention weights with spanmix's pattern.
+
+What no family can express is refused with the reason. Several windows, or sliding mixed with
+block, would need ``per_layer_config`` (transformers 5.x): it validates, but as of transformers
+5.24 every decoder family here builds one mask per layer type from the global size, and reading
+that size from a per-layer config raises ``AmbiguousGlobalPerLayerAttributeError``.
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from proxies import ProxyConfig
 from space import ConfigError, Schedule
 
+PER_LAYER = ("several windows, or sliding and block layers together, need a size per layer; transformers' "
+             "per_layer_config takes one, but no family's masks read it (checked up to transformers 5.24): "
+             "export the JSON schedule and build the spanmix module instead")
 
-def hf_fragment(schedule: Schedule) -> dict[str, Any]:
-    """``layer_types`` and ``sliding_window`` as Qwen2, Gemma 3, Mistral-style configs read them.
 
-    Hugging Face's sliding window of w lets a token see itself and the w-1 before it, as spanmix's
-    ``S<w>`` does. It has one window per model and no block-sparse layers; those are refused.
+@dataclass(frozen=True)
+class HFFamily:
+    """How one Hugging Face model family reads a layer schedule.
+
+    Attributes:
+        model_type: the config's ``model_type`` (``AutoConfig.for_model`` takes it).
+        config_class, model_class: the transformers classes the tests build.
+        local: the one local kind the family reads (``sliding`` or ``block``), None for none.
+        when_local: keys the family also needs when some layer is local.
     """
-    for i, layer in enumerate(schedule.layers):
-        if layer.kind == "block":
-            raise ConfigError(
-                f"layer {i} is block-sparse ({layer.token}): Hugging Face configs cannot express MASFormer "
-                "blocks; export the JSON schedule and build the spanmix module instead"
-            )
-    windows = schedule.windows
-    if len(windows) > 1:
-        raise ConfigError(f"Hugging Face configs take one sliding_window; this schedule uses {list(windows)}")
-    fragment = {
-        "num_hidden_layers": schedule.n_layers,
-        "layer_types": ["full_attention" if layer.is_full else "sliding_attention" for layer in schedule.layers],
-        "use_sliding_window": bool(windows),
-    }
-    if windows:  # all-full: leave the family's default; Gemma 3's model fails on a null sliding_window
-        fragment["sliding_window"] = windows[0]
+
+    model_type: str
+    config_class: str
+    model_class: str
+    local: str | None
+    when_local: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def layer_type(self) -> str:
+        return "chunked_attention" if self.local == "block" else "sliding_attention"
+
+    @property
+    def size_key(self) -> str:
+        return "attention_chunk_size" if self.local == "block" else "sliding_window"
+
+
+FAMILIES: dict[str, HFFamily] = {
+    # Qwen2 drops sliding_window unless use_sliding_window is set
+    "qwen2": HFFamily("qwen2", "Qwen2Config", "Qwen2ForCausalLM", "sliding", {"use_sliding_window": True}),
+    "gemma3": HFFamily("gemma3_text", "Gemma3TextConfig", "Gemma3ForCausalLM", "sliding"),
+    "gpt_oss": HFFamily("gpt_oss", "GptOssConfig", "GptOssForCausalLM", "sliding"),
+    "llama4": HFFamily("llama4_text", "Llama4TextConfig", "Llama4ForCausalLM", "block"),
+    # Llama has no local attention: a sliding layer_types entry is silently run as full attention
+    "llama": HFFamily("llama", "LlamaConfig", "LlamaForCausalLM", None),
+}
+DEFAULT_FAMILY = "auto"
+
+
+def _able(kind: str) -> str:
+    return ", ".join(name for name, f in FAMILIES.items() if f.local == kind)
+
+
+def check_family(family: str) -> str:
+    if family != DEFAULT_FAMILY and family not in FAMILIES:
+        raise ConfigError(f"--hf-family {family!r} is unknown; allowed: {DEFAULT_FAMILY}, {', '.join(FAMILIES)}")
+    return family
+
+
+def family_for(schedule: Schedule, family: str = DEFAULT_FAMILY) -> str:
+    """The family to export to: ``family`` itself, or for ``auto`` the first in the table that
+    reads this schedule's local kind (all-full: the first of all)."""
+    if check_family(family) != DEFAULT_FAMILY:
+        return family
+    kinds = {layer.kind for layer in schedule.layers if not layer.is_full}
+    return next((name for name, f in FAMILIES.items() if f.local in kinds), next(iter(FAMILIES)))
+
+
+def hf_fragment(schedule: Schedule, family: str = DEFAULT_FAMILY) -> dict[str, Any]:
+    """The config keys ``family`` reads for ``schedule``; refuses, with the reason and the
+    families that can, what the family cannot express."""
+    name = family_for(schedule, family)
+    spec = FAMILIES[name]
+    local = [(i, layer) for i, layer in enumerate(schedule.layers) if not layer.is_full]
+    if len({layer.token for _, layer in local}) > 1:
+        raise ConfigError(f"{schedule.text}: {PER_LAYER}")
+    for i, layer in local:
+        if layer.kind != spec.local:
+            reads = f"reads only {spec.local} local layers" if spec.local else "has no local attention"
+            raise ConfigError(f"--hf-family {name} {reads}; layer {i} is {layer.kind} ({layer.token}); "
+                              f"families that read {layer.kind} layers: {_able(layer.kind)}")
+    fragment: dict[str, Any] = {"model_type": spec.model_type, "num_hidden_layers": schedule.n_layers}
+    if spec.local is None:
+        return fragment
+    fragment["layer_types"] = ["full_attention" if layer.is_full else spec.layer_type for layer in schedule.layers]
+    if local:  # all-full: the family's default size stays (Gemma 3's model fails on a null sliding_window)
+        fragment[spec.size_key] = local[0][1].window
+        fragment.update(spec.when_local)
     return fragment
 
 
