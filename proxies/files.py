@@ -277,7 +277,7 @@ def _write(folder: Path, digests: list[tuple[Path, bytes]], column: str, tokeniz
     """Tokenize every document into ``train.bin`` and ``val.bin`` in a private folder, then move it
     into place, so a concurrent worker or a kill never leaves half a cache."""
     vocab = 256 if tokenizer is None else tokenizer.get_vocab_size(with_added_tokens=True)
-    dtype = "uint16" if vocab <= 2**16 else "uint32"
+    dtype = "uint8" if vocab <= 2**8 else "uint16" if vocab <= 2**16 else "uint32"
     eos = next((i for i in (tokenizer.token_to_id(n) for n in EOS_NAMES) if i is not None), None) if tokenizer else None
     tmp = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")
     tmp.mkdir(parents=True, exist_ok=True)

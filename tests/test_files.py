@@ -87,7 +87,7 @@ def test_every_format_becomes_bytes_split_by_document(tmp_path):
     with pytest.raises(ConfigError, match=r"table.csv has no column 'text' \(data.text_column\); its columns: \['body', 'n'\]"):
         user_files.prepare(files, "text", None, 0.25, progress=False)
     corpus = user_files.prepare(files[:2] + files[3:], "text", None, 0.25, progress=False)
-    assert corpus.vocab == 256 and corpus.dtype == "uint16"
+    assert corpus.vocab == 256 and corpus.dtype == "uint8"
     everything = [d for name, ds in docs.items() if name != "table.csv" for d in ds]
     train, val = decoded(corpus, "train"), decoded(corpus, "val")
     assert corpus.tokens["train"] + corpus.tokens["val"] == sum(len(d.encode()) for d in everything)
@@ -110,7 +110,7 @@ def test_csv_column_and_split_stable_under_renaming_and_new_files(tmp_path):
     assert all(d in decoded(second, "train") for ds in docs.values() for d in ds if d not in val_docs and d in decoded(first, "train"))
 
 
-def test_token_cache_is_keyed_by_content(tmp_path, cache, caplog):
+def test_token_cache_is_keyed_by_content(tmp_path, cache):
     write_corpus(tmp_path)
     files = (str(tmp_path / "docs/**/*.txt"),)
     first = user_files.prepare(files, "text", None, 0.1, progress=False)
@@ -191,8 +191,12 @@ def test_non_utf8_and_unreadable_files_are_skipped_and_counted(tmp_path, caplog)
     write_corpus(tmp_path)
     (tmp_path / "docs" / "latin1.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1") * 20)
     (tmp_path / "docs" / "sub" / "binary.txt").write_bytes(bytes(range(256)))
-    with caplog.at_level(logging.WARNING, logger="spanmix.data"):
+    logger = logging.getLogger("spanmix.data")  # the CLI's handler stops propagation: listen here
+    logger.addHandler(caplog.handler)
+    try:
         corpus = data_config(tmp_path).user_corpus()
+    finally:
+        logger.removeHandler(caplog.handler)
     assert re.search(r"data.files: skipped 2 of 14 files: .*latin1.txt \(not UTF-8 near byte 3\); .*binary.txt \(not UTF-8 near byte 128\)",
                      caplog.text), caplog.text
     assert corpus.skipped and corpus.documents["train"] + corpus.documents["val"] == 12
@@ -260,21 +264,31 @@ def _readme_block(after: str, lang: str) -> str:
 
 
 def test_readme_own_data_study_and_export(tmp_path):
-    """The README's own-data example, as a user runs it: their files and tokenizer next to the
-    config, the command it shows, then the export it shows."""
+    """The README's own-data example as a user runs it: their files and tokenizer beside the config,
+    the exact commands it shows, from that folder."""
+    from search import config_of
+    from search.storage import open_storage
+
     write_corpus(tmp_path)
     write_tokenizer(tmp_path, vocab=400)
-    config = _readme_block("## Your own data", "toml")
-    (tmp_path / "mydata.toml").write_text(config)
-    commands = [line for line in _readme_block("## Your own data", "bash").splitlines() if line.startswith("spanmix ")]
+    (tmp_path / "mydata.toml").write_text(_readme_block("## Your own data", "toml"))
+    commands = _readme_block("## Your own data", "bash").strip().splitlines()
+    assert [c.split()[:2] for c in commands] == [["spanmix", "launch"], ["spanmix", "export"]]
     env = {**os.environ, "SPANMIX_CACHE": str(tmp_path / "cache")}
+    said = []
     for command in commands:
-        args = command.split()[1:]
-        done = subprocess.run([sys.executable, "-m", "studies.cli", *args, "--no-progress"] if args[0] == "launch" else
-                              [sys.executable, "-m", "studies.cli", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stdout + done.stderr
-        assert "Traceback" not in done.stderr
-    assert "documents" in done.stderr or True
-    assert (tmp_path / "runs" / "mydata" / "dashboard.html").exists()
-    stored = json.loads(next((tmp_path / "runs" / "mydata").glob("knee-*.json")).read_text())
-    assert stored["proxy"]["vocab_size"] == 400 if "proxy" in stored else True
+        done = subprocess.run([sys.executable, "-m", "studies.cli", *command.split()[1:]], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stdout + done.stderr
+        said.append(done)
+    assert re.search(r"data.files: \d+ documents, \d+ train \+ \d+ val tokens \(.*tokenizer.json\)", said[0].stderr)
+    out = tmp_path / "runs" / "mydata"
+    assert (out / "dashboard.html").exists()
+    fragment = json.loads(next(out.glob("knee-*.hf-llama4.json")).read_text())
+    assert fragment["model_type"] == "llama4_text" and fragment["num_hidden_layers"] == 4
+    import optuna
+
+    study = optuna.load_study(study_name="mydata", storage=open_storage(f"sqlite:///{out / 'study.db'}", create=False))
+    cfg = config_of(study)
+    assert cfg.proxy.vocab_size == 400 and cfg.data.files[0] == str(tmp_path / "docs/**/*.txt")
+    assert any(k.startswith("mine/loss@") for k in study.best_trials[0].user_attrs["scores"])

@@ -137,7 +137,7 @@ def test_supernet_study_through_the_cli(tiny_config, tmp_path, capsys):
     confirmed = {p.schedule for p in points(study, STANDALONE)}
     assert len(confirmed) >= 3 and confirmed <= scored
     # the knee and the exported schedule come from the standalone numbers
-    knee = json.loads(next(p for p in out.glob("knee-*.json") if ".hf." not in p.name).read_text())
+    knee = json.loads(next(p for p in out.glob("knee-*.json") if ".hf-" not in p.name).read_text())
     assert study.trials[knee["trial"]].user_attrs["fidelity"] == STANDALONE
     page = (out / "dashboard.html").read_text()
     assert 'id="fidelity-standalone"' in page and "Rank fidelity: supernet vs standalone" in page
