@@ -58,7 +58,7 @@ def write_corpus(folder: Path, mb: int) -> list[Path]:
     words = np.array(WORDS)
     paths = []
     for i in range(max(1, mb // 2)):  # 2 MB files: lines of 12 words
-        lines = words[rng.integers(0, len(words), size=(2 * 2**20 // 60, 12))]
+        lines = words[rng.integers(0, len(words), size=(2 * 2**20 // 51, 12))]  # ~51 bytes a line
         text = "\n".join(" ".join(line) for line in lines) + "\n"
         path = folder / f"doc{i:04d}.txt"
         path.write_text(text)
@@ -116,9 +116,11 @@ def main() -> None:
             print(f"{label:<34}{mb:>7.0f}{result['seconds']:>9.1f}{mb / result['seconds']:>8.1f}{above:>18.0f} MB")
         for kind in ("bytes", "BPE"):
             ours, ref = rows[f"{kind}: ours, cold cache"], rows[f"{kind}: reference (in Python)"]
-            assert ours["tokens"] == ref["tokens"] or kind == "BPE", "both read the same tokens"
-            print(f"{kind}: memory above idle, reference / ours = {(ref['peak'] - idle) / max(ours['peak'] - idle, 1):.1f}x; "
-                  f"time, ours / reference = {ours['seconds'] / ref['seconds']:.2f}x; tokens {ours['tokens']} vs {ref['tokens']}")
+            # under 1 MB above idle reads as 1 MB: the ratio is then a lower bound
+            ratio = (ref["peak"] - idle) / max(ours["peak"] - idle, 2**20)
+            print(f"{kind}: peak memory above idle, reference / ours >= {ratio:.0f}x; time, ours / reference = "
+                  f"{ours['seconds'] / ref['seconds']:.2f}x; tokens {ours['tokens']} (ours, one end-of-text per document "
+                  f"with BPE) vs {ref['tokens']}")
 
 
 if __name__ == "__main__":
