@@ -66,8 +66,8 @@ class DataConfig:
     """What the proxy is trained and scored on.
 
     Attributes:
-        tasks: one or more of ``mqar``, ``passkey``, ``multihop``, ``code``, ``prose``; samples
-            alternate between them.
+        tasks: one or more of ``recall``, ``mqar``, ``passkey``, ``multihop``, ``copy``, ``code``,
+            ``prose`` and the user's own ``files_task``; samples alternate between them.
         seq_len: tokens per sample.
         val_samples: validation samples per task.
         seed: data seed (the training seed is separate).

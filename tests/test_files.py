@@ -200,6 +200,10 @@ def test_non_utf8_and_unreadable_files_are_skipped_and_counted(tmp_path, caplog)
     assert re.search(r"data.files: skipped 2 of 14 files: .*latin1.txt \(not UTF-8 near byte 3\); .*binary.txt \(not UTF-8 near byte 128\)",
                      caplog.text), caplog.text
     assert corpus.skipped and corpus.documents["train"] + corpus.documents["val"] == 12
+    # unreadable: even root gets an I/O error reading its own memory file from offset 0
+    if Path("/proc/self/mem").exists():
+        corpus = data_config(tmp_path, files=(str(tmp_path / "docs/**/*.txt"), "/proc/self/mem")).user_corpus()
+        assert "/proc/self/mem (Input/output error)" in corpus.skipped
     only_bad = data_config(tmp_path, files=(str(tmp_path / "docs/latin1.txt"),))
     with pytest.raises(ConfigError, match=r"data.files: none of the 1 files can be read as UTF-8 text: .*latin1.txt \(not UTF-8 near byte 3\)"):
         only_bad.user_corpus()
