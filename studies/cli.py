@@ -474,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
                             epilog="families: qwen2, gemma3, gpt_oss (sliding layers), llama4 (block layers: "
                             "chunked_attention), llama (full attention only); auto picks the first that reads the "
                             "schedule.\n\nexamples:\n  spanmix export --study quick knee\n"
-                            "  spanmix export --study quick 12 --hf-family gemma3",
+                            "  spanmix export --study quick 2 --hf-family gemma3",
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     _study_args(export)
     export.add_argument("trial", help="a trial number, or 'knee' for the front's best quality per cost")
