@@ -431,12 +431,12 @@ class ProxyDataModule(L.LightningDataModule):
         self.cfg, self.batch_size, self.train_samples = cfg, batch_size, train_samples
 
     def setup(self, stage: str | None = None) -> None:
-        for task in self.cfg.tasks:  # fail here, before any step, if a corpus is missing or too short
+        # fail here, before any step, if a corpus is missing or too short (the user's files fail in
+        # TaskData, which the train loader builds before the first step too)
+        for task in self.cfg.tasks:
             if task in CORPORA:
                 corpus(task, "train", self.cfg.seq_len + 1)
                 corpus(task, "val", self.cfg.seq_len + 1)
-            elif task == self.cfg.files_task:
-                self.cfg.user_corpus()
 
     def train_dataloader(self) -> DataLoader:
         # the full length: a resumed Lightning epoch counts on from the restored batch index

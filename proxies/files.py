@@ -73,8 +73,14 @@ def expand(patterns: tuple[str, ...]) -> list[Path]:
     return paths
 
 
+def _vocab(tokenizer: Any) -> int:
+    return 256 if tokenizer is None else int(tokenizer.get_vocab_size(with_added_tokens=True))
+
+
+@lru_cache(maxsize=16)
 def load_tokenizer(path: str | None) -> Any:
-    """The Hugging Face ``tokenizers`` object in ``path`` (a ``tokenizer.json``), or None for bytes."""
+    """The Hugging Face ``tokenizers`` object in ``path`` (a ``tokenizer.json``), or None for bytes;
+    loaded once per process and only read afterwards."""
     if path is None:
         return None
     from tokenizers import Tokenizer
@@ -85,19 +91,17 @@ def load_tokenizer(path: str | None) -> Any:
         tokenizer = Tokenizer.from_file(str(Path(path).expanduser()))
     except Exception as err:  # the Rust loader raises bare Exceptions on malformed files
         raise ConfigError(f"data.tokenizer: {path!r} is not a Hugging Face tokenizers file (tokenizer.json): {err}") from None
-    if tokenizer.get_vocab_size(with_added_tokens=True) > MAX_WIDTH:
+    if _vocab(tokenizer) > MAX_WIDTH:
         raise ConfigError(
-            f"data.tokenizer: {path!r} has {tokenizer.get_vocab_size(with_added_tokens=True)} tokens, more than the proxy "
-            f"can take (proxy.vocab_size at most {MAX_WIDTH})"
+            f"data.tokenizer: {path!r} has {_vocab(tokenizer)} tokens, more than the proxy can take (proxy.vocab_size "
+            f"at most {MAX_WIDTH})"
         )
     return tokenizer
 
 
-@lru_cache(maxsize=16)
 def vocab_size(tokenizer: str | None) -> int:
     """Token ids a tokenizer file can produce (256 for bytes)."""
-    loaded = load_tokenizer(tokenizer)
-    return 256 if loaded is None else int(loaded.get_vocab_size(with_added_tokens=True))
+    return _vocab(load_tokenizer(tokenizer))
 
 
 @dataclass(frozen=True)
@@ -219,29 +223,30 @@ def _check_column(path: Path, column: str) -> None:
     kind = TABULAR.get(path.suffix.lower())
     if kind is None:
         return
-    try:
-        columns = list(next(_tables(path, kind, None)).columns)
-    except StopIteration:
-        columns = []
-    except ValueError as err:
-        raise ConfigError(f"data.files: {path} cannot be read as {kind}: {err}") from None
+    first = next(_tables(path, kind, None), None)
+    columns = [] if first is None else list(first.columns)
     if column not in columns:
         raise ConfigError(f"data.files: {path} has no column {column!r} (data.text_column); its columns: {columns}")
 
 
 def _tables(path: Path, kind: str, column: str | None) -> Iterator[Any]:
-    """A table file as pandas DataFrames of a few thousand rows (only ``column`` where given)."""
+    """A table file as pandas DataFrames of a few thousand rows (only ``column`` where given); a
+    file the reader cannot parse is a ConfigError naming it. The caller's own errors, raised
+    between frames, do not pass through here."""
     import pandas as pd
 
-    if kind == "parquet":
-        import pyarrow.parquet as pq
+    try:
+        if kind == "parquet":
+            import pyarrow.parquet as pq
 
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=_ROWS, columns=None if column is None else [column]):
-            yield batch.to_pandas()
-    elif kind == "csv":
-        yield from pd.read_csv(path, chunksize=_ROWS, usecols=None if column is None else [column])
-    else:
-        yield from pd.read_json(path, lines=True, chunksize=_ROWS, dtype=False)
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=_ROWS, columns=None if column is None else [column]):
+                yield batch.to_pandas()
+        elif kind == "csv":
+            yield from pd.read_csv(path, chunksize=_ROWS, usecols=None if column is None else [column])
+        else:
+            yield from pd.read_json(path, lines=True, chunksize=_ROWS, dtype=False)
+    except ValueError as err:  # pandas' and pyarrow's parse errors, UnicodeDecodeError included
+        raise ConfigError(f"data.files: {path} cannot be read as {kind}: {err}") from None
 
 
 def _documents(path: Path, column: str) -> Iterator[tuple[str, bool]]:
@@ -262,15 +267,12 @@ def _documents(path: Path, column: str) -> Iterator[tuple[str, bool]]:
                 rest = text[cut:]
             yield rest, True
         return
-    try:
-        for frame in _tables(path, kind, column):
-            texts = frame[column].dropna()
-            if len(texts) and not all(isinstance(t, str) for t in texts):
-                raise ConfigError(f"data.files: column {column!r} of {path} holds {texts.dtype} values, not text (data.text_column)")
-            for text in texts:
-                yield text, True
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ConfigError(f"data.files: {path} cannot be read as {kind}: {err}") from None
+    for frame in _tables(path, kind, column):
+        texts = frame[column].dropna()
+        if len(texts) and not all(isinstance(t, str) for t in texts):
+            raise ConfigError(f"data.files: column {column!r} of {path} holds {texts.dtype} values, not text (data.text_column)")
+        for text in texts:
+            yield text, True
 
 
 def _encode(tokenizer: Any, text: str, eos: int | None) -> np.ndarray:
@@ -287,7 +289,7 @@ def _encode(tokenizer: Any, text: str, eos: int | None) -> np.ndarray:
 def _write(folder: Path, digests: list[tuple[Path, bytes]], column: str, tokenizer: Any, val_fraction: float, progress: bool) -> None:
     """Tokenize every document into ``train.bin`` and ``val.bin`` in a private folder, then move it
     into place, so a concurrent worker or a kill never leaves half a cache."""
-    vocab = 256 if tokenizer is None else tokenizer.get_vocab_size(with_added_tokens=True)
+    vocab = _vocab(tokenizer)
     dtype = "uint8" if vocab <= 2**8 else "uint16" if vocab <= 2**16 else "uint32"
     eos = next((i for i in (tokenizer.token_to_id(n) for n in EOS_NAMES) if i is not None), None) if tokenizer else None
     tmp = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")

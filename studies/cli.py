@@ -210,8 +210,9 @@ def _export(study, cfg, which: str, out: Path, family: str = "auto") -> list[Pat
             raise ConfigError(f"trial {number} is not a finished trial of study {study.study_name!r}")
         point = found[0]
     schedule = Schedule.parse(point.schedule)
+    name = family_for(schedule, family)  # auto resolved once, for the fragment and its file name
     try:
-        fragment, refusal = hf_fragment(schedule, family), None
+        fragment, refusal = hf_fragment(schedule, name), None
     except ConfigError as err:
         if family != DEFAULT_FAMILY:
             raise
@@ -226,7 +227,7 @@ def _export(study, cfg, which: str, out: Path, family: str = "auto") -> list[Pat
     if fragment is None:
         print(f"no Hugging Face fragment: {refusal}")
     else:
-        hf = stem.with_name(f"{stem.name}.hf-{family_for(schedule, family)}.json")
+        hf = stem.with_name(f"{stem.name}.hf-{name}.json")
         hf.write_text(json.dumps(fragment, indent=2) + "\n")
         written.append(hf)
     print("build it: " + python_line(cfg.proxy, schedule))

@@ -34,9 +34,8 @@ def _anchor_paths(data: dict[str, Any], folder: Path) -> None:
 
     if isinstance(section.get("files"), list):
         section["files"] = [anchor(p) for p in section["files"]]
-    section["tokenizer"] = anchor(section.get("tokenizer"))
-    if section["tokenizer"] is None:
-        del section["tokenizer"]
+    if "tokenizer" in section:
+        section["tokenizer"] = anchor(section["tokenizer"])
 
 
 def load_config(preset: str | None = None, path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> StudyConfig:

@@ -215,7 +215,7 @@ def test_non_utf8_and_unreadable_files_are_skipped_and_counted(tmp_path, caplog)
     (("docs",), "text", r"data.files: '.*docs' is a folder; name its files with a glob such as '.*docs/\*\*/\*.txt'"),
     (("notes.jsonl",), "body", r"data.files: .*notes.jsonl has no column 'body' \(data.text_column\); its columns: \['id', 'text'\]"),
     (("table.parquet",), "body", r"data.files: .*table.parquet has no column 'body' .*its columns: \['text'\]"),
-    (("table.csv",), "n", r"data.files: column 'n' of .*table.csv holds int64 values, not text \(data.text_column\)"),
+    (("table.csv",), "n", r"^data.files: column 'n' of .*table.csv holds int64 values, not text \(data.text_column\)"),
     (("broken.jsonl",), "text", r"data.files: .*broken.jsonl cannot be read as jsonl"),
 ])
 def test_bad_files_named_before_training(tmp_path, files, column, message):
