@@ -14,6 +14,7 @@ import json
 import logging
 import multiprocessing
 import os
+import random
 import socket
 import time
 import warnings
@@ -31,7 +32,7 @@ from proxies.train import ProxyResult, check_fits, train_and_score
 from search.config import StudyConfig, maximized
 from search.logs import log_to_stderr, quiet_libraries
 from search.storage import open_storage
-from space import ConfigError, Layer, Schedule
+from space import ConfigError, Layer, Schedule, SearchSpace
 
 log = logging.getLogger("spanmix.search")
 CONFIG_ATTR = "spanmix_config"
@@ -139,6 +140,24 @@ class Objective:
         }
 
     def __call__(self, trial: Trial) -> tuple[float, float]:
+        try:
+            return self._measure(trial)
+        except (optuna.TrialPruned, ScheduleFailed):
+            raise
+        except Exception as err:
+            if "failed_by" not in trial.user_attrs:  # not the schedule's fault: a later draw retries it
+                self._fail(trial, err, "spanmix")
+            raise
+
+    @staticmethod
+    def _fail(trial: Trial, err: Exception, by: str) -> None:
+        """Record and log why ``trial`` failed: Optuna keeps no reason, and the study report,
+        ``spanmix show`` and the retry rules read it from here."""
+        trial.set_user_attr("failure", f"{type(err).__name__}: {err}")
+        trial.set_user_attr("failed_by", by)
+        log.warning("trial %d: %s failed: %s: %s", trial.number, trial.user_attrs.get("schedule", "?"), type(err).__name__, err)
+
+    def _measure(self, trial: Trial) -> tuple[float, float]:
         cfg = self.cfg
         searched = search_fidelity(trial.study)
         fidelity = trial.user_attrs.get("fidelity", searched if searched in self.measures else self.default)
@@ -172,9 +191,7 @@ class Objective:
         try:
             result = self.measures[fidelity](schedule)
         except Exception as err:
-            trial.set_user_attr("failure", f"{type(err).__name__}: {err}")
-            trial.set_user_attr("failed_by", "error")
-            log.warning("trial %d: %s failed: %s: %s", trial.number, schedule.text, type(err).__name__, err)
+            self._fail(trial, err, "error")
             raise
         if cfg.quality not in result.scores:
             raise ConfigError(f"study.quality {cfg.quality!r} is not among the scores {sorted(result.scores)}")
@@ -204,14 +221,16 @@ class Objective:
         """
         study = trial.study
         while True:
-            others = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("key") == key and t.number != trial.number]
+            trials = study.get_trials(deepcopy=False)
+            queued = "fixed_params" in trials[trial.number].system_attrs  # Trial itself no longer shows them
+            others = [t for t in trials if t.user_attrs.get("key") == key and t.number != trial.number]
             done = [t for t in others if t.state == TrialState.COMPLETE and "reused_from" not in t.user_attrs]
             if done:
                 return done[0]
             running = [t for t in others if t.state == TrialState.RUNNING and t.number < trial.number]
             if not running:
                 return None
-            if "fixed_params" not in trial.system_attrs:
+            if not queued:
                 trial.set_user_attr("skipped", f"being measured in trial {running[0].number}")
                 time.sleep(self.wait_seconds)  # a worker whose draws all collide must not spin
                 raise optuna.TrialPruned(trial.user_attrs["skipped"])
@@ -282,6 +301,8 @@ def finished(study: optuna.Study, fidelity: str | None = None) -> int:
 
 # a sampler that keeps proposing measured schedules costs little per draw, but must not loop forever
 MAX_DRAWS_PER_TARGET = 5
+# spaces up to this size are listed (about 40 us a schedule) to queue what the sampler did not reach
+FILL_LIMIT = 20_000
 
 
 def _stop_at(target: int, fidelity: str) -> Callable[[optuna.Study, FrozenTrial], None]:
@@ -292,26 +313,81 @@ def _stop_at(target: int, fidelity: str) -> Callable[[optuna.Study, FrozenTrial]
     return callback
 
 
+def _schedule_of(trial: FrozenTrial, space: SearchSpace) -> str:
+    """The canonical schedule a trial measures, measured or not yet run (a queued trial holds
+    only the parameters it was queued with)."""
+    if "schedule" in trial.user_attrs:
+        return trial.user_attrs["schedule"]
+    params = trial.params or trial.system_attrs.get("fixed_params", {})
+    return space.suggest(optuna.trial.FixedTrial(params)).canonical(space.context).text
+
+
+def unmeasured(study: optuna.Study, space: SearchSpace, fidelity: str, retry_failed: bool = False) -> list[tuple[dict[str, Any], str]]:
+    """(parameters, schedule) of each schedule of ``space`` that no trial at ``fidelity`` has
+    measured, is measuring or holds queued, and that did not fail there (unless ``retry_failed``)."""
+    taken, untagged = set(), search_fidelity(study)  # what an untagged trial is measured at
+    for t in study.get_trials(deepcopy=False):
+        failed = t.state == TrialState.FAIL and t.user_attrs.get("failed_by") == "error" and not retry_failed
+        live = t.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+        if (live or failed) and t.user_attrs.get("fidelity", untagged) == fidelity:
+            taken.add(_schedule_of(t, space))
+    todo = {s.canonical(space.context).text: p for p, s in space.all_params()}
+    return [(p, text) for text, p in todo.items() if text not in taken]
+
+
+def _queue(study: optuna.Study, todo: list[tuple[dict[str, Any], str]], fidelity: str) -> None:
+    for params, text in todo:
+        study.enqueue_trial(params, user_attrs={"fidelity": fidelity, "schedule": text})
+
+
+def _fill(study: optuna.Study, objective: Objective, remaining: int, rng: random.Random) -> int:
+    """Queue up to ``remaining`` schedules the sampler has not reached, in ``rng``'s order;
+    how many were queued."""
+    space, fidelity = objective.cfg.space, objective.default
+    if remaining <= 0:
+        return 0
+    if space.size() > FILL_LIMIT:
+        log.warning("the sampler keeps drawing measured schedules, and %d schedules are too many to list "
+                 "what is left; stopping %d short of the target", space.size(), remaining)
+        return 0
+    todo = unmeasured(study, space, fidelity, objective.retry_failed)
+    rng.shuffle(todo)
+    todo = todo[:remaining]
+    if todo:
+        log.info("the sampler keeps drawing measured schedules; queuing %d not measured yet", len(todo))
+        _queue(study, todo, fidelity)
+    return len(todo)
+
+
 def work(
     study: optuna.Study,
     objective: Objective,
     target: int,
     timeout: float | None = None,
     callbacks: list[Callable[..., None]] | None = None,
+    seed: int = 0,
 ) -> None:
-    """Optimise until ``target`` distinct schedules are measured at the objective's default fidelity."""
+    """Optimise until ``target`` distinct schedules are measured at the objective's default fidelity.
+
+    The sampler draws first. When its draws keep landing on measured schedules (a small space, a
+    converged sampler) and the space can be listed, the schedules it did not reach are queued in
+    an order drawn from ``seed`` (each worker its own), so a target the space can meet is met.
+    """
     fidelity = objective.default
     target = min(target, objective.cfg.space.size())
-    remaining = target - finished(study, fidelity)
-    if remaining <= 0:
-        return
-    study.optimize(
-        objective,
-        n_trials=MAX_DRAWS_PER_TARGET * remaining,
-        timeout=timeout,
-        catch=(Exception,),
-        callbacks=[_stop_at(target, fidelity), *(callbacks or [])],
-    )
+    deadline = None if timeout is None else time.monotonic() + timeout
+    stop = [_stop_at(target, fidelity), *(callbacks or [])]
+    rng = random.Random(seed)
+    n, filled = MAX_DRAWS_PER_TARGET * (target - finished(study, fidelity)), False
+    while n > 0:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return
+        before = finished(study, fidelity)
+        study.optimize(objective, n_trials=n, timeout=left, catch=(Exception,), callbacks=stop)
+        if filled and finished(study, fidelity) == before:
+            return  # what was queued failed, or is another worker's now
+        n, filled = _fill(study, objective, target - finished(study, fidelity), rng), True
 
 
 def measure_schedules(
@@ -327,15 +403,8 @@ def measure_schedules(
     Resumable: what was measured or queued by an interrupted run is not queued again. Optuna runs
     queued trials oldest first, so trials queued before these (a grid's rest) run first, each at
     its own fidelity."""
-    space = objective.cfg.space
-    done = {p.schedule for p in points(study, fidelity)}
-    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-    queued = {t.user_attrs.get("schedule") for t in waiting if t.user_attrs.get("fidelity") == fidelity}
-    todo = [text for text in schedules if text not in done and text not in queued]
-    if todo:
-        params = {s.canonical(space.context).text: p for p, s in space.all_params()}
-        for text in todo:
-            study.enqueue_trial(params[text], user_attrs={"fidelity": fidelity, "schedule": text})
+    left = {text: params for params, text in unmeasured(study, objective.cfg.space, fidelity, objective.retry_failed)}
+    _queue(study, [(left[text], text) for text in schedules if text in left], fidelity)
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     mine = [i for i, t in enumerate(waiting) if t.user_attrs.get("fidelity") == fidelity]
     n = mine[-1] + 1 if mine else 0
@@ -382,7 +451,7 @@ def join_study(
 
         torch.set_num_threads(threads)
     study = open_study(cfg, storage, stream)
-    work(study, Objective(cfg, retry_failed=retry_failed), target, timeout, callbacks)
+    work(study, Objective(cfg, retry_failed=retry_failed), target, timeout, callbacks, worker_seed(cfg.seed, stream))
     return study
 
 

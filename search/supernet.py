@@ -208,7 +208,7 @@ def run_supernet(
             study.enqueue_trial(params, user_attrs={"fidelity": SUPERNET}, skip_if_exists=True)
     log.info("supernet: scoring %d schedules on the shared weights%s", min(target, size),
              "" if size <= cfg.supernet.exhaustive_limit else f" of {size} (sampler: {cfg.sampler})")
-    work(study, objective, target, timeout, callbacks)
+    work(study, objective, target, timeout, callbacks, cfg.seed)
     _stage(study, "score", time.perf_counter() - start)
 
     start = time.perf_counter()

@@ -1,5 +1,9 @@
 """The search layer on its own: objective, failures, budget constraint, front and knee."""
 
+import concurrent.futures
+import time
+
+import optuna
 import pytest
 from optuna.trial import TrialState
 
@@ -83,3 +87,49 @@ def test_knee_is_best_quality_per_cost():
     front = [_point(0, 3.0, 1.0), _point(1, 1.2, 2.0), _point(2, 1.0, 10.0)]
     assert knee(front, maximize=False).number == 1
     assert knee([_point(0, 0.1, 1.0), _point(1, 0.9, 2.0), _point(2, 1.0, 10.0)], maximize=True).number == 1
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe", "nsga2"])
+def test_a_target_of_the_whole_space_measures_every_schedule(tiny_config, tmp_path, sampler):
+    # 7 schedules: the samplers keep drawing measured ones long before they reach the last
+    cfg = load_config(path=tiny_config(n_trials=7, sampler=sampler))
+    study = run_study(cfg, f"sqlite:///{tmp_path / 's.db'}")
+    assert finished(study) == 7
+    assert {p.schedule for p in search.study.points(study)} == {s.text for s in cfg.space.enumerate()}
+
+
+def test_a_sampled_draw_of_a_schedule_in_training_is_skipped_and_a_queued_one_waits(tiny_config, tmp_path):
+    cfg = load_config(path=tiny_config(sampler="random"))
+    study = open_study(cfg, optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}"))  # no heartbeat thread
+    objective = search.study.Objective(cfg, wait_seconds=0.05)
+    running = study.ask()  # measuring "key" in another worker
+    running.set_user_attr("key", "key")
+    sampled = study.ask()
+    assert "fixed_params" not in study.trials[sampled.number].system_attrs
+    with pytest.raises(optuna.TrialPruned, match=f"being measured in trial {running.number}"):
+        objective._measured(sampled, "key")
+    study.enqueue_trial({"n_full": 2})
+    queued = study.ask()
+    assert "fixed_params" in study.trials[queued.number].system_attrs
+    waited = concurrent.futures.ThreadPoolExecutor(1).submit(objective._measured, queued, "key")
+    time.sleep(0.3)
+    assert not waited.done()  # waits instead of training the schedule a second time
+    study.tell(running, [3.0, 1.0])
+    assert waited.result(timeout=10).number == running.number
+
+
+def test_an_error_outside_training_is_recorded_and_the_schedule_measured_later(cfg, tmp_path, monkeypatch):
+    real, calls = search.study.cost_of, []
+
+    def once(cfg, schedule):
+        calls.append(schedule.text)
+        if calls.count("F F") == 1 and schedule.text == "F F":
+            raise OSError("database is locked")
+        return real(cfg, schedule)
+
+    monkeypatch.setattr(search.study, "cost_of", once)
+    study = run_study(cfg, f"sqlite:///{tmp_path / 's.db'}")
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert [(t.user_attrs["schedule"], t.user_attrs["failed_by"], t.user_attrs["failure"]) for t in failed] == [
+        ("F F", "spanmix", "OSError: database is locked")]
+    assert finished(study) == 7  # not the schedule's fault: it is measured by a later trial
