@@ -1,6 +1,7 @@
 """Workers that share a study, and failures that are remembered: through the ``spanmix`` command,
 as the README shows it."""
 
+import multiprocessing
 import os
 import re
 import shutil
@@ -125,3 +126,31 @@ def test_supernet_studies_refuse_extra_workers(tiny_config, tmp_path, capsys, co
         argv = ["launch", "--config", str(config), "--out", str(out), "--workers", "2"]
     assert main(argv) == 2
     assert "supernet strategy" in capsys.readouterr().err
+
+
+def _open_when(url: str, start, results) -> None:  # type: ignore[no-untyped-def]
+    from search.storage import open_storage
+
+    start.wait()
+    try:
+        open_storage(url)
+        results.put("ok")
+    except Exception as err:  # noqa: BLE001 - the test reports whatever a process met
+        results.put(f"{type(err).__name__}: {err}")
+
+
+def test_processes_that_open_a_new_storage_together_all_get_it(tmp_path):
+    # a launch and its workers started at once each write Optuna's schema into the new database;
+    # without the retry 8 of 15 such rounds failed one of them ("table studies already exists")
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(6):
+        start, results = ctx.Event(), ctx.Queue()
+        procs = [ctx.Process(target=_open_when, args=(f"sqlite:///{tmp_path / str(round_) / 'study.db'}", start, results))
+                 for _ in range(4)]
+        for p in procs:
+            p.start()
+        time.sleep(0.3)
+        start.set()
+        for p in procs:
+            p.join(timeout=60)
+        assert [results.get(timeout=5) for _ in procs] == ["ok"] * 4
