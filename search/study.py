@@ -159,6 +159,7 @@ class Objective:
 
     def _measure(self, trial: Trial) -> tuple[float, float]:
         cfg = self.cfg
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # first: a heartbeat failure names it
         searched = search_fidelity(trial.study)
         fidelity = trial.user_attrs.get("fidelity", searched if searched in self.measures else self.default)
         if fidelity not in self.measures:
@@ -168,7 +169,6 @@ class Objective:
         trial.set_user_attr("schedule", schedule.text)
         trial.set_user_attr("fidelity", fidelity)
         trial.set_user_attr("key", key)
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         failed = None if self.retry_failed else self._failed(trial, key)
         if failed is not None:
             trial.set_user_attr("failed_by", "remembered")

@@ -147,8 +147,10 @@ def test_killed_study_resumes_without_losing_or_retraining(tiny_config, tmp_path
                 study = _load(out, "tiny")
             except (KeyError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError):  # the child may still be creating the schema
                 continue
-            states = [t.state for t in study.get_trials()]
-            if TrialState.COMPLETE in states and TrialState.RUNNING in states:
+            trials = study.get_trials()
+            # a RUNNING trial is created before its objective runs; "key" says it is training
+            training = [t for t in trials if t.state == TrialState.RUNNING and "key" in t.user_attrs]
+            if training and any(t.state == TrialState.COMPLETE for t in trials):
                 break
     proc.send_signal(signal.SIGKILL)
     proc.wait()
