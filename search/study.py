@@ -234,7 +234,9 @@ class Objective:
                 trial.set_user_attr("skipped", f"being measured in trial {running[0].number}")
                 time.sleep(self.wait_seconds)  # a worker whose draws all collide must not spin
                 raise optuna.TrialPruned(trial.user_attrs["skipped"])
-            optuna.storages.fail_stale_trials(study)
+            with warnings.catch_warnings():  # experimental since Optuna 2.9; a dead worker must not hang this one
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
             time.sleep(self.wait_seconds)
 
 
