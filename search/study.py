@@ -350,7 +350,7 @@ def _fill(study: optuna.Study, objective: Objective, remaining: int, rng: random
         return 0
     if space.size() > FILL_LIMIT:
         log.warning("the sampler keeps drawing measured schedules, and %d schedules are too many to list "
-                 "what is left; stopping %d short of the target", space.size(), remaining)
+                    "what is left; stopping %d short of the target", space.size(), remaining)
         return 0
     todo = unmeasured(study, space, fidelity, objective.retry_failed)
     rng.shuffle(todo)
@@ -382,11 +382,11 @@ def work(
     rng = random.Random(seed)
     n, filled = MAX_DRAWS_PER_TARGET * (target - finished(study, fidelity)), False
     while n > 0:
-        left = None if deadline is None else deadline - time.monotonic()
-        if left is not None and left <= 0:
-            return
         before = finished(study, fidelity)
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
         study.optimize(objective, n_trials=n, timeout=left, catch=(Exception,), callbacks=stop)
+        if deadline is not None and time.monotonic() >= deadline:
+            return
         if filled and finished(study, fidelity) == before:
             return  # what was queued failed, or is another worker's now
         n, filled = _fill(study, objective, target - finished(study, fidelity), rng), True

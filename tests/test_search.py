@@ -133,3 +133,10 @@ def test_an_error_outside_training_is_recorded_and_the_schedule_measured_later(c
     assert [(t.user_attrs["schedule"], t.user_attrs["failed_by"], t.user_attrs["failure"]) for t in failed] == [
         ("F F", "spanmix", "OSError: database is locked")]
     assert finished(study) == 7  # not the schedule's fault: it is measured by a later trial
+
+
+def test_a_timeout_stops_the_study_after_the_trial_in_progress_and_queues_nothing(tiny_config, tmp_path):
+    cfg = load_config(path=tiny_config(n_trials=7, steps=300, sampler="random"))
+    study = run_study(cfg, f"sqlite:///{tmp_path / 's.db'}", timeout=0.5)
+    assert finished(study) == 1  # the first trial outlives the timeout; none starts after it
+    assert not study.get_trials(states=(TrialState.WAITING,))
