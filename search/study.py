@@ -315,12 +315,17 @@ def _stop_at(target: int, fidelity: str) -> Callable[[optuna.Study, FrozenTrial]
     return callback
 
 
-def _schedule_of(trial: FrozenTrial, space: SearchSpace) -> str:
-    """The canonical schedule a trial measures, measured or not yet run (a queued trial holds
-    only the parameters it was queued with)."""
+def _schedule_of(trial: FrozenTrial, space: SearchSpace) -> str | None:
+    """The canonical schedule a trial measures, or None while a sampled trial is still drawing
+    it. A queued trial holds only the parameters it was queued with; a retried one, its params."""
     if "schedule" in trial.user_attrs:
         return trial.user_attrs["schedule"]
-    params = trial.params or trial.system_attrs.get("fixed_params", {})
+    if "fixed_params" in trial.system_attrs:
+        params = trial.system_attrs["fixed_params"]
+    elif trial.state == TrialState.WAITING:
+        params = trial.params
+    else:
+        return None
     return space.suggest(optuna.trial.FixedTrial(params)).canonical(space.context).text
 
 

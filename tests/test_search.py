@@ -110,6 +110,9 @@ def test_a_sampled_draw_of_a_schedule_in_training_is_skipped_and_a_queued_one_wa
         objective._measured(sampled, "key")
     study.enqueue_trial({"n_full": 2})
     queued = study.ask()
+    study.ask()  # another worker's trial, created but not drawn yet: it holds no schedule to leave out
+    assert [text for _, text in search.study.unmeasured(study, cfg.space, "standalone")] == [
+        s.text for s in cfg.space.enumerate() if s.text != "F F"]
     assert "fixed_params" in study.trials[queued.number].system_attrs
     waited = concurrent.futures.ThreadPoolExecutor(1).submit(objective._measured, queued, "key")
     time.sleep(0.3)
