@@ -30,10 +30,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import proxies.attention as attention  # noqa: E402
-from benchmarks._machine import describe  # noqa: E402
-from proxies.attention import allowed_mask, local_attention  # noqa: E402
-from space import Layer  # noqa: E402
+import spanmix.proxies.attention as attention  # noqa: E402
+from benchmarks.machine import describe  # noqa: E402
+from spanmix.proxies.attention import allowed_mask, local_attention  # noqa: E402
+from spanmix.space import Layer  # noqa: E402
 
 Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -21,11 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._machine import describe  # noqa: E402
-from search import run_study  # noqa: E402
-from search.logs import quiet_libraries  # noqa: E402
-from studies.config import load_config  # noqa: E402
-from studies.dashboard import PLOTLY_PATH, make_server, render  # noqa: E402
+from benchmarks.machine import describe  # noqa: E402
+from spanmix.search import run_study  # noqa: E402
+from spanmix.search.logs import quiet_libraries  # noqa: E402
+from spanmix.studies.config import load_config  # noqa: E402
+from spanmix.studies.dashboard import PLOTLY_PATH, make_server, render  # noqa: E402
 
 
 def fetch(url: str) -> tuple[float, int, str]:

@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._machine import describe  # noqa: E402
+from benchmarks.machine import describe  # noqa: E402
 
 WORDS = ("the of and to in a is that for it as was with be by on not he this are or his from at which but have an they "
          "you were her she there been one all we their has would when if so no what up out who them some could him "
@@ -34,7 +34,7 @@ CASE = r"""
 import json, resource, sys, time
 from pathlib import Path
 import numpy as np
-from proxies import files as user_files
+from spanmix.proxies import files as user_files
 case, paths, tokenizer = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3] or None
 start = time.perf_counter()
 if case == "ours":

@@ -32,15 +32,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pandas as pd  # noqa: E402
-from optuna.trial import TrialState  # noqa: E402
 
-from benchmarks._machine import describe  # noqa: E402
-from proxies.train import ProxyLM, fit, resolve_precision  # noqa: E402
-from search import STANDALONE, SUPERNET, StudyConfig, points, run_study, study_fidelity  # noqa: E402
-from search.supernet import STAGES_ATTR, Sandwich  # noqa: E402
-from space import Schedule  # noqa: E402
-from studies.cli import _summary, trials_frame  # noqa: E402
-from studies.config import load_config  # noqa: E402
+from benchmarks.machine import describe  # noqa: E402
+from spanmix.proxies.resources import resolve_precision  # noqa: E402
+from spanmix.proxies.train import ProxyLM, fit  # noqa: E402
+from spanmix.search import STANDALONE, StudyConfig, StudyView, run_study  # noqa: E402
+from spanmix.search.strategies.supernet import SUPERNET, Sandwich  # noqa: E402
+from spanmix.space import Schedule  # noqa: E402
+from spanmix.studies.config import load_config  # noqa: E402
+from spanmix.studies.report import print_summary, trials_frame  # noqa: E402
 
 
 def switching_cost(cfg: StudyConfig, steps_each: int = 6) -> tuple[float, float, list[Schedule]]:
@@ -91,33 +91,33 @@ def main() -> None:
     start = time.perf_counter()
     study = run_study(cfg, f"sqlite:///{out / 'study.db'}", workdir=out)
     wall = time.perf_counter() - start
-    stages = study.user_attrs.get(STAGES_ATTR, {})
-    _summary(study, cfg)
-    confirm = [t for t in study.get_trials(states=(TrialState.COMPLETE,))
-               if t.user_attrs.get("fidelity") == STANDALONE and "reused_from" not in t.user_attrs]
-    one = sum(t.duration.total_seconds() for t in confirm) / len(confirm)
+    view = StudyView(study, cfg)
+    print_summary(view)
+    confirm = [r for r in view.records if r.complete and r.measurement == STANDALONE and r.reused_from is None]
+    one = sum(r.duration.total_seconds() for r in confirm) / len(confirm)
     exhaustive = one * cfg.space.size()
-    print("\nwall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in stages.items()) + f"; total {wall:.0f}")
+    print("\nwall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in view.stage_seconds.items()) + f"; total {wall:.0f}")
     print(f"one standalone trial: {one:.0f} s (mean of {len(confirm)}); x {cfg.space.size()} schedules = {exhaustive:.0f} s")
     print(f"speed-up to a confirmed front: {exhaustive / wall:.1f}x (target 20x)")
-    for f in study_fidelity(study):
-        print(f"fidelity {f.line()}")
+    for cheap, dear, report in view.comparisons:
+        for f in report:
+            print(f"fidelity of {cheap} against {dear}: {f.line()}")
 
     turns, runs, schedules = switching_cost(cfg)
     print(f"\nswitching every step: {turns:.0f} tokens/s in turns vs {runs:.0f} in runs over "
           f"{', '.join(s.text for s in schedules)}: {turns / runs - 1:+.1%} (target > -5%)")
-    print(f"supernet training throughput: {study.user_attrs.get('spanmix_supernet', {}).get('tokens_per_second', 0):.0f} tokens/s")
+    print(f"supernet training throughput: {view.weights.get('tokens_per_second', 0):.0f} tokens/s")
 
-    frame = trials_frame(study)
-    frame = frame[(frame["fidelity"] == SUPERNET) & (frame["state"] == "COMPLETE")]
+    frame = trials_frame(view)
+    frame = frame[(frame["measurement"] == SUPERNET) & (frame["state"] == "COMPLETE")]
     best, placements = best_tables(frame, cfg.quality, maximize=False)
     print(f"\nbest schedule per number of full layers (supernet {cfg.quality}):")
     print(best.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"\nbest {cfg.quality} by placement at equal numbers of full layers (supernet):")
     print(placements.to_string(float_format=lambda v: f"{v:.4f}"))
-    standalone = {p.schedule: p.quality for p in points(study, STANDALONE)}
+    standalone = {p.schedule: p.quality for p in view.points(STANDALONE)}
     print(f"\nconfirmed standalone ({len(standalone)}):")
-    for p in sorted(points(study, SUPERNET), key=lambda p: p.cost_ratio):
+    for p in sorted(view.points(SUPERNET), key=lambda p: p.cost_ratio):
         if p.schedule in standalone:
             print(f"  {p.schedule:<40} supernet {p.quality:.4f}  standalone {standalone[p.schedule]:.4f}  cost {p.cost_ratio:.1%}")
 

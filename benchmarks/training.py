@@ -22,12 +22,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._machine import describe  # noqa: E402
-from proxies.cost import count  # noqa: E402
-from proxies.data import DataConfig, ProxyDataModule  # noqa: E402
-from proxies.model import ProxyConfig  # noqa: E402
-from proxies.train import ProxyLM, TrainConfig, train_and_score  # noqa: E402
-from space import build  # noqa: E402
+from benchmarks.machine import describe  # noqa: E402
+from spanmix.proxies.cost import count  # noqa: E402
+from spanmix.proxies.data import DataConfig, ProxyDataModule  # noqa: E402
+from spanmix.proxies.model import ProxyConfig  # noqa: E402
+from spanmix.proxies.train import ProxyLM, TrainConfig, train_and_score  # noqa: E402
+from spanmix.space import build  # noqa: E402
 
 SCHEDULE = build(8, 2, "even", 256)
 TARGET = 0.30

@@ -23,11 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from optuna.trial import TrialState  # noqa: E402
 
-from benchmarks import _postgres  # noqa: E402
-from benchmarks._machine import describe  # noqa: E402
-from search import open_storage, run_study  # noqa: E402
-from search.logs import quiet_libraries  # noqa: E402
-from studies.config import load_config  # noqa: E402
+from benchmarks import postgres  # noqa: E402
+from benchmarks.machine import describe  # noqa: E402
+from spanmix.search import open_storage, run_study  # noqa: E402
+from spanmix.search.logs import quiet_libraries  # noqa: E402
+from spanmix.studies.config import load_config  # noqa: E402
 
 
 def measure(storage: str, workers: int, seconds: float, name: str) -> tuple[int, float, list[tuple[float, int]]]:
@@ -74,11 +74,11 @@ def main() -> None:
 def _server(skip: bool):  # type: ignore[no-untyped-def]
     import contextlib
 
-    why = "--no-postgres" if skip else _postgres.available()
+    why = "--no-postgres" if skip else postgres.available()
     if why:
         print(f"PostgreSQL skipped: {why}")
         return contextlib.nullcontext(None)
-    return _postgres.temporary_server()
+    return postgres.temporary_server()
 
 
 if __name__ == "__main__":

@@ -3,10 +3,20 @@
 Knows torch and Lightning, never Optuna.
 """
 
-from proxies.attention import full_attention, local_attention, reference_attention
-from proxies.cost import CostReport, closed_form, count, kv_cache_bytes, measure_latency
-from proxies.model import ProxyConfig, ProxyGPT, build_model
-from space import ConfigError
+from spanmix.proxies.attention import (
+    full_attention,
+    local_attention,
+    reference_attention,
+)
+from spanmix.proxies.cost import (
+    CostReport,
+    closed_form,
+    count,
+    kv_cache_bytes,
+    measure_latency,
+)
+from spanmix.proxies.model import ProxyConfig, ProxyGPT, build_model
+from spanmix.space import ConfigError
 
 __all__ = [
     "ConfigError",

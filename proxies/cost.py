@@ -19,9 +19,9 @@ import torch
 from fvcore.nn import FlopCountAnalysis
 from fvcore.nn.jit_handles import get_shape
 
-from proxies.attention import kernel_pairs
-from proxies.model import ProxyConfig, build_model
-from space import Layer, Schedule
+from spanmix.proxies.attention import kernel_pairs
+from spanmix.proxies.model import ProxyConfig, build_model
+from spanmix.space import Layer, Schedule
 
 ATTENTION_OPS = ("scaled_dot_product_attention", "local_attention")
 # element-wise work the convention leaves out; anything else fvcore cannot count is an error

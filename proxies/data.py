@@ -42,8 +42,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from proxies import files as user_files
-from space import (
+from spanmix.proxies import files as user_files
+from spanmix.space import (
     ConfigError,
     from_section,
     require_name,
@@ -51,9 +51,6 @@ from space import (
     require_whole,
 )
 
-SYNTHETIC = ("recall", "mqar", "passkey", "multihop", "copy")
-CORPORA = ("code", "prose")
-TASKS = SYNTHETIC + CORPORA
 IGNORE = -100
 
 # byte ranges of the synthetic vocabularies
@@ -116,7 +113,7 @@ class DataConfig:
         object.__setattr__(self, "tasks", tasks)
         object.__setattr__(self, "hops", tuple(self.hops))
         self._check_files()
-        allowed = TASKS + ((self.files_task,) if self.files else ())
+        allowed = tuple(TASKS) + ((self.files_task,) if self.files else ())
         if not tasks:
             raise ConfigError(f"data.tasks is empty; allowed: {', '.join(allowed)}")
         for task in tasks:
@@ -148,7 +145,7 @@ class DataConfig:
         if not all(isinstance(f, str) and f for f in self.files):
             raise ConfigError(f"data.files must be a list of paths or globs (got {list(self.files)!r})")
         require_name(self.files_task, "data.files_task")
-        if self.files_task in TASKS:
+        if self.files_task in TASKS:  # a name of the registry
             raise ConfigError(f"data.files_task {self.files_task!r} is a built-in task; pick another name")
         if self.tokenizer is not None and not self.files:
             raise ConfigError("data.tokenizer applies to data.files, which is empty; the built-in tasks are bytes")
@@ -156,9 +153,15 @@ class DataConfig:
         if self.val_fraction >= 1:
             raise ConfigError(f"data.val_fraction must be between 0 and 1 (got {self.val_fraction!r})")
 
+    def task(self, name: str) -> Task:
+        """The registry entry of task ``name``; the user's files make a text task of their own."""
+        if self.files and name == self.files_task:
+            return FILES_TASK
+        return TASKS[name]
+
     def is_text(self, task: str) -> bool:
         """Text tasks score every position and are bucketed by position, not by distance to a fact."""
-        return task in CORPORA or (bool(self.files) and task == self.files_task)
+        return self.task(task).text
 
     def vocab_needed(self) -> int:
         """Token ids the data can hold: bytes (256), or the tokenizer's vocabulary (at least 256 when
@@ -175,17 +178,8 @@ class DataConfig:
         return corpus
 
     def min_length(self, task: str) -> int:
-        if task == "recall":
-            return min(self.n_pairs, 16) * self.fact_copies + 2 * self.n_queries + self.min_distance + 1
-        if task == "mqar":
-            return 2 * self.n_pairs + 2 * self.n_queries + self.min_distance + 1
-        if task == "passkey":
-            return len(_needle("0" * self.passkey_digits)) + len(_question("0" * self.passkey_digits)) + self.min_distance
-        if task == "multihop":
-            return 3 * (2 * self.hops[1] + 2) + self.min_distance + 3
-        if task == "copy":  # the copy (T/4 tokens) and the gap before it must fit after the original
-            return max(8, -(-4 * self.min_distance // 3))
-        return 16
+        """The shortest ``seq_len`` that holds a sample of ``task`` under this configuration."""
+        return self.task(task).min_length(self)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -371,7 +365,58 @@ def text_window(name: str, split: str, cfg: DataConfig, rng: np.random.Generator
     return tokens, tokens.copy(), np.full(cfg.seq_len + 1, -1)
 
 
-_GENERATORS = {"recall": recall, "mqar": mqar, "passkey": passkey, "multihop": multihop, "copy": copy}
+Sample = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task of the registry: how a sample is made and how it is scored.
+
+    Attributes:
+        name: the ``data.tasks`` entry.
+        text: scored on every position (a corpus) rather than on a probe's answers.
+        bucket: what the scores are bucketed by: ``position`` in the sequence, ``distance`` back
+            to the fact the answer needs, or ``hops`` of a multi-hop chain.
+        min_length: the shortest ``seq_len`` that holds a sample under a configuration.
+        sample: ``(config, split, rng) -> (tokens, targets, distances)``; None for the user's
+            files, which :class:`TaskData` reads from their token files.
+    """
+
+    name: str
+    text: bool
+    bucket: str
+    min_length: Callable[[DataConfig], int]
+    sample: Callable[[DataConfig, str, np.random.Generator], Sample] | None
+
+    @property
+    def probe(self) -> bool:
+        """A long-range probe: scored on answers, with an accuracy (``recall`` averages them)."""
+        return not self.text
+
+
+def _probe(name: str, make: Callable[[DataConfig, np.random.Generator], Sample], min_length: Callable[[DataConfig], int],
+           bucket: str = "distance") -> Task:
+    return Task(name, False, bucket, min_length, lambda cfg, split, rng: make(cfg, rng))
+
+
+def _corpus(name: str) -> Task:
+    return Task(name, True, "position", lambda cfg: 16, lambda cfg, split, rng: text_window(name, split, cfg, rng))
+
+
+TASKS: dict[str, Task] = {t.name: t for t in (
+    _probe("recall", recall,
+           lambda c: min(c.n_pairs, 16) * c.fact_copies + 2 * c.n_queries + c.min_distance + 1),
+    _probe("mqar", mqar, lambda c: 2 * c.n_pairs + 2 * c.n_queries + c.min_distance + 1),
+    _probe("passkey", passkey, lambda c: len(_needle("0" * c.passkey_digits)) + len(_question("0" * c.passkey_digits))
+           + c.min_distance),
+    _probe("multihop", multihop, lambda c: 3 * (2 * c.hops[1] + 2) + c.min_distance + 3, bucket="hops"),
+    # the copy (T/4 tokens) and the gap before it must fit after the original
+    _probe("copy", copy, lambda c: max(8, -(-4 * c.min_distance // 3))),
+    _corpus("code"),
+    _corpus("prose"),
+)}
+PROBES = tuple(name for name, t in TASKS.items() if t.probe)
+FILES_TASK = Task("files", True, "position", lambda cfg: 16, None)
 
 
 class TaskData(Dataset):
@@ -389,13 +434,12 @@ class TaskData(Dataset):
         task_id = index % len(self.cfg.tasks)
         task = self.cfg.tasks[task_id]
         rng = _sample_rng(self.cfg.seed, self.split, task, index)
-        if task in _GENERATORS:
-            tokens, targets, dist = _GENERATORS[task](self.cfg, rng)
-        elif task == self.cfg.files_task:
+        sample = self.cfg.task(task).sample
+        if sample is not None:
+            tokens, targets, dist = sample(self.cfg, self.split, rng)
+        else:  # the user's files
             tokens = self.user.window(self.split, self.cfg.seq_len, rng)  # type: ignore[union-attr]
             targets, dist = tokens.copy(), np.full(self.cfg.seq_len + 1, -1)
-        else:
-            tokens, targets, dist = text_window(task, self.split, self.cfg, rng)
         return {
             "x": torch.from_numpy(tokens[:-1].copy()),
             "y": torch.from_numpy(targets[1:].copy()),
@@ -434,7 +478,7 @@ class ProxyDataModule(L.LightningDataModule):
         # fail here, before any step, if a corpus is missing or too short (the user's files fail in
         # TaskData, which the train loader builds before the first step too)
         for task in self.cfg.tasks:
-            if task in CORPORA:
+            if task in TASKS and TASKS[task].text:
                 corpus(task, "train", self.cfg.seq_len + 1)
                 corpus(task, "val", self.cfg.seq_len + 1)
 

@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from proxies.model import MAX_WIDTH
-from space import ConfigError
+from spanmix.proxies.model import MAX_WIDTH
+from spanmix.space import ConfigError
 
 log = logging.getLogger("spanmix.data")
 

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from proxies.attention import full_attention, local_attention
-from space import (
+from spanmix.proxies.attention import full_attention, local_attention
+from spanmix.space import (
     ConfigError,
     Layer,
     Schedule,
@@ -23,7 +23,7 @@ from space import (
     from_section,
     require_whole,
 )
-from space.validation import MAX_CONTEXT
+from spanmix.space.validation import MAX_CONTEXT
 
 # wider than the widest released models' residual stream (~16k) or vocabularies past 2**20 are typos
 MAX_WIDTH = 2**20

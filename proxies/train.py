@@ -1,17 +1,16 @@
-"""Training and scoring a proxy with Lightning: the measurement that tells span mixes apart.
+"""Training a proxy with Lightning: the measurement that tells span mixes apart.
 
 :func:`train_and_score` is the one call the search makes:
-``(schedule, proxy config, data config, train config, seed) -> ProxyResult``.
+``(schedule, proxy config, data config, train config, seed) -> ProxyResult``. What it is scored on
+is :mod:`spanmix.proxies.scoring`; the precision it trains in and whether it fits,
+:mod:`spanmix.proxies.resources`.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-import os
 import time
 import warnings
-from collections import defaultdict
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -21,41 +20,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from proxies.cost import count, measure_latency
-from proxies.data import IGNORE, DataConfig, ProxyDataModule, TaskData
-from proxies.model import ProxyConfig, ProxyGPT, build_model
-from space import ConfigError, Schedule, from_section, require_positive, require_whole
+from spanmix.proxies.cost import count
+from spanmix.proxies.data import IGNORE, DataConfig, ProxyDataModule
+from spanmix.proxies.model import ProxyConfig, build_model
+from spanmix.proxies.resources import check_vocab, resolve_precision
+from spanmix.proxies.scoring import TrainingDiverged, evaluate, val_batches
+from spanmix.space import (
+    ConfigError,
+    Schedule,
+    from_section,
+    require_positive,
+    require_whole,
+)
 
 PRECISIONS = {"bf16": "bf16-mixed", "fp32": "32-true"}
-
-
-@functools.cache
-def bf16_speedup(proxy: ProxyConfig, seq_len: int) -> float:
-    """How much faster a training step of this proxy runs in bf16 than in fp32 here, measured.
-
-    A bare matmul does not answer it. CPUs with AVX-512 BF16 or AMX run bf16 matmuls 2-3x faster,
-    AVX2-only CPUs emulate them about 100x slower, and on the AMX machine the fused attention
-    kernels run slower in bf16 at small head sizes: a d=64, T=1024 proxy with local layers trained
-    at 8.2k tokens/s in bf16 against 13.7k in fp32 while its matmuls ran 2x faster. So this times a
-    forward and backward of the proxy itself, with one full and one sliding layer so both kernels
-    count.
-    """
-    if torch.cuda.is_available():
-        return float("inf")
-    schedule = Schedule.parse(f"F S{max(2, seq_len // 8)}") if seq_len > 2 else Schedule.parse("F F")
-    fp32, bf16 = (measure_latency(proxy, schedule, seq_len, reps=2, dtype=d) for d in (torch.float32, torch.bfloat16))
-    return fp32 / bf16
-
-
-def resolve_precision(precision: str, proxy: ProxyConfig, seq_len: int) -> str:
-    """``auto`` becomes ``bf16`` where this proxy trains at least 1.2x faster in bf16, else ``fp32``."""
-    if precision != "auto":
-        return precision
-    return "bf16" if bf16_speedup(proxy, seq_len) >= 1.2 else "fp32"
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the schedule's result is a failure, not a number."""
 
 
 @dataclass(frozen=True)
@@ -106,79 +84,6 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         return from_section(cls, data, "train")
-
-
-def bucket_edges(seq_len: int) -> list[int]:
-    """Position / distance buckets: [0, T/8), [T/8, T/4), [T/4, T/2), [T/2, T]."""
-    return [0, seq_len // 8, seq_len // 4, seq_len // 2, seq_len + 1]
-
-
-def bucket_names(seq_len: int) -> list[str]:
-    edges = bucket_edges(seq_len)
-    return [f"{lo}-{hi - 1}" for lo, hi in zip(edges, edges[1:])]
-
-
-class Scorer:
-    """Accumulates validation loss and accuracy per task and bucket, then reduces to scores.
-
-    Text tasks are bucketed by position (later positions have more context than a local window
-    gives); recall tasks by the distance back to the fact, or the number of hops for ``multihop``.
-    """
-
-    def __init__(self, data: DataConfig) -> None:
-        self.data = data
-        self.sums: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
-
-    def update(self, logits: Tensor, batch: dict[str, Tensor]) -> None:
-        y, dist = batch["y"], batch["dist"]
-        scored = y != IGNORE
-        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE, reduction="none")
-        loss = loss.view_as(y)
-        correct = (logits.argmax(-1) == y) & scored
-        edges = torch.tensor(bucket_edges(self.data.seq_len))
-        names = bucket_names(self.data.seq_len)
-        positions = torch.arange(y.shape[1]).expand_as(y)
-        for task_id, task in enumerate(self.data.tasks):
-            rows = batch["task"] == task_id
-            mask = scored & rows[:, None]
-            if not mask.any():
-                continue
-            self._add(task, "all", loss[mask], correct[mask])
-            if task == "multihop":
-                keys = [f"{int(h)}hop" for h in dist[mask]]
-            else:
-                by = positions if self.data.is_text(task) else dist
-                keys = [names[i] for i in (torch.bucketize(by[mask], edges, right=True) - 1).tolist()]
-            for key in sorted(set(keys)):
-                sel = torch.tensor([k == key for k in keys])
-                self._add(task, key, loss[mask][sel], correct[mask][sel])
-
-    def _add(self, task: str, key: str, loss: Tensor, correct: Tensor) -> None:
-        s = self.sums[(task, key)]
-        s[0] += float(loss.sum())
-        s[1] += float(correct.sum())
-        s[2] += loss.numel()
-
-    def scores(self) -> dict[str, float]:
-        """``loss`` (mean of the tasks' losses), ``ppl``, ``long_loss`` (text: positions past T/2;
-        recall tasks: the answers, all long-range), ``recall`` (mean answer accuracy over the recall
-        tasks), and per task ``<task>/loss``, ``<task>/acc``, ``<task>/loss@<bucket>``, ``<task>/acc@<bucket>``."""
-        out: dict[str, float] = {}
-        for (task, key), (loss, correct, n) in sorted(self.sums.items()):
-            suffix = "" if key == "all" else f"@{key}"
-            out[f"{task}/loss{suffix}"] = loss / n
-            if not self.data.is_text(task):
-                out[f"{task}/acc{suffix}"] = correct / n
-        tasks = self.data.tasks
-        out["loss"] = sum(out[f"{t}/loss"] for t in tasks) / len(tasks)
-        out["ppl"] = math.exp(min(out["loss"], 50.0))
-        last = bucket_names(self.data.seq_len)[-1]
-        long = [out.get(f"{t}/loss@{last}", out[f"{t}/loss"]) if self.data.is_text(t) else out[f"{t}/loss"] for t in tasks]
-        out["long_loss"] = sum(long) / len(long)
-        recall = [out[f"{t}/acc"] for t in tasks if not self.data.is_text(t)]
-        if recall:
-            out["recall"] = sum(recall) / len(recall)
-        return out
 
 
 class ProxyLM(L.LightningModule):
@@ -263,66 +168,6 @@ def check(schedule: Schedule, proxy: ProxyConfig, data: DataConfig) -> Schedule:
             )
     check_vocab(proxy, data)
     return schedule.canonical(data.seq_len)
-
-
-def check_vocab(proxy: ProxyConfig, data: DataConfig) -> None:
-    """The embedding must hold every token id the data can produce."""
-    need = data.vocab_needed()
-    if proxy.vocab_size < need:
-        what = "byte tokens" if data.tokenizer is None else f"the tokens of data.tokenizer {data.tokenizer!r}"
-        raise ConfigError(f"proxy.vocab_size={proxy.vocab_size} is too small for {what}; needs >= {need}")
-
-
-def physical_memory() -> int:
-    """Bytes of RAM on this machine."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def step_memory(proxy: ProxyConfig, n_layers: int, seq_len: int, batch_size: int) -> int:
-    """About the bytes one fp32 training step keeps for its backward pass: per token and layer the
-    block's saved activations (~(16 + 2 * mlp_ratio) * d_model values), plus three copies of the
-    logits (logits, softmax and their gradient). An estimate to refuse impossible sizes early, not a
-    measurement."""
-    per_token = n_layers * (16 + 2 * proxy.mlp_ratio) * proxy.d_model + 3 * proxy.vocab_size
-    return 4 * batch_size * seq_len * per_token
-
-
-def check_fits(proxy: ProxyConfig, data: DataConfig, train: TrainConfig, n_layers: int, processes: int = 1) -> None:
-    """Refuse, before any trial, what would make every trial fail: tokens the vocabulary cannot
-    hold, or a training step that cannot fit in this machine's memory."""
-    check_vocab(proxy, data)
-    need, have = processes * step_memory(proxy, n_layers, data.seq_len, train.batch_size), physical_memory()
-    if need > have:
-        each = " each" if processes > 1 else ""
-        raise ConfigError(
-            f"train.batch_size={train.batch_size} x data.seq_len={data.seq_len} x {n_layers} layers of d_model="
-            f"{proxy.d_model} needs about {need / 2**30:.1f} GiB for one training step ({processes} process(es){each}), "
-            f"more than this machine's {have / 2**30:.1f} GiB; lower train.batch_size"
-        )
-
-
-def val_batches(data: DataConfig, batch_size: int) -> list[dict[str, Tensor]]:
-    """The validation set as batches: ``val_samples`` per task, the same for every schedule scored."""
-    loader = torch.utils.data.DataLoader(TaskData(data, "val", data.val_samples * len(data.tasks)), batch_size=batch_size)
-    return list(loader)
-
-
-@torch.no_grad()
-def evaluate(model: ProxyGPT, schedule: Schedule, data: DataConfig, batches: list[dict[str, Tensor]], precision: str) -> dict[str, float]:
-    """Score ``model``'s weights run under ``schedule`` on ``batches`` (see :meth:`Scorer.scores`)."""
-    was_training = model.training
-    model.eval()
-    scorer = Scorer(data)
-    device = next(model.parameters()).device
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-        for batch in batches:
-            batch = {k: v.to(device) for k, v in batch.items()}
-            scorer.update(model(batch["x"], schedule).cpu(), {k: v.cpu() for k, v in batch.items()})
-    model.train(was_training)
-    scores = scorer.scores()
-    if not all(math.isfinite(v) for v in scores.values()):
-        raise TrainingDiverged(f"validation produced non-finite scores {scores}")
-    return scores
 
 
 @dataclass(frozen=True)

@@ -1,34 +1,31 @@
-"""spanmix.search: Optuna multi-objective studies over the schedule space."""
+"""spanmix.search: Optuna multi-objective studies over the schedule space.
 
-from search.config import (
+The modules, one job each: :mod:`.config` (what a study is), :mod:`.record` (what it stores),
+:mod:`.objective` (one trial), :mod:`.queue` (meeting a target), :mod:`.study` (opening one),
+:mod:`.strategies` (how a study spends its budget), :mod:`.workers` (processes and the machine),
+:mod:`.run` (the calls the command line makes), :mod:`.front` and :mod:`.fidelity` (what the
+measurements say), :mod:`.view` (one read of a study for every report), :mod:`.storage` and
+:mod:`.logs`.
+"""
+
+from spanmix.search.config import (
     COSTS,
     QUALITIES,
     SAMPLERS,
     STRATEGIES,
     StudyConfig,
     SupernetConfig,
-    maximized,
 )
-from search.fidelity import Fidelity, rank_fidelity, run_fidelity, study_fidelity
-from search.storage import check_storage_url, open_storage
-from search.study import (
-    STANDALONE,
-    SUPERNET,
-    Objective,
-    Point,
-    config_of,
-    final_fidelity,
-    finished,
-    join_study,
-    knee,
-    open_study,
-    pareto_front,
-    points,
-    preflight,
-    rescored,
-    run_study,
-    scores_of,
-)
+from spanmix.search.fidelity import Fidelity, rank_fidelity
+from spanmix.search.front import knee, maximized, rescored
+from spanmix.search.objective import STANDALONE, Objective
+from spanmix.search.queue import finished
+from spanmix.search.record import Point, TrialRecord
+from spanmix.search.run import join_study, run_fidelity, run_study
+from spanmix.search.storage import check_storage_url, open_storage
+from spanmix.search.study import config_of, open_study
+from spanmix.search.view import StudyView, pareto_front, points
+from spanmix.search.workers import preflight
 
 __all__ = [
     "COSTS",
@@ -36,15 +33,15 @@ __all__ = [
     "SAMPLERS",
     "STANDALONE",
     "STRATEGIES",
-    "SUPERNET",
     "Fidelity",
     "Objective",
     "Point",
     "StudyConfig",
+    "StudyView",
     "SupernetConfig",
+    "TrialRecord",
     "check_storage_url",
     "config_of",
-    "final_fidelity",
     "finished",
     "join_study",
     "knee",
@@ -54,10 +51,8 @@ __all__ = [
     "pareto_front",
     "points",
     "preflight",
-    "rescored",
     "rank_fidelity",
+    "rescored",
     "run_fidelity",
     "run_study",
-    "scores_of",
-    "study_fidelity",
 ]

@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from proxies.data import DataConfig
-from proxies.model import ProxyConfig
-from proxies.train import TrainConfig
-from space import (
+from spanmix.proxies.data import PROBES, DataConfig
+from spanmix.proxies.model import ProxyConfig
+from spanmix.proxies.train import TrainConfig
+from spanmix.search.front import maximized
+from spanmix.search import strategies
+from spanmix.search.strategies import NAMES as STRATEGIES
+from spanmix.space import (
     ConfigError,
     ScheduleError,
     SearchSpace,
@@ -29,12 +32,6 @@ COSTS = {
     "latency": "measured forward+backward milliseconds",
 }
 QUALITIES = ("loss", "long_loss", "ppl", "recall")
-STRATEGIES = ("standalone", "supernet")
-
-
-def maximized(metric: str) -> bool:
-    """Accuracies are maximised; losses and perplexities minimised."""
-    return metric == "recall" or "/acc" in metric
 
 
 @dataclass(frozen=True)
@@ -122,8 +119,7 @@ class StudyConfig:
     def __post_init__(self) -> None:
         if self.data.tokenizer is not None:  # the proxy's vocabulary follows the user's tokenizer
             object.__setattr__(self, "proxy", replace(self.proxy, vocab_size=max(self.proxy.vocab_size, self.data.vocab_needed())))
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(f"study.strategy {self.strategy!r} is unknown; allowed: {', '.join(STRATEGIES)}")
+        strategies.check(self.strategy)
         require_name(self.name, "study.name")
         if self.cost not in COSTS:
             raise ConfigError(f"study.cost {self.cost!r} is unknown; allowed: {', '.join(COSTS)}")
@@ -134,7 +130,7 @@ class StudyConfig:
         if self.quality.split("/")[0] not in (*QUALITIES, *self.data.tasks):
             raise ConfigError(f"study.quality {self.quality!r} names a task not in data.tasks {list(self.data.tasks)}")
         if self.quality == "recall" and all(self.data.is_text(t) for t in self.data.tasks):
-            raise ConfigError("study.quality 'recall' needs a recall task in data.tasks (recall, mqar, passkey, multihop)")
+            raise ConfigError(f"study.quality 'recall' needs a probe task in data.tasks ({', '.join(PROBES)})")
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"study.sampler {self.sampler!r} is unknown; allowed: {', '.join(SAMPLERS)}")
         if self.budget is not None:
@@ -155,12 +151,6 @@ class StudyConfig:
     def measurement_key(self) -> dict[str, Any]:
         """What makes two standalone trials of one schedule interchangeable (the dedup key, with the schedule)."""
         return {"proxy": self.proxy.to_dict(), "data": self.data.to_dict(), "train": self.train.to_dict(), "cost": self.cost}
-
-    def supernet_key(self) -> dict[str, Any]:
-        """What makes two supernets interchangeable: the space they learn and how they train."""
-        sn = self.supernet
-        return {**self.measurement_key(), "space": self.space.to_dict(),
-                "supernet": {"steps": sn.total_steps(self.train), "random_draws": sn.random_draws}}
 
     def to_dict(self) -> dict[str, Any]:
         return {

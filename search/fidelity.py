@@ -14,32 +14,16 @@ any measurement, so the report also gives the figures among schedules with a ful
 
 from __future__ import annotations
 
-import logging
 import math
 import random
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-import optuna
-from optuna.trial import TrialState
 from scipy import stats
 
-from search.config import StudyConfig
-from search.study import (
-    STANDALONE,
-    SUPERNET,
-    Objective,
-    Point,
-    Standalone,
-    fidelity_of,
-    fronts,
-    measure_schedules,
-    points,
-)
-from space import ConfigError, Schedule
-
-log = logging.getLogger("spanmix.fidelity")
+from spanmix.search.front import fronts
+from spanmix.search.record import STANDALONE, Point
 
 
 @dataclass(frozen=True)
@@ -121,7 +105,7 @@ def fidelity_report(cheap: list[Point], dear: list[Point], maximize: bool, seed:
     pairs = paired(cheap, dear)
     subsets = {
         "all confirmed": pairs,
-        "with a full layer": [(c, d) for c, d in pairs if Schedule.parse(c.schedule).n_full > 0],
+        "with a full layer": [(c, d) for c, d in pairs if c.layers.n_full > 0],
     }
     return [
         rank_fidelity([c.quality for c, _ in sel], [d.quality for _, d in sel], maximize, label, seed)
@@ -143,48 +127,13 @@ def confirm_set(pts: list[Point], maximize: bool, controls: int, seed: int) -> l
     return front + picked
 
 
-def study_fidelity(study: optuna.Study, cheap: str = SUPERNET, dear: str = STANDALONE) -> list[Fidelity]:
-    """:func:`fidelity_report` for the schedules a study measured at both fidelities."""
-    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
-    return fidelity_report(points(study, cheap), points(study, dear), maximize)
-
-
-def comparisons(study: optuna.Study) -> list[tuple[str, str, list[Fidelity]]]:
-    """Every (cheap, dear, report) the study holds: the supernet against its confirmation, and the
-    study's standalone numbers against each larger budget ``spanmix fidelity`` trained."""
-    names = {fidelity_of(t) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
-    pairs = [(SUPERNET, STANDALONE)] + [(STANDALONE, n) for n in sorted(names) if n.startswith(f"{STANDALONE}-")]
-    found = [(cheap, dear, study_fidelity(study, cheap, dear)) for cheap, dear in pairs if {cheap, dear} <= names]
+def comparisons(by_measurement: dict[str, list[Point]], searched: str, maximize: bool) -> list[tuple[str, str, list[Fidelity]]]:
+    """Every (cheap, dear, report) that points measured several ways hold: the searched
+    measurement against standalone training (a cheap strategy's confirmation), and standalone
+    training against each longer budget (``spanmix fidelity``)."""
+    names = set(by_measurement)
+    pairs = [(searched, STANDALONE)] if searched != STANDALONE else []
+    pairs += [(STANDALONE, n) for n in sorted(names) if n.startswith(f"{STANDALONE}-")]
+    found = [(cheap, dear, fidelity_report(by_measurement[cheap], by_measurement[dear], maximize))
+             for cheap, dear in pairs if {cheap, dear} <= names]
     return [c for c in found if c[2]]
-
-
-def pick_for_retraining(study: optuna.Study, k: int, seed: int) -> list[Point]:
-    """``k`` schedules the study measured standalone, chosen as confirmation chooses (front first,
-    then near-front controls), to retrain at a larger budget."""
-    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
-    pts = points(study, STANDALONE)
-    front = fronts(pts, maximize)[0] if pts else []
-    chosen = confirm_set(pts, maximize, max(0, k - len(front)), seed)
-    return chosen[:k]
-
-
-def run_fidelity(cfg: StudyConfig, study: optuna.Study, budget: int, k: int,
-                 on_progress: Callable[[optuna.Study], None] | None = None) -> list[Fidelity]:
-    """Retrain ``k`` of the study's standalone schedules at ``budget`` times the steps and report
-    the rank fidelity of the 1x numbers against them (resumable: done schedules are kept)."""
-    if not isinstance(budget, int) or budget < 2:
-        raise ConfigError(f"--budget must be a whole number >= 2 (got {budget!r}); 1 is the study's own budget")
-    available = len({p.schedule for p in points(study, STANDALONE)})
-    if not 3 <= k <= available:
-        raise ConfigError(f"--schedules must be in 3..{available} (the schedules this study trained standalone; got {k})")
-    chosen = pick_for_retraining(study, k, cfg.seed)
-    measure = Standalone(cfg, budget)
-    log.info("retraining %d schedules of study %r at %dx its %d steps", k, study.study_name, budget, cfg.train.steps)
-    callbacks = [lambda s, t: on_progress(s)] if on_progress else []
-    # the study's own measure too: trials it queued (a grid's rest) run before the retrainings
-    objective = Objective(cfg, measure, Standalone(cfg))
-    measure_schedules(study, objective, [p.schedule for p in chosen], measure.fidelity, callbacks=callbacks)
-    wanted = {p.schedule for p in chosen}
-    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
-    return fidelity_report([p for p in points(study, STANDALONE) if p.schedule in wanted],
-                           points(study, measure.fidelity), maximize)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import warnings
+from typing import Iterator
 
 import optuna
 
@@ -44,3 +46,12 @@ def quiet_libraries() -> None:
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+@contextlib.contextmanager
+def stable_enough() -> Iterator[None]:
+    """Call Optuna APIs it still marks experimental (heartbeats since 2.8, ``fail_stale_trials``
+    since 2.9, metric names since 3.2) without their warning: spanmix relies on them on purpose."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield

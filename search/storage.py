@@ -4,7 +4,6 @@ heartbeats that fail a dead worker's trial, say why, and retry its schedule."""
 from __future__ import annotations
 
 import time
-import warnings
 from pathlib import Path
 
 import optuna
@@ -12,12 +11,12 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from space import ConfigError
+from spanmix.search import record
+from spanmix.search.logs import stable_enough
+from spanmix.space import ConfigError
 
 BACKENDS = {"sqlite": None, "postgresql": "pip install 'spanmix[postgres]'"}
 ALLOWED = "sqlite:///FILE or postgresql://USER@HOST:PORT/DB"
-# user attributes that describe one attempt, not the schedule: a retry starts without them
-ATTEMPT_ATTRS = ("failure", "failed_by", "worker")
 
 
 def check_storage_url(url: str) -> str:
@@ -58,11 +57,9 @@ class _Storage(RDBStorage):
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         stale = super()._get_stale_trial_ids(study_id)
         for trial_id in stale:
-            worker = self.get_trial(trial_id).user_attrs.get("worker", "its worker")
             try:
-                self.set_trial_user_attr(trial_id, "failure", f"{worker} stopped beating for more than "
-                                         f"{self.grace_period} s (killed or hung); the schedule is retried")
-                self.set_trial_user_attr(trial_id, "failed_by", "heartbeat")
+                for key, value in record.stale(self.get_trial(trial_id).user_attrs, self.grace_period).items():
+                    self.set_trial_user_attr(trial_id, key, value)
             except UpdateFinishedTrialError:  # another worker got there first
                 pass
         return stale
@@ -71,16 +68,15 @@ class _Storage(RDBStorage):
 def retry_stale(study: optuna.Study, trial: FrozenTrial, max_retry: int = 2) -> None:
     """Queue a stale trial's parameters again (Optuna's retry callback, but the retry starts
     without the failed attempt's ``failure``)."""
-    history = [*trial.system_attrs.get("retry_history", []), trial.number]
-    if len(history) > max_retry:
+    system_attrs = record.retry_bookkeeping(trial)
+    if len(system_attrs[record.RETRY_HISTORY]) > max_retry:
         return
     study.add_trial(optuna.create_trial(
         state=TrialState.WAITING,
         params=trial.params,
         distributions=trial.distributions,
-        user_attrs={k: v for k, v in trial.user_attrs.items() if k not in ATTEMPT_ATTRS},
-        system_attrs={**trial.system_attrs, "failed_trial": trial.system_attrs.get("failed_trial", trial.number),
-                      "retry_history": history},
+        user_attrs=record.retried(trial.user_attrs),
+        system_attrs=system_attrs,
     ))
 
 
@@ -110,9 +106,7 @@ def open_storage(url: str, heartbeat_seconds: int = 10, create: bool = True) -> 
     attempt = 0
     while True:
         try:
-            with warnings.catch_warnings():
-                # heartbeats have been "experimental" in Optuna since 2.8; they are what makes resume safe
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            with stable_enough():  # heartbeats are what makes resume safe
                 return _Storage(
                     url,
                     heartbeat_interval=heartbeat_seconds,

@@ -4,7 +4,7 @@ Pure Python: no torch, no Optuna. A schedule is one attention kind per layer (fu
 or MASFormer block-sparse).
 """
 
-from space.schedule import (
+from spanmix.space.schedule import (
     KINDS,
     LOCAL_KINDS,
     PLACEMENTS,
@@ -15,8 +15,8 @@ from space.schedule import (
     place_full,
     placement_of,
 )
-from space.space import FREE, SearchSpace, TrialLike
-from space.validation import (
+from spanmix.space.space import FREE, SearchSpace, TrialLike
+from spanmix.space.validation import (
     ConfigError,
     check_types,
     from_section,

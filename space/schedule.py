@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Literal, Sequence
 
-from space.validation import MAX_LAYERS, ConfigError
+from spanmix.space.validation import MAX_LAYERS, ConfigError
 
 Kind = Literal["full", "sliding", "block"]
 KINDS: tuple[Kind, ...] = ("full", "sliding", "block")

@@ -7,7 +7,7 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator, Protocol, Sequence
 
-from space.schedule import (
+from spanmix.space.schedule import (
     LOCAL_KINDS,
     PLACEMENTS,
     Layer,
@@ -15,7 +15,7 @@ from space.schedule import (
     ScheduleError,
     place_full,
 )
-from space.validation import MAX_CONTEXT, MAX_LAYERS, check_types
+from spanmix.space.validation import MAX_CONTEXT, MAX_LAYERS, check_types
 
 FREE = "free"
 

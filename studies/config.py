@@ -7,12 +7,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from search import StudyConfig
-from space import ConfigError
+from spanmix.search import StudyConfig
+from spanmix.space import ConfigError
 
 
 def preset_names() -> list[str]:
-    return sorted(p.name.removesuffix(".toml") for p in resources.files("studies.presets").iterdir() if p.name.endswith(".toml"))
+    return sorted(p.name.removesuffix(".toml") for p in resources.files("spanmix.studies.presets").iterdir() if p.name.endswith(".toml"))
 
 
 def _read(text: str, origin: str) -> dict[str, Any]:
@@ -47,7 +47,7 @@ def load_config(preset: str | None = None, path: str | Path | None = None, overr
         if preset not in preset_names():
             raise ConfigError(f"preset {preset!r} is unknown; allowed: {', '.join(preset_names())}")
         origin = f"preset {preset!r}"
-        data = _read(resources.files("studies.presets").joinpath(f"{preset}.toml").read_text(), origin)
+        data = _read(resources.files("spanmix.studies.presets").joinpath(f"{preset}.toml").read_text(), origin)
     else:
         origin = str(path)
         try:

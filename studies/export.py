@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from proxies import ProxyConfig
-from space import ConfigError, Schedule
+from spanmix.proxies import ProxyConfig
+from spanmix.search import Point, StudyView
+from spanmix.space import ConfigError, Schedule
 
 PER_LAYER = ("several windows, or sliding and block layers together, need a size per layer; transformers' "
              "per_layer_config takes one, but no family's masks read it (checked up to transformers 5.24): "
@@ -109,6 +111,53 @@ def hf_fragment(schedule: Schedule, family: str = DEFAULT_FAMILY) -> dict[str, A
 
 def python_line(proxy: ProxyConfig, schedule: Schedule) -> str:
     return (
-        "from proxies import ProxyConfig, build_model; "
+        "from spanmix.proxies import ProxyConfig, build_model; "
         f"model = build_model(ProxyConfig(**{json.dumps(proxy.to_dict())}), {schedule.text!r})"
     )
+
+
+def chosen_point(view: StudyView, which: str) -> Point:
+    """The point ``which`` names: ``knee`` (of the study's front), or a finished trial's number."""
+    if which == "knee":
+        point = view.knee()
+        if point is None:
+            raise ConfigError("the study has no finished feasible trial yet")
+        return point
+    try:
+        number = int(which)
+    except ValueError:
+        raise ConfigError(f"trial {which!r}: give a trial number or 'knee'") from None
+    found = [p for p in view.points() if p.number == number]
+    if not found:
+        raise ConfigError(f"trial {number} is not a finished trial of study {view.name!r}")
+    return found[0]
+
+
+def export_trial(view: StudyView, which: str, out: Path, family: str = DEFAULT_FAMILY) -> list[Path]:
+    """Write a trial's schedule as JSON and, where ``family`` (``auto``: the first that can) reads
+    it, as a Hugging Face fragment; print what was exported and the line that builds it. A family
+    named explicitly that cannot read the schedule is an error, before anything is written."""
+    cfg, point = view.config, chosen_point(view, which)
+    schedule = point.layers
+    name = family_for(schedule, family)  # auto resolved once, for the fragment and its file name
+    try:
+        fragment, refusal = hf_fragment(schedule, name), None
+    except ConfigError as err:
+        if family != DEFAULT_FAMILY:
+            raise
+        fragment, refusal = None, err
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"{'knee' if which == 'knee' else 'trial'}-{point.number}"
+    data = schedule.to_dict() | {"trial": point.number, "quality": {cfg.quality: point.quality},
+                                 "cost_ratio": point.cost_ratio, "context": cfg.data.seq_len}
+    written = [stem.with_suffix(".json")]
+    written[0].write_text(json.dumps(data, indent=2) + "\n")
+    print(f"trial {point.number}: {schedule.text}  ({cfg.quality} {point.quality:.4f}, cost {point.cost_ratio:.1%} of all-full)")
+    if fragment is None:
+        print(f"no Hugging Face fragment: {refusal}")
+    else:
+        hf = stem.with_name(f"{stem.name}.hf-{name}.json")
+        hf.write_text(json.dumps(fragment, indent=2) + "\n")
+        written.append(hf)
+    print("build it: " + python_line(cfg.proxy, schedule))
+    return written

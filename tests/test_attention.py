@@ -1,15 +1,15 @@
 import pytest
 import torch
 
-import proxies.attention as attention
-from proxies.attention import (
+import spanmix.proxies.attention as attention
+from spanmix.proxies.attention import (
     allowed_mask,
     flex_local_attention,
     kernel_pairs,
     local_attention,
     reference_attention,
 )
-from space import Layer
+from spanmix.space import Layer
 
 
 def _qkv(t: int, seed: int, dtype=torch.float32):

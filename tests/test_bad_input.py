@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-import search
-from proxies.data import DataConfig
-from proxies.model import ProxyConfig
-from proxies.train import TrainConfig
-from search.config import StudyConfig, SupernetConfig
-from space import SearchSpace
-from studies.cli import main
+from spanmix.proxies.data import DataConfig
+from spanmix.proxies.model import ProxyConfig
+from spanmix.proxies.train import TrainConfig
+from spanmix.search.config import StudyConfig, SupernetConfig
+from spanmix.space import SearchSpace
+from spanmix.studies.cli import main
+from spanmix.studies.commands import launch
 
 SECTIONS = {"study": StudyConfig, "space": SearchSpace, "proxy": ProxyConfig, "data": DataConfig,
             "train": TrainConfig, "supernet": SupernetConfig}
@@ -111,7 +111,7 @@ def test_every_config_mutation_is_refused_cleanly(tiny_config, tmp_path, monkeyp
     def reached(*args, **kwargs):
         raise AssertionError("accepted: the study would have been opened")
 
-    monkeypatch.setattr(search, "open_study", reached)
+    monkeypatch.setattr(launch, "open_study", reached)
     tried, bad = 0, []
     for what, data in mutations(base):
         path = tmp_path / "mutated.toml"

@@ -4,9 +4,9 @@ import time
 import pytest
 import torch
 
-from proxies.cost import closed_form, count, kv_cache_bytes, measure_latency
-from proxies.model import ProxyConfig, build_model
-from space import ConfigError, Layer, Schedule
+from spanmix.proxies.cost import closed_form, count, kv_cache_bytes, measure_latency
+from spanmix.proxies.model import ProxyConfig, build_model
+from spanmix.space import ConfigError, Layer, Schedule
 
 CFG = ProxyConfig(d_model=32, n_heads=2, mlp_ratio=4, vocab_size=256, context=256)
 
@@ -92,15 +92,15 @@ def test_model_output_shape_and_errors():
 def test_local_layer_equals_masked_full_model(monkeypatch):
     # the whole model, not just the kernel: a schedule with local layers gives the same logits as
     # the same weights run with dense masked attention
-    import proxies.model
-    from proxies.attention import allowed_mask, reference_attention
+    import spanmix.proxies.model
+    from spanmix.proxies.attention import allowed_mask, reference_attention
 
     torch.manual_seed(0)
     model = build_model(CFG, "S8 F B16")
     idx = torch.randint(256, (1, 50))
     fast = model(idx)
     monkeypatch.setattr(
-        proxies.model,
+        spanmix.proxies.model,
         "local_attention",
         lambda q, k, v, w, block=False: reference_attention(q, k, v, allowed_mask(q.shape[2], w, block)),
     )

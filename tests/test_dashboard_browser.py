@@ -5,9 +5,9 @@ import subprocess
 
 import pytest
 
-from search import pareto_front, run_study
-from studies.config import load_config
-from studies.dashboard import render
+from spanmix.search import pareto_front, run_study
+from spanmix.studies.config import load_config
+from spanmix.studies.dashboard import render
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = [

@@ -6,9 +6,9 @@ import pytest
 import torch
 import transformers
 
-from proxies.attention import allowed_mask
-from space import ConfigError, Schedule
-from studies.export import FAMILIES, PER_LAYER, hf_fragment
+from spanmix.proxies.attention import allowed_mask
+from spanmix.space import ConfigError, Schedule
+from spanmix.studies.export import FAMILIES, PER_LAYER, hf_fragment
 
 T = 300
 TINY = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
@@ -95,7 +95,7 @@ def test_cli_export_by_family(tiny_config, tmp_path, capsys):
 
     from optuna.trial import TrialState
 
-    from studies.cli import main
+    from spanmix.studies.cli import main
 
     out = tmp_path / "run"
     config = tiny_config(sampler="grid", n_trials=40, steps=1)

@@ -15,12 +15,13 @@ import pandas as pd
 import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from proxies import files as user_files
-from proxies.data import DataConfig, TaskData
-from proxies.model import ProxyConfig
-from proxies.train import TrainConfig, bucket_names, check, train_and_score
-from search import StudyConfig
-from space import ConfigError, Schedule
+from spanmix.proxies import files as user_files
+from spanmix.proxies.data import DataConfig, TaskData
+from spanmix.proxies.model import ProxyConfig
+from spanmix.proxies.scoring import bucket_names
+from spanmix.proxies.train import TrainConfig, check, train_and_score
+from spanmix.search import StudyConfig
+from spanmix.space import ConfigError, Schedule
 
 README = Path(__file__).parent.parent / "README.md"
 WORDS = "the of and to in a is that for it as was with be by on not he this are or his from at which but have".split()
@@ -270,8 +271,8 @@ def _readme_block(after: str, lang: str) -> str:
 def test_readme_own_data_study_and_export(tmp_path):
     """The README's own-data example as a user runs it: their files and tokenizer beside the config,
     the exact commands it shows, from that folder."""
-    from search import config_of
-    from search.storage import open_storage
+    from spanmix.search import config_of
+    from spanmix.search.storage import open_storage
 
     write_corpus(tmp_path)
     write_tokenizer(tmp_path, vocab=400)
@@ -281,7 +282,7 @@ def test_readme_own_data_study_and_export(tmp_path):
     env = {**os.environ, "SPANMIX_CACHE": str(tmp_path / "cache")}
     said = []
     for command in commands:
-        done = subprocess.run([sys.executable, "-m", "studies.cli", *command.split()[1:]], cwd=tmp_path, env=env,
+        done = subprocess.run([sys.executable, "-m", "spanmix.studies.cli", *command.split()[1:]], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=600)
         assert done.returncode == 0 and "Traceback" not in done.stderr, done.stdout + done.stderr
         said.append(done)

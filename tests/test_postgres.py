@@ -10,8 +10,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from benchmarks._postgres import available, temporary_server
-from studies.cli import main
+from benchmarks.postgres import available, temporary_server
+from spanmix.studies.cli import main
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from space import Layer, Schedule, ScheduleError, build, place_full
+from spanmix.space import Layer, Schedule, ScheduleError, build, place_full
 
 
 def test_text_round_trip_and_canonical_tokens():
@@ -97,7 +97,7 @@ def test_decode_keys_are_the_growth_of_attended_pairs(text):
 
 
 def test_placement_of_names_each_built_placement():
-    from space import placement_of
+    from spanmix.space import placement_of
 
     for placement in ("bottom", "top", "middle", "even"):
         for n_full in range(1, 8):

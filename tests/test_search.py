@@ -7,18 +7,20 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-import search.study
-from proxies.train import TrainingDiverged
-from search import (
+import spanmix.search.objective as trial_objective
+import spanmix.search.queue as queue
+from spanmix.proxies.scoring import TrainingDiverged
+from spanmix.search import (
     Point,
     StudyConfig,
     finished,
     knee,
     open_study,
     pareto_front,
+    points,
     run_study,
 )
-from studies.config import load_config
+from spanmix.studies.config import load_config
 
 
 @pytest.fixture
@@ -27,14 +29,14 @@ def cfg(tiny_config):
 
 
 def test_failed_trial_is_recorded_and_the_study_goes_on(cfg, tmp_path, monkeypatch):
-    real = search.study.train_and_score
+    real = trial_objective.train_and_score
 
     def flaky(schedule, *args, **kwargs):
         if schedule.text == "F F":
             raise TrainingDiverged("loss is nan at step 2")
         return real(schedule, *args, **kwargs)
 
-    monkeypatch.setattr(search.study, "train_and_score", flaky)
+    monkeypatch.setattr(trial_objective, "train_and_score", flaky)
     study = run_study(cfg, f"sqlite:///{tmp_path / 's.db'}")  # the grid's 7 schedules
     failed = study.get_trials(states=(TrialState.FAIL,))
     trained = [t for t in failed if t.user_attrs["failed_by"] == "error"]
@@ -95,13 +97,13 @@ def test_a_target_of_the_whole_space_measures_every_schedule(tiny_config, tmp_pa
     cfg = load_config(path=tiny_config(n_trials=7, sampler=sampler))
     study = run_study(cfg, f"sqlite:///{tmp_path / 's.db'}")
     assert finished(study) == 7
-    assert {p.schedule for p in search.study.points(study)} == {s.text for s in cfg.space.enumerate()}
+    assert {p.schedule for p in points(study)} == {s.text for s in cfg.space.enumerate()}
 
 
 def test_a_sampled_draw_of_a_schedule_in_training_is_skipped_and_a_queued_one_waits(tiny_config, tmp_path):
     cfg = load_config(path=tiny_config(sampler="random"))
     study = open_study(cfg, optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}"))  # no heartbeat thread
-    objective = search.study.Objective(cfg, wait_seconds=0.05)
+    objective = trial_objective.Objective(cfg, wait_seconds=0.05)
     running = study.ask()  # measuring "key" in another worker
     running.set_user_attr("key", "key")
     sampled = study.ask()
@@ -111,7 +113,7 @@ def test_a_sampled_draw_of_a_schedule_in_training_is_skipped_and_a_queued_one_wa
     study.enqueue_trial({"n_full": 2})
     queued = study.ask()
     study.ask()  # another worker's trial, created but not drawn yet: it holds no schedule to leave out
-    assert [text for _, text in search.study.unmeasured(study, cfg.space, "standalone")] == [
+    assert [text for _, text in queue.unmeasured(study, cfg.space, "standalone")] == [
         s.text for s in cfg.space.enumerate() if s.text != "F F"]
     assert "fixed_params" in study.trials[queued.number].system_attrs
     waited = concurrent.futures.ThreadPoolExecutor(1).submit(objective._measured, queued, "key")
@@ -122,7 +124,7 @@ def test_a_sampled_draw_of_a_schedule_in_training_is_skipped_and_a_queued_one_wa
 
 
 def test_an_error_outside_training_is_recorded_and_the_schedule_measured_later(cfg, tmp_path, monkeypatch):
-    real, calls = search.study.cost_of, []
+    real, calls = trial_objective.cost_of, []
 
     def once(cfg, schedule):
         calls.append(schedule.text)
@@ -130,7 +132,7 @@ def test_an_error_outside_training_is_recorded_and_the_schedule_measured_later(c
             raise OSError("database is locked")
         return real(cfg, schedule)
 
-    monkeypatch.setattr(search.study, "cost_of", once)
+    monkeypatch.setattr(trial_objective, "cost_of", once)
     study = run_study(cfg, f"sqlite:///{tmp_path / 's.db'}")
     failed = study.get_trials(states=(TrialState.FAIL,))
     assert [(t.user_attrs["schedule"], t.user_attrs["failed_by"], t.user_attrs["failure"]) for t in failed] == [

@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from space import ConfigError, Schedule, ScheduleError, SearchSpace
+from spanmix.space import ConfigError, Schedule, ScheduleError, SearchSpace
 
 
 class FakeTrial:

@@ -14,8 +14,8 @@ import pytest
 import sqlalchemy.exc
 from optuna.trial import TrialState
 
-from space import Schedule
-from studies.cli import main
+from spanmix.space import Schedule
+from spanmix.studies.cli import main
 
 
 def _load(out: Path, name: str) -> optuna.Study:
@@ -91,9 +91,9 @@ def test_export_show_and_csv(tiny_config, tmp_path, capsys):
 def test_dashboard_views(tiny_config, tmp_path):
     import math
 
-    from search import config_of, pareto_front, points
-    from space import placement_of
-    from studies.dashboard import (
+    from spanmix.search import config_of, pareto_front, points
+    from spanmix.space import placement_of
+    from spanmix.studies.dashboard import (
         heatmap_figures,
         hypervolume_figure,
         render,
@@ -130,7 +130,7 @@ def test_dashboard_views(tiny_config, tmp_path):
 
 def _spanmix(*args: str) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "studies.cli", *args], env=env,
+    return subprocess.Popen([sys.executable, "-m", "spanmix.studies.cli", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -239,7 +239,7 @@ def test_resuming_with_another_config_is_refused(tiny_config, tmp_path, capsys):
 
 
 def test_presets_load_and_quick_space_is_small():
-    from studies.config import load_config, preset_names
+    from spanmix.studies.config import load_config, preset_names
 
     for name in preset_names():
         cfg = load_config(name)
@@ -256,9 +256,9 @@ def test_serve_renders_fresh_page_on_loopback(tiny_config, tmp_path):
     import urllib.request
     from concurrent.futures import ThreadPoolExecutor
 
-    from search import run_study
-    from studies.config import load_config
-    from studies.dashboard import make_server, render
+    from spanmix.search import run_study
+    from spanmix.studies.config import load_config
+    from spanmix.studies.dashboard import make_server, render
 
     cfg = load_config(path=tiny_config(n_trials=2))
     study = run_study(cfg, f"sqlite:///{tmp_path / 's.db'}")

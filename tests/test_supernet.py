@@ -13,14 +13,14 @@ import pandas as pd
 import pytest
 import torch
 
-from proxies.model import ProxyConfig, build_model
-from search import STANDALONE, SUPERNET, points, rank_fidelity
-from search.fidelity import confirm_set, top_overlap
-from search.study import Point
-from search.supernet import Sandwich, train_supernet
-from space import Schedule, SearchSpace
-from studies.cli import main
-from studies.config import load_config
+from spanmix.proxies.model import ProxyConfig, build_model
+from spanmix.search import STANDALONE, points, rank_fidelity
+from spanmix.search.fidelity import confirm_set, top_overlap
+from spanmix.search.record import Point
+from spanmix.search.strategies.supernet import SUPERNET, Sandwich, train_supernet
+from spanmix.space import Schedule, SearchSpace
+from spanmix.studies.cli import main
+from spanmix.studies.config import load_config
 
 SUPERNET_SECTION = """
 [supernet]
@@ -62,7 +62,7 @@ def test_sandwich_rule_draws_dearest_cheapest_then_random_members_of_the_space()
 
 
 TRAIN_IN_CHILD = (
-    "import sys, pathlib; from studies.config import load_config; from search.supernet import train_supernet; "
+    "import sys, pathlib; from spanmix.studies.config import load_config; from spanmix.search.strategies.supernet import train_supernet; "
     "train_supernet(load_config(path=sys.argv[1]), pathlib.Path(sys.argv[2]))"
 )
 
@@ -138,13 +138,13 @@ def test_supernet_study_through_the_cli(tiny_config, tmp_path, capsys):
     assert len(confirmed) >= 3 and confirmed <= scored
     # the knee and the exported schedule come from the standalone numbers
     knee = json.loads(next(p for p in out.glob("knee-*.json") if ".hf-" not in p.name).read_text())
-    assert study.trials[knee["trial"]].user_attrs["fidelity"] == STANDALONE
+    assert study.trials[knee["trial"]].user_attrs["measurement"] == STANDALONE
     page = (out / "dashboard.html").read_text()
     assert 'id="fidelity-standalone"' in page and "Rank fidelity: supernet vs standalone" in page
     csv = tmp_path / "trials.csv"
     assert main(["show", "--study", "sn", "--out", str(out), "--csv", str(csv)]) == 0
     frame = pd.read_csv(csv)
-    assert set(frame["fidelity"].dropna()) == {SUPERNET, STANDALONE}
+    assert set(frame["measurement"].dropna()) == {SUPERNET, STANDALONE}
     fid = pd.read_csv(tmp_path / "trials-fidelity.csv")
     assert {"kendall_tau", "spearman_rho", "top3_overlap"} <= set(fid.columns)
     assert fid.loc[0, "cheap"] == SUPERNET and fid.loc[0, "n"] == len(confirmed)
@@ -164,17 +164,17 @@ def test_fidelity_command_retrains_at_a_larger_budget(tiny_config, tmp_path, cap
     printed = capsys.readouterr().out
     assert re.search(r"all confirmed: n=4, Kendall tau", printed), printed
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}")
-    longer = [t for t in study.trials if t.user_attrs.get("fidelity") == "standalone-2x"]
+    longer = [t for t in study.trials if t.user_attrs.get("measurement") == "standalone-2x"]
     assert len(longer) == 4 and all(t.user_attrs["tokens_seen"] == 2 * 3 * 4 * 32 for t in longer)
     # the grid's two queued schedules ran first, at the study's own budget
-    assert len({t.user_attrs["schedule"] for t in study.trials if t.user_attrs.get("fidelity") == STANDALONE}) == 7
+    assert len({t.user_attrs["schedule"] for t in study.trials if t.user_attrs.get("measurement") == STANDALONE}) == 7
     assert main(["fidelity", "--study", "tiny", "--out", str(out), "--budget", "2", "--schedules", "99"]) == 2
     err = capsys.readouterr().err
     assert "--schedules must be in 3..7" in err and "retraining" not in err  # refused before any work
 
 
 def test_finetune_steps_train_a_copy_before_scoring(tiny_config, tmp_path):
-    from search.supernet import SupernetScore
+    from spanmix.search.strategies.supernet import SupernetScore
 
     config = tiny_config(name="ft", strategy="supernet", extra=SUPERNET_SECTION.format(steps=10) + "finetune_steps = 3\n")
     cfg = load_config(path=config)

@@ -5,10 +5,10 @@ import logging
 import pytest
 import torch
 
-from proxies.data import DataConfig, TaskData
-from proxies.model import ProxyConfig
-from proxies.train import TrainConfig, train_and_score
-from space import ConfigError
+from spanmix.proxies.data import DataConfig, TaskData
+from spanmix.proxies.model import ProxyConfig
+from spanmix.proxies.train import TrainConfig, train_and_score
+from spanmix.space import ConfigError
 
 logging.getLogger("lightning").setLevel(logging.ERROR)
 

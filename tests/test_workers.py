@@ -14,8 +14,8 @@ import pytest
 import sqlalchemy.exc
 from optuna.trial import TrialState
 
-from search.study import worker_seed
-from studies.cli import main
+from spanmix.search.study import worker_seed
+from spanmix.studies.cli import main
 
 
 def spanmix(*args: str) -> subprocess.Popen:
@@ -117,8 +117,8 @@ def test_supernet_studies_refuse_extra_workers(tiny_config, tmp_path, capsys, co
     out = tmp_path / "run"
     config = tiny_config(n_trials=1, strategy="supernet")
     if command == ["worker"]:
-        from search import open_study
-        from studies.config import load_config
+        from spanmix.search import open_study
+        from spanmix.studies.config import load_config
 
         open_study(load_config(path=config), f"sqlite:///{out / 'study.db'}")
         argv = ["worker", "--study", "tiny", "--out", str(out)]
@@ -129,7 +129,7 @@ def test_supernet_studies_refuse_extra_workers(tiny_config, tmp_path, capsys, co
 
 
 def _open_when(url: str, start, results) -> None:  # type: ignore[no-untyped-def]
-    from search.storage import open_storage
+    from spanmix.search.storage import open_storage
 
     start.wait()
     try:

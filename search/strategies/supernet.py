@@ -14,14 +14,14 @@ the ends of the front, where a uniform draw visits rarely.
 Shared weights rank schedules coarsely, not exactly, so the strategy ends by training the
 supernet's front, plus control schedules from the fronts just behind it, standalone (the trusted,
 dearer measurement). The final front and knee use those numbers, and the agreement between the two
-rankings is reported (:mod:`search.fidelity`).
+rankings is reported (:mod:`spanmix.search.fidelity`).
 
 Stages, and where each keeps its state:
 
 1. train: Lightning checkpoints in ``WORKDIR/supernet-<key>/last.ckpt``; a killed run resumes
    there. The finished weights are ``supernet.pt``, reused by any study in a sibling folder of
    ``WORKDIR`` whose key (space, proxy, data, train, supernet steps and draws) is the same.
-2. score: one trial per schedule at fidelity ``supernet``; every schedule when the space holds at
+2. score: one trial per schedule at measurement ``supernet``; every schedule when the space holds at
    most ``exhaustive_limit``, else ``n_trials`` drawn by the study's sampler.
 3. confirm: the front and ``controls`` near-front schedules, trained standalone.
 """
@@ -36,40 +36,30 @@ import random
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import lightning as L
 import optuna
 import torch
 
-from proxies.cost import count
-from proxies.model import build_model
-from proxies.train import (
-    ProxyLM,
-    ProxyResult,
-    evaluate,
-    fit,
-    resolve_precision,
-    train_and_score,
-    val_batches,
-)
-from search.config import StudyConfig
-from search.fidelity import confirm_set
-from search.study import (
-    STANDALONE,
-    SUPERNET,
-    Objective,
-    Standalone,
-    fronts,
-    measure_schedules,
-    open_study,
-    points,
-    work,
-)
-from space import Schedule, SearchSpace
+from spanmix.proxies.cost import count
+from spanmix.proxies.model import build_model
+from spanmix.proxies.resources import resolve_precision
+from spanmix.proxies.scoring import evaluate, val_batches
+from spanmix.proxies.train import ProxyLM, ProxyResult, fit, train_and_score
+from spanmix.search import record
+from spanmix.search.config import StudyConfig
+from spanmix.search.fidelity import confirm_set
+from spanmix.search.front import fronts
+from spanmix.search.objective import STANDALONE, Objective, Standalone
+from spanmix.search.queue import enqueue_space, measure_schedules, work
+from spanmix.search.strategies.base import RunOptions, Strategy
+from spanmix.search.study import open_study
+from spanmix.search.view import StudyView
+from spanmix.space import ConfigError, Schedule, SearchSpace
 
 log = logging.getLogger("spanmix.supernet")
-STAGES_ATTR = "spanmix_stage_seconds"
+SUPERNET = "supernet"  # the measurement: a schedule scored on the shared weights
 
 
 class Sandwich:
@@ -92,8 +82,15 @@ class Sandwich:
         return self.space.sample(random.Random(f"{self.seed}/{step}")).canonical(self.space.context)
 
 
+def shared_key(cfg: StudyConfig) -> dict[str, Any]:
+    """What makes two supernets interchangeable: the space they learn and how they train."""
+    sn = cfg.supernet
+    return {**cfg.measurement_key(), "space": cfg.space.to_dict(),
+            "supernet": {"steps": sn.total_steps(cfg.train), "random_draws": sn.random_draws}}
+
+
 def supernet_key(cfg: StudyConfig) -> str:
-    return hashlib.sha256(json.dumps(cfg.supernet_key(), sort_keys=True).encode()).hexdigest()[:12]
+    return hashlib.sha256(json.dumps(shared_key(cfg), sort_keys=True).encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -136,7 +133,7 @@ def train_supernet(cfg: StudyConfig, workdir: Path, progress: bool = False) -> S
     fitted = fit(module, train, checkpoint_dir=folder, checkpoint_every=cfg.supernet.checkpoint_every, name="supernet")
     tokens_per_second = fitted.tokens_per_second(train.batch_size, cfg.data.seq_len)
     saved = {"state": module.model.state_dict(), "steps": fitted.steps, "seconds": fitted.seconds,
-             "tokens_per_second": tokens_per_second, "key": cfg.supernet_key()}
+             "tokens_per_second": tokens_per_second, "key": shared_key(cfg)}
     path = folder / "supernet.pt"
     tmp = path.with_suffix(".tmp")
     torch.save(saved, tmp)
@@ -149,11 +146,11 @@ def train_supernet(cfg: StudyConfig, workdir: Path, progress: bool = False) -> S
 class SupernetScore:
     """Score a schedule on the shared weights, after ``finetune_steps`` of fine-tuning a copy."""
 
-    fidelity = SUPERNET
+    name = SUPERNET
 
     def __init__(self, cfg: StudyConfig, weights: SupernetWeights) -> None:
         self.cfg, self.weights = cfg, weights
-        self.key = {**cfg.supernet_key(), "finetune_steps": cfg.supernet.finetune_steps}
+        self.key = {**shared_key(cfg), "finetune_steps": cfg.supernet.finetune_steps}
         self.precision = resolve_precision(cfg.train.precision, cfg.proxy, cfg.data.seq_len)
         self.model = build_model(cfg.proxy, cfg.space.extremes()[1])
         self.model.load_state_dict(weights.state)
@@ -176,46 +173,52 @@ class SupernetScore:
 
 
 def _stage(study: optuna.Study, name: str, seconds: float) -> None:
-    stages = dict(study.user_attrs.get(STAGES_ATTR, {}))
+    stages = dict(study.user_attrs.get(record.STAGES, {}))
     stages[name] = stages.get(name, 0.0) + seconds
-    study.set_user_attr(STAGES_ATTR, stages)
+    study.set_user_attr(record.STAGES, stages)
 
 
-def run_supernet(
-    cfg: StudyConfig,
-    storage_url: str,
-    workdir: Path,
-    target: int,
-    timeout: float | None = None,
-    on_progress: Callable[[optuna.Study], None] | None = None,
-) -> optuna.Study:
+class Supernet(Strategy):
     """Train (or resume, or reuse) the supernet, score the space on it, confirm its front standalone."""
-    study = open_study(cfg, storage_url)
-    start = time.perf_counter()
-    weights = train_supernet(cfg, workdir, progress=on_progress is not None)
-    if not weights.reused:
-        _stage(study, "train", time.perf_counter() - start)
-        study.set_user_attr("spanmix_supernet", {"path": str(weights.path), "steps": weights.steps,
+
+    name = "supernet"
+    measurement = SUPERNET
+    max_workers = 1
+    single_process = "trains its shared weights in one process"
+
+    def target(self, cfg: StudyConfig, n_trials: int) -> int:
+        """A space of at most ``exhaustive_limit`` schedules is scored whole."""
+        size = cfg.space.size()
+        return size if size <= cfg.supernet.exhaustive_limit else min(n_trials, size)
+
+    def run(self, cfg: StudyConfig, storage_url: str, target: int, options: RunOptions) -> optuna.Study:
+        if options.workdir is None:
+            raise ConfigError("the supernet strategy needs a folder for its checkpoints (workdir)")
+        study = open_study(cfg, storage_url)
+        study.set_user_attr(record.SEARCHED, self.measurement)
+        start = time.perf_counter()
+        weights = train_supernet(cfg, Path(options.workdir), progress=options.on_progress is not None)
+        if not weights.reused:
+            _stage(study, "train", time.perf_counter() - start)
+            study.set_user_attr(record.WEIGHTS, {"path": str(weights.path), "steps": weights.steps,
                                                  "tokens_per_second": weights.tokens_per_second})
-    callbacks = [lambda s, t: on_progress(s)] if on_progress else []
-    objective = Objective(cfg, SupernetScore(cfg, weights), Standalone(cfg))
+        callbacks = options.callbacks()
+        objective = Objective(cfg, SupernetScore(cfg, weights), Standalone(cfg))
 
-    start = time.perf_counter()
-    size = cfg.space.size()
-    if size <= cfg.supernet.exhaustive_limit:
-        target = size
-        for params, _ in cfg.space.all_params():
-            study.enqueue_trial(params, user_attrs={"fidelity": SUPERNET}, skip_if_exists=True)
-    log.info("supernet: scoring %d schedules on the shared weights%s", min(target, size),
-             "" if size <= cfg.supernet.exhaustive_limit else f" of {size} (sampler: {cfg.sampler})")
-    work(study, objective, target, timeout, callbacks, cfg.seed)
-    _stage(study, "score", time.perf_counter() - start)
+        start = time.perf_counter()
+        size, target = cfg.space.size(), self.target(cfg, target)
+        if target == size:
+            enqueue_space(study, cfg.space, SUPERNET)
+        log.info("supernet: scoring %d schedules on the shared weights%s", target,
+                 "" if target == size else f" of {size} (sampler: {cfg.sampler})")
+        work(study, objective, target, options.timeout, callbacks, cfg.seed)
+        _stage(study, "score", time.perf_counter() - start)
 
-    start = time.perf_counter()
-    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
-    chosen = confirm_set(points(study, SUPERNET), maximize, cfg.supernet.controls, cfg.seed)
-    log.info("confirm: training the supernet's front and %d controls standalone (%d schedules)",
-             len(chosen) - len(fronts(points(study, SUPERNET), maximize)[0]), len(chosen))
-    measure_schedules(study, objective, [p.schedule for p in chosen], STANDALONE, timeout, callbacks)
-    _stage(study, "confirm", time.perf_counter() - start)
-    return study
+        start = time.perf_counter()
+        view = StudyView(study, cfg)
+        chosen = confirm_set(view.points(SUPERNET), view.maximize, cfg.supernet.controls, cfg.seed)
+        log.info("confirm: training the supernet's front and %d controls standalone (%d schedules)",
+                 len(chosen) - len(fronts(view.points(SUPERNET), view.maximize)[0]), len(chosen))
+        measure_schedules(study, objective, [p.schedule for p in chosen], STANDALONE, options.timeout, callbacks)
+        _stage(study, "confirm", time.perf_counter() - start)
+        return study

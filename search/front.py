@@ -1,0 +1,59 @@
+"""The Pareto front and its knee: which measured schedules no other beats on both quality and cost."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from spanmix.search.record import Point
+from spanmix.space import ConfigError
+
+
+def maximized(metric: str) -> bool:
+    """Accuracies are maximised; losses and perplexities minimised."""
+    return metric == "recall" or "/acc" in metric
+
+
+def fronts(pts: list[Point], maximize: bool, depth: int = 1) -> list[list[Point]]:
+    """The first ``depth`` non-dominated fronts of the feasible points (one point per schedule,
+    the latest trial's), each cheapest first: front 1 is the Pareto front, front 2 the front of
+    what is left, and so on."""
+    sign = -1.0 if maximize else 1.0
+    unique = {p.schedule: p for p in sorted(pts, key=lambda p: -p.number) if p.feasible}
+    left = list(unique.values())
+
+    def dominates(a: Point, b: Point) -> bool:
+        qa, qb = sign * a.quality, sign * b.quality
+        return qa <= qb and a.cost <= b.cost and (qa < qb or a.cost < b.cost)
+
+    out = []
+    while left and len(out) < depth:
+        front = [p for p in left if not any(dominates(o, p) for o in left)]
+        out.append(sorted(front, key=lambda p: (p.cost, sign * p.quality)))
+        left = [p for p in left if p not in front]
+    return out
+
+
+def front_of(pts: list[Point], maximize: bool) -> list[Point]:
+    """The Pareto front of ``pts`` (empty when no point is feasible)."""
+    found = fronts(pts, maximize)
+    return found[0] if found else []
+
+
+def rescored(pts: list[Point], score: str) -> list[Point]:
+    """The points that hold ``score``, with it as their quality: the front of any score."""
+    return [replace(p, quality=p.scores[score]) for p in pts if score in p.scores]
+
+
+def knee(front: list[Point], maximize: bool) -> Point:
+    """The front point nearest the ideal corner (best quality at least cost) once both axes are
+    scaled to [0, 1] over the front: the best quality per cost for users who want one answer."""
+    if not front:
+        raise ConfigError("the study has no finished feasible trial yet")
+    qs, cs = [p.quality for p in front], [p.cost for p in front]
+    q_span, c_span = (max(qs) - min(qs)) or 1.0, (max(cs) - min(cs)) or 1.0
+    best_q = max(qs) if maximize else min(qs)
+
+    def distance(p: Point) -> float:
+        return ((p.quality - best_q) / q_span) ** 2 + ((p.cost - min(cs)) / c_span) ** 2
+
+    return min(front, key=distance)

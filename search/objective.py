@@ -1,0 +1,196 @@
+"""The objective: one trial turns a schedule into (quality, cost), measured once.
+
+A trial draws a schedule, counts its cost, has a :class:`Measure` train or score it, and returns
+(quality, cost). A schedule already measured under the same measurement is not measured again: the
+trial copies the stored result and says so (``reused_from``). A sampled draw of a schedule another
+worker is measuring right now is skipped (pruned), so its worker draws another; a queued trial,
+whose schedule was chosen for it, waits for the result instead. A trial that raises is recorded as
+failed with its reason and who failed it (see :mod:`spanmix.search.record`).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import socket
+import time
+from dataclasses import replace
+from typing import Any, Protocol
+
+import optuna
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+from spanmix.proxies.cost import count, measure_latency
+from spanmix.proxies.train import ProxyResult, train_and_score
+from spanmix.search import record
+from spanmix.search.config import StudyConfig
+from spanmix.search.logs import stable_enough
+from spanmix.space import ConfigError, Layer, Schedule
+
+log = logging.getLogger("spanmix.search")
+STANDALONE = record.STANDALONE
+
+
+class ScheduleFailed(RuntimeError):
+    """The schedule already failed under this measurement; it is not trained again."""
+
+
+class Measure(Protocol):
+    """How a trial turns a schedule into scores. ``name`` labels the measurement in each trial
+    (``standalone``, ``standalone-4x``, ``supernet``); ``key`` is everything that makes two
+    measurements of one schedule interchangeable."""
+
+    name: str
+    key: dict[str, Any]
+
+    def __call__(self, schedule: Schedule) -> ProxyResult: ...
+
+
+class Standalone:
+    """Train the schedule's own proxy from scratch for ``budget`` times ``train.steps`` steps."""
+
+    def __init__(self, cfg: StudyConfig, budget: int = 1) -> None:
+        self.cfg, self.train = cfg, replace(cfg.train, steps=cfg.train.steps * budget)
+        self.name = STANDALONE if budget == 1 else f"{STANDALONE}-{budget}x"
+        self.key = {**cfg.measurement_key(), "train": self.train.to_dict()}
+
+    def __call__(self, schedule: Schedule) -> ProxyResult:
+        return train_and_score(schedule, self.cfg.proxy, self.cfg.data, self.train)
+
+
+@functools.lru_cache(maxsize=32)
+def _full_latency(cfg: StudyConfig, n_layers: int) -> float:
+    return measure_latency(cfg.proxy, Schedule((Layer("full"),) * n_layers), cfg.data.seq_len)
+
+
+def cost_of(cfg: StudyConfig, schedule: Schedule) -> tuple[float, float, dict[str, Any]]:
+    """(cost, cost relative to the all-full schedule, the counted report)."""
+    report = count(cfg.proxy, schedule, cfg.data.seq_len)
+    if cfg.cost == "latency":
+        ms = measure_latency(cfg.proxy, schedule, cfg.data.seq_len)
+        return ms, ms / _full_latency(cfg, len(schedule)), report.to_dict()
+    value, full = {
+        "flops": (report.total, report.full_total),
+        "prefill_flops": (report.total, report.full_total),
+        "decode_flops": (report.decode, report.full_decode),
+        "attention_flops": (report.attention, report.full_attention),
+        "kv_cache": (report.kv_cache_bytes, report.full_kv_cache_bytes),
+    }[cfg.cost]
+    return float(value), value / full, report.to_dict()
+
+
+# the part of the counted report a trial keeps (the per-layer table is recomputed on demand)
+REPORTED = ("total", "attention", "decode", "kv_cache_bytes", "ratio", "attention_ratio", "decode_ratio", "kv_ratio")
+
+
+class Objective:
+    """``(trial) -> (quality, cost)`` for a :class:`StudyConfig`.
+
+    A trial is measured by the measure its queued ``measurement`` names; a trial drawn by the
+    sampler (or queued by a grid without one) by the first of ``measures``, the one the search
+    measures at.
+    """
+
+    def __init__(self, cfg: StudyConfig, *measures: Measure, wait_seconds: float = 1.0, retry_failed: bool = False) -> None:
+        self.cfg, self.wait_seconds, self.retry_failed = cfg, wait_seconds, retry_failed
+        self.measures = {m.name: m for m in (measures or (Standalone(cfg),))}
+        self.default = next(iter(self.measures))
+        self.config_hashes = {
+            # "fidelity": the measurement's name under its 0.1 key, so keys of older studies still match
+            name: hashlib.sha256(json.dumps({"fidelity": name, **m.key}, sort_keys=True).encode()).hexdigest()[:12]
+            for name, m in self.measures.items()
+        }
+
+    def __call__(self, trial: Trial) -> tuple[float, float]:
+        try:
+            return self._measure(trial)
+        except (optuna.TrialPruned, ScheduleFailed):
+            raise
+        except Exception as err:
+            if record.FAILED_BY not in trial.user_attrs:  # not the schedule's fault: a later draw retries it
+                self._fail(trial, err, record.FAILED_BY_SPANMIX)
+            raise
+
+    @staticmethod
+    def _fail(trial: Trial, err: Exception, by: str) -> None:
+        """Record and log why ``trial`` failed: Optuna keeps no reason, and the study report,
+        ``spanmix show`` and the retry rules read it from the record."""
+        record.fail(trial, f"{type(err).__name__}: {err}", by)
+        schedule = trial.user_attrs.get(record.SCHEDULE, "?")
+        log.warning("trial %d: %s failed: %s: %s", trial.number, schedule, type(err).__name__, err)
+
+    def _measure(self, trial: Trial) -> tuple[float, float]:
+        cfg = self.cfg
+        record.start(trial, f"{socket.gethostname()}:{os.getpid()}")
+        measurement = record.measurement_of(trial.user_attrs, self.default)
+        if measurement not in self.measures:
+            raise ConfigError(f"trial {trial.number} asks for measurement {measurement!r}; this run measures "
+                              f"{sorted(self.measures)}")
+        schedule = cfg.space.suggest(trial).canonical(cfg.data.seq_len)
+        key = f"{schedule.hash}-{self.config_hashes[measurement]}"
+        record.drawn(trial, schedule.text, measurement, key)
+        failed = None if self.retry_failed else self._failed(trial, key)
+        if failed is not None:
+            reason = (f"not trained again: trial {failed.number} failed under the same measurement "
+                      f"({failed.user_attrs.get(record.FAILURE)}); --retry-failed trains it again")
+            record.fail(trial, reason, record.FAILED_BY_REMEMBERED)
+            raise ScheduleFailed(reason)
+        prior = self._measured(trial, key)
+        if prior is not None:
+            log.info("trial %d: %s already measured in trial %d; reusing", trial.number, schedule.text, prior.number)
+            record.reuse(trial, prior)
+            return prior.values[0], prior.values[1]
+        cost, ratio, report = cost_of(cfg, schedule)
+        record.costed(trial, ratio, {k: report[k] for k in REPORTED},
+                      [ratio - cfg.budget] if cfg.budget is not None else [0.0])
+        try:
+            result = self.measures[measurement](schedule)
+        except Exception as err:
+            self._fail(trial, err, record.FAILED_BY_ERROR)
+            raise
+        if cfg.quality not in result.scores:
+            raise ConfigError(f"study.quality {cfg.quality!r} is not among the scores {sorted(result.scores)}")
+        record.measured(trial, result.scores, result.tokens_seen, result.train_seconds, result.tokens_per_second)
+        log.info("trial %d: %s %s=%.4f cost ratio %.1f%% (%s, %.1f s)", trial.number, schedule.text,
+                 cfg.quality, result.scores[cfg.quality], 100 * ratio, measurement, result.train_seconds)
+        return result.scores[cfg.quality], cost
+
+    @staticmethod
+    def _failed(trial: Trial, key: str) -> FrozenTrial | None:
+        """An earlier trial in which measuring this key raised (a dead worker's trial does not
+        count: that was not the schedule's fault)."""
+        for t in trial.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+            r = record.TrialRecord.read(t)
+            if r.key == key and r.failed_by == record.FAILED_BY_ERROR:
+                return t
+        return None
+
+    def _measured(self, trial: Trial, key: str) -> FrozenTrial | None:
+        """A finished trial with this key, or None when this trial should measure it.
+
+        When another worker is measuring the key, a sampled trial is skipped (pruned) so that its
+        worker draws another schedule; a queued trial, whose schedule was chosen for it, waits.
+        """
+        study = trial.study
+        while True:
+            trials = study.get_trials(deepcopy=False)
+            queued = record.is_queued(trials[trial.number])
+            others = [(t, record.TrialRecord.read(t)) for t in trials if t.number != trial.number]
+            others = [(t, r) for t, r in others if r.key == key]
+            done = [t for t, r in others if r.complete and r.reused_from is None]
+            if done:
+                return done[0]
+            running = [t for t, _ in others if t.state == TrialState.RUNNING and t.number < trial.number]
+            if not running:
+                return None
+            if not queued:
+                reason = f"being measured in trial {running[0].number}"
+                record.skip(trial, reason)
+                time.sleep(self.wait_seconds)  # a worker whose draws all collide must not spin
+                raise optuna.TrialPruned(reason)
+            with stable_enough():  # a dead worker must not hang this one
+                optuna.storages.fail_stale_trials(study)
+            time.sleep(self.wait_seconds)

@@ -1,0 +1,85 @@
+"""The interface every search strategy implements, and the options a run is given.
+
+A strategy decides how a study spends its budget: which measurement its search is made at, how
+many worker processes it can use, how many schedules it aims to measure, and how it runs. The rest
+of spanmix asks the strategy and never which strategy it is, as Optuna's study asks its sampler.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, ClassVar
+
+import optuna
+
+from spanmix.space import ConfigError
+
+if TYPE_CHECKING:  # the configuration lists strategies by name: it imports this package
+    from spanmix.search.config import StudyConfig
+
+Progress = Callable[[optuna.Study], None]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How one run of a study goes (none of it changes what is measured).
+
+    Attributes:
+        timeout: seconds after which no new trial starts (None: none).
+        workers: processes sharing the storage on this machine.
+        on_progress: called with the study as trials finish.
+        workdir: a folder of the run's own (checkpoints, shared weights).
+        retry_failed: train again schedules whose training failed.
+        threads: torch CPU threads for this process (None: torch's default, every core).
+    """
+
+    timeout: float | None = None
+    workers: int = 1
+    on_progress: Progress | None = None
+    workdir: Path | None = None
+    retry_failed: bool = False
+    threads: int | None = None
+
+    def callbacks(self) -> list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]]:
+        """``on_progress`` as Optuna trial callbacks."""
+        progress = self.on_progress
+        return [lambda study, trial: progress(study)] if progress else []
+
+
+class Strategy(ABC):
+    """How a study turns schedules into measurements.
+
+    Attributes:
+        name: the ``[study] strategy`` value that selects it.
+        measurement: the measurement its search is made at (trials record it).
+        max_workers: how many processes can share its work (None: any).
+        single_process: why it cannot use more than ``max_workers``, for the refusal.
+    """
+
+    name: ClassVar[str]
+    measurement: ClassVar[str]
+    max_workers: ClassVar[int | None] = None
+    single_process: ClassVar[str] = ""
+
+    def check(self, cfg: StudyConfig, workers: int) -> None:
+        """Refuse, before any work, what this strategy cannot do with ``workers`` processes."""
+        if self.max_workers is not None and workers > self.max_workers:
+            raise ConfigError(f"--workers {workers}: the {self.name} strategy {self.single_process}; use "
+                              f"{self.max_workers}")
+
+    def target(self, cfg: StudyConfig, n_trials: int) -> int:
+        """The distinct schedules its search will have measured when ``n_trials`` are asked for."""
+        return min(n_trials, cfg.space.size())
+
+    @abstractmethod
+    def run(self, cfg: StudyConfig, storage_url: str, target: int, options: RunOptions) -> optuna.Study:
+        """Run (or resume) the study until ``target`` schedules are measured at
+        :attr:`measurement`, then whatever the strategy does after its search."""
+
+    def join(self, cfg: StudyConfig, storage_url: str, target: int, options: RunOptions,
+             stream: int | None = None) -> optuna.Study:
+        """One more worker's share of a running study (``stream`` numbers its seed stream)."""
+        raise ConfigError(f"study {cfg.name!r} uses the {self.name} strategy, which {self.single_process}; "
+                          "workers join studies whose strategy shares its work")

@@ -1,0 +1,64 @@
+"""The standalone strategy: every schedule the sampler draws trains its own proxy from scratch.
+
+Exact and slow: each measurement is a full training at the study's budget, so the front is as
+good as that budget. Several workers (processes here, or ``spanmix worker`` on other machines)
+share the draws through the storage: each draws from its own seed stream, skips what another is
+measuring, and never trains a schedule twice (see :mod:`spanmix.search.objective`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import optuna
+
+from spanmix.search import record
+from spanmix.search.config import StudyConfig
+from spanmix.search.logs import log_to_stderr, quiet_libraries
+from spanmix.search.objective import Objective
+from spanmix.search.objective import Standalone as StandaloneMeasure
+from spanmix.search.queue import work
+from spanmix.search.strategies.base import RunOptions, Strategy
+from spanmix.search.study import open_study, worker_seed
+from spanmix.search.workers import cores, preflight, spawn
+
+log = logging.getLogger("spanmix.search")
+
+
+class Standalone(Strategy):
+    name = "standalone"
+    measurement = record.STANDALONE
+
+    def run(self, cfg: StudyConfig, storage_url: str, target: int, options: RunOptions) -> optuna.Study:
+        if options.workers == 1:
+            return self.join(cfg, storage_url, target, options)
+        study = open_study(cfg, storage_url)  # validates and records the config before any worker starts
+        study.set_user_attr(record.SEARCHED, self.measurement)
+        threads = max(1, cores() // options.workers)
+        args = [(cfg.to_dict(), storage_url, target, options.timeout, i, threads, options.retry_failed,
+                 log.getEffectiveLevel()) for i in range(options.workers)]
+        spawn(_worker_main, args, study, options.on_progress)
+        return study
+
+    def join(self, cfg: StudyConfig, storage_url: str, target: int, options: RunOptions,
+             stream: int | None = None) -> optuna.Study:
+        preflight(cfg)
+        if options.threads is not None:
+            import torch
+
+            torch.set_num_threads(options.threads)
+        study = open_study(cfg, storage_url, stream)
+        study.set_user_attr(record.SEARCHED, self.measurement)
+        objective = Objective(cfg, StandaloneMeasure(cfg), retry_failed=options.retry_failed)
+        work(study, objective, target, options.timeout, options.callbacks(), worker_seed(cfg.seed, stream))
+        return study
+
+
+def _worker_main(cfg_dict: dict[str, Any], storage_url: str, target: int, timeout: float | None,
+                 stream: int, threads: int, retry_failed: bool, log_level: int) -> None:
+    """One spawned worker process: its own logging, then its share of the study."""
+    quiet_libraries()
+    log_to_stderr(log_level)
+    options = RunOptions(timeout=timeout, threads=threads, retry_failed=retry_failed)
+    Standalone().join(StudyConfig.from_dict(cfg_dict), storage_url, target, options, stream)

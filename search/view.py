@@ -1,0 +1,124 @@
+"""One read of a study, for everything that reports on it.
+
+``show``, the dashboard, the CSV and the benchmarks each need the trials as records, the points of
+each measurement, the front, the knee and the rank fidelity. :class:`StudyView` reads the storage
+once (the trials, the study's attributes and directions) and derives the rest from that read, so a
+page of ten figures costs one query, and every view of a study agrees with the others.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from functools import cached_property
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from spanmix.search import record
+from spanmix.search.config import StudyConfig
+from spanmix.search.fidelity import Fidelity, comparisons
+from spanmix.search.front import front_of, fronts, knee, maximized, rescored
+from spanmix.search.record import STANDALONE, Point, TrialRecord
+from spanmix.search.study import config_of
+
+
+class StudyView:
+    """A study as it stood when the view was made (make another to see newer trials)."""
+
+    def __init__(self, study: optuna.Study, config: StudyConfig | None = None) -> None:
+        self.study = study
+        self.name = study.study_name
+        self.attrs: dict[str, Any] = study.user_attrs
+        self.config = config or config_of(study)
+        self.maximize = maximized(self.config.quality)
+        self.metric_names: list[str] | None = study.metric_names
+        self.records = [TrialRecord.read(t) for t in study.get_trials(deepcopy=False)]
+
+    @cached_property
+    def points_all(self) -> list[Point]:
+        """Every finished trial as a point, whatever its measurement."""
+        return [r.point for r in self.records if r.complete and r.schedule is not None]
+
+    def points(self, measurement: str | None = None) -> list[Point]:
+        """Finished trials as points; only those measured at ``measurement`` when it is given."""
+        return [p for p in self.points_all if measurement is None or p.measurement == measurement]
+
+    @cached_property
+    def by_measurement(self) -> dict[str, list[Point]]:
+        out: dict[str, list[Point]] = {}
+        for p in self.points_all:
+            out.setdefault(p.measurement, []).append(p)
+        return out
+
+    @cached_property
+    def searched(self) -> str:
+        """The measurement the study's strategy searches at."""
+        return record.searched(self.attrs, [p.measurement for p in self.points_all])
+
+    @cached_property
+    def final(self) -> str:
+        """The measurement the study's answer is read at: standalone training, the trusted one,
+        once any schedule was measured so (a cheap strategy's confirmed set), else the searched."""
+        return STANDALONE if STANDALONE in self.by_measurement else self.searched
+
+    def finished(self, measurement: str | None = None) -> int:
+        """Distinct schedules measured at ``measurement`` (default: the searched one)."""
+        measurement = measurement or self.searched
+        return sum(p.reused_from is None for p in self.by_measurement.get(measurement, []))
+
+    @cached_property
+    def scores(self) -> list[str]:
+        """Every score a finished trial holds, sorted."""
+        return sorted({s for p in self.points_all for s in p.scores})
+
+    def front(self, measurement: str | None = None, score: str | None = None) -> list[Point]:
+        """Feasible, non-dominated points (one per schedule), cheapest first, among the trials at
+        ``measurement`` (default: :attr:`final`), on the study's quality or on ``score``."""
+        pts = self.points(measurement or self.final)
+        if score is None:
+            return front_of(pts, self.maximize)
+        return front_of(rescored(pts, score), maximized(score))
+
+    def knee(self, score: str | None = None) -> Point | None:
+        """The knee of :meth:`front` (None before any feasible trial has finished)."""
+        front = self.front(score=score)
+        return knee(front, maximized(score) if score else self.maximize) if front else None
+
+    def near_front(self, measurement: str, depth: int) -> list[list[Point]]:
+        """The first ``depth`` fronts of the points at ``measurement``."""
+        return fronts(self.points(measurement), self.maximize, depth)
+
+    @cached_property
+    def comparisons(self) -> list[tuple[str, str, list[Fidelity]]]:
+        """Rank fidelity between every pair of measurements the study holds (see
+        :func:`spanmix.search.fidelity.comparisons`)."""
+        return comparisons(self.by_measurement, self.searched, self.maximize)
+
+    @cached_property
+    def states(self) -> dict[str, int]:
+        """How many trials are in each state, by Optuna's state name."""
+        return dict(sorted(Counter(r.state.name for r in self.records).items()))
+
+    def failed(self) -> list[TrialRecord]:
+        return [r for r in self.records if r.state == TrialState.FAIL]
+
+    @property
+    def stage_seconds(self) -> dict[str, float]:
+        """Wall seconds by stage, for a strategy that records stages."""
+        return self.attrs.get(record.STAGES, {})
+
+    @property
+    def weights(self) -> dict[str, Any]:
+        """Where a strategy that trains shared weights trained them, and how fast."""
+        return self.attrs.get(record.WEIGHTS, {})
+
+
+def points(study: optuna.Study, measurement: str | None = None) -> list[Point]:
+    """Finished trials as points (see :meth:`StudyView.points`)."""
+    return StudyView(study).points(measurement)
+
+
+def pareto_front(study: optuna.Study, measurement: str | None = None, score: str | None = None) -> list[Point]:
+    """The study's front (see :meth:`StudyView.front`)."""
+    return StudyView(study).front(measurement, score)

@@ -1,0 +1,1 @@
+"""The commands of ``spanmix``, one module each: its parser (``add``) and its handler (``run``)."""

@@ -1,0 +1,129 @@
+"""What the commands share: the options that name a study, opening it, checks of arguments before
+any work, leaving nothing behind on failure, the progress bar and the end of a run."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import sys
+from pathlib import Path
+from typing import Callable, Iterator
+
+import optuna
+from tqdm import tqdm
+
+from spanmix.search import StudyConfig, StudyView, finished, open_storage, pareto_front
+from spanmix.search.logs import quiet_libraries
+from spanmix.search.study import config_of
+from spanmix.space import ConfigError, require_name
+from spanmix.studies.dashboard import render
+from spanmix.studies.export import export_trial
+from spanmix.studies.report import print_summary
+
+
+def default_storage(out: Path) -> str:
+    return f"sqlite:///{out / 'study.db'}"
+
+
+def add_study_args(p: argparse.ArgumentParser) -> None:
+    """``--study``, ``--storage`` and ``--out``: the options of every command that reads a study."""
+    p.add_argument("--study", required=True, help="the study name (a preset's name unless --name changed it)")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///runs/STUDY/study.db)")
+    p.add_argument("--out", help="folder for written files (default: runs/STUDY)")
+
+
+def open_named(args: argparse.Namespace) -> tuple[optuna.Study, StudyConfig, Path]:
+    """The study ``--study`` names, which must exist (looking at a study never creates one); its
+    configuration; and the folder to write to."""
+    quiet_libraries()
+    name = require_name(args.study, "--study")
+    out = Path(args.out or f"runs/{name}")
+    url = args.storage or default_storage(out)
+    storage = open_storage(url, create=False)
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        raise ConfigError(f"--study {name!r} is not in {url}; it holds: {names or 'no study'}") from None
+    return study, config_of(study), out
+
+
+def check_timeout(timeout: float | None) -> None:
+    if timeout is not None and not 0 < timeout < float("inf"):
+        raise ConfigError(f"--timeout must be a number of seconds > 0 (got {timeout})")
+
+
+def check_positive(value: int | None, option: str) -> None:
+    if value is not None and value < 1:
+        raise ConfigError(f"{option} must be a whole number >= 1 (got {value})")
+
+
+def writable(path: Path, what: str) -> Path:
+    """Refuse, before any work, to write where the folder is missing or a folder is in the way."""
+    if not path.parent.is_dir():
+        raise ConfigError(f"{what} {str(path)!r}: folder {str(path.parent)!r} does not exist")
+    if path.is_dir():
+        raise ConfigError(f"{what} {str(path)!r} is a folder; give a file name")
+    return path
+
+
+@contextlib.contextmanager
+def undone_on_error(*paths: Path) -> Iterator[None]:
+    """A command that fails leaves nothing behind: remove each path (with the folders above it
+    that it created) that did not exist before the block and exists after it failed."""
+    created = []
+    for path in paths:
+        top = path.absolute()
+        while not top.parent.exists():
+            top = top.parent
+        if not top.exists():
+            created.append(top)
+    try:
+        yield
+    except BaseException:
+        for top in created:
+            if top.is_dir():
+                shutil.rmtree(top, ignore_errors=True)
+            elif top.exists():
+                top.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def progress_bar(name: str, total: int, measurement: str, disabled: bool) -> Iterator[Callable[[optuna.Study], None] | None]:
+    """A progress bar of distinct schedules measured at ``measurement``; yields the callback that
+    updates it (None when disabled)."""
+    bar = tqdm(total=total, unit="schedule", desc=name, disable=disabled, dynamic_ncols=True)
+
+    def update(study: optuna.Study) -> None:
+        bar.update(finished(study, measurement) - bar.n)
+        bar.set_postfix(front=len(pareto_front(study)), trials=len(study.trials))
+
+    try:
+        yield None if disabled else update
+    finally:
+        bar.close()
+
+
+def finish(study: optuna.Study, cfg: StudyConfig, out: Path, report: bool) -> int:
+    """The summary, then the dashboard and the knee's export; exit 1 when no trial finished and
+    some failed (a study that produced nothing is not a success)."""
+    view = StudyView(study, cfg)
+    print_summary(view)
+    failed = view.failed()
+    if failed and not view.points():
+        first = next((r.failure for r in failed if r.failure), "no reason recorded")
+        print(f"spanmix: every trial failed ({len(failed)}); the first: {first}", file=sys.stderr)
+        return 1
+    if report:
+        out.mkdir(parents=True, exist_ok=True)
+        page = out / "dashboard.html"
+        page.write_text(render(study, cfg))
+        print(f"\nwrote {page}")
+        try:
+            for path in export_trial(view, "knee", out):
+                print(f"wrote {path}")
+        except ConfigError as err:
+            print(f"no export: {err}")
+    return 0

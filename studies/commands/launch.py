@@ -1,0 +1,76 @@
+"""``spanmix launch``: run (or resume) a study from a preset or a TOML config."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from spanmix.search import (
+    check_storage_url,
+    open_study,
+    preflight,
+    run_study,
+    strategies,
+)
+from spanmix.search.logs import quiet_libraries
+from spanmix.search.storage import sqlite_file
+from spanmix.studies.commands.common import (
+    check_positive,
+    check_timeout,
+    default_storage,
+    finish,
+    progress_bar,
+    undone_on_error,
+)
+from spanmix.studies.config import load_config, preset_names
+
+log = logging.getLogger("spanmix")
+
+
+def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "launch", help="run (or resume) a study from a preset or a TOML config",
+        description="Run a multi-objective study (quality vs cost) over attention schedules. Relaunching "
+        "the same study name on the same storage resumes it: finished trials are kept, a trial "
+        "killed mid-way is retried, and a schedule already measured is never trained again. At the end it "
+        "writes the dashboard and the knee schedule under --out.",
+        epilog="examples:\n  spanmix launch --preset quick\n  spanmix launch --config my.toml --n-trials 40 --workers 2\n"
+        "  spanmix launch --preset masformer --storage postgresql://me@127.0.0.1/spanmix",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--preset", help=f"a built-in study: {', '.join(preset_names())}")
+    source.add_argument("--config", help="a TOML file with [study], [space], [proxy], [data], [train] sections")
+    p.add_argument("--name", help="study name (default: the config's study.name)")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///OUT/study.db)")
+    p.add_argument("--out", help="folder for the database, dashboard and export (default: runs/NAME)")
+    p.add_argument("--n-trials", type=int, help="distinct schedules to have measured, counting earlier runs (default: the config's)")
+    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    p.add_argument("--workers", type=int, default=1, help="processes sharing the storage (default 1)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-report", action="store_true", help="do not write the dashboard and export at the end")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="train again schedules whose training failed (by default a failure is remembered)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    # every check before anything is written: a refused launch leaves no folder or database
+    check_positive(args.workers, "--workers")
+    check_timeout(args.timeout)
+    cfg = load_config(args.preset, args.config, {"name": args.name, "n_trials": args.n_trials})
+    preflight(cfg, args.workers, progress=not args.no_progress)
+    out = Path(args.out or f"runs/{cfg.name}")
+    storage = check_storage_url(args.storage or default_storage(out))
+    quiet_libraries()
+    with undone_on_error(out, *filter(None, [sqlite_file(storage)])):
+        open_study(cfg, storage)  # connects, and refuses a resume under another configuration
+    strategy = strategies.get(cfg.strategy)
+    target = strategy.target(cfg, cfg.n_trials)
+    log.info("study %r: %d schedules in the space, target %d measured (%s strategy), storage %s",
+             cfg.name, cfg.space.size(), target, strategy.name, storage)
+    with progress_bar(cfg.name, target, strategy.measurement, args.no_progress) as progress:
+        study = run_study(cfg, storage, timeout=args.timeout, workers=args.workers, on_progress=progress,
+                          workdir=out, retry_failed=args.retry_failed)
+    return finish(study, cfg, out, report=not args.no_report)

@@ -1,0 +1,213 @@
+"""The dashboard's figures: each function gathers what it needs from points it is given and
+returns a plotly figure, never shows it (as ``optuna.visualization.plot_*`` do)."""
+
+from __future__ import annotations
+
+import optuna
+import pandas as pd
+import plotly.graph_objects as go
+
+from spanmix.search import (
+    Fidelity,
+    Point,
+    StudyConfig,
+    StudyView,
+    knee,
+    maximized,
+    rescored,
+)
+from spanmix.search.fidelity import paired
+from spanmix.search.front import fronts
+from spanmix.search.logs import stable_enough
+from spanmix.space import Schedule, placement_of
+
+KIND_COLOURS = {"full": "#b2182b", "sliding": "#2166ac", "block": "#1b7837"}
+
+
+def _hover(p: Point) -> str:
+    scores = "<br>".join(f"{k}: {v:.4g}" for k, v in sorted(p.scores.items()) if "@" not in k)
+    reused = f"<br>(reused trial {p.reused_from})" if p.reused_from is not None else ""
+    return f"trial {p.number}: <b>{p.schedule}</b><br>cost ratio {p.cost_ratio:.1%}{reused}<br>{scores}"
+
+
+def _front_traces(pts: list[Point], front: list[Point], chosen: Point | None, visible: bool) -> list[go.Scatter]:
+    traces = []
+    for feasible, name, symbol in ((True, "trials", "circle"), (False, "over budget", "x")):
+        sel = [p for p in pts if p.feasible == feasible and p not in front]
+        traces.append(go.Scatter(
+            x=[p.cost_ratio for p in sel], y=[p.quality for p in sel], mode="markers", name=name, visible=visible,
+            marker={"color": "#999", "symbol": symbol, "size": 8}, hovertext=[_hover(p) for p in sel], hoverinfo="text",
+        ))
+    traces.append(go.Scatter(
+        x=[p.cost_ratio for p in front], y=[p.quality for p in front], mode="lines+markers", name="Pareto front",
+        marker={"color": "#d6604d", "size": 11}, line={"shape": "hv"}, visible=visible,
+        hovertext=[_hover(p) for p in front], hoverinfo="text",
+    ))
+    if chosen is not None:
+        traces.append(go.Scatter(
+            x=[chosen.cost_ratio], y=[chosen.quality], mode="markers", name=f"knee (trial {chosen.number})",
+            marker={"color": "gold", "symbol": "star", "size": 20, "line": {"color": "black", "width": 1}},
+            hovertext=[_hover(chosen)], hoverinfo="text", visible=visible,
+        ))
+    return traces
+
+
+def front_figure(cfg: StudyConfig, pts: list[Point], scores: list[str] | None = None) -> go.Figure:
+    """Quality against cost ratio for every trial; the Pareto front joined; the knee starred. With
+    ``scores``, a selector shows the front on each of those scores instead of the study's quality."""
+    fig = go.Figure()
+    names = [cfg.quality] + [s for s in scores or [] if s != cfg.quality]
+    spans, buttons = [], []
+    for i, name in enumerate(names):
+        mine = pts if i == 0 else rescored(pts, name)
+        found = fronts(mine, maximized(name))
+        front = found[0] if found else []
+        start = len(fig.data)
+        fig.add_traces(_front_traces(mine, front, knee(front, maximized(name)) if front else None, visible=i == 0))
+        spans.append((start, len(fig.data)))
+    for name, (start, end) in zip(names, spans):
+        visible = [start <= j < end for j in range(len(fig.data))]
+        label = f"{name} ({'higher' if maximized(name) else 'lower'} is better)"
+        buttons.append({"label": name, "method": "update", "args": [{"visible": visible}, {"yaxis.title.text": label}]})
+    if cfg.budget is not None:
+        fig.add_vline(x=cfg.budget, line_dash="dot", annotation_text="budget")
+    fig.update_layout(
+        title="Pareto front: quality vs cost",
+        xaxis_title=f"{cfg.cost} relative to all-full attention",
+        yaxis_title=f"{cfg.quality} ({'higher' if maximized(cfg.quality) else 'lower'} is better)",
+        xaxis_tickformat=".0%", template="plotly_white", height=480,
+        updatemenus=[{"buttons": buttons, "x": 1.0, "y": 1.15, "xanchor": "right", "showactive": True}] if len(names) > 1 else [],
+    )
+    return fig
+
+
+def _unique(pts: list[Point], front: list[Point]) -> list[Point]:
+    """One point per schedule (its first trial), the front's first, cheapest first, then the rest
+    by trial number."""
+    first: dict[str, Point] = {}
+    for p in sorted(pts, key=lambda p: p.number):
+        first.setdefault(p.schedule, p)
+    on_front = [first[p.schedule] for p in front if p.schedule in first]
+    return on_front + [p for p in first.values() if p not in on_front]
+
+
+def strips_figure(cfg: StudyConfig, pts: list[Point], front: list[Point]) -> go.Figure:
+    """Each distinct schedule once as a strip of layers, coloured by kind, shaded by window; the
+    front's schedules on top."""
+    fig = go.Figure()
+    pts, on_front = _unique(pts, front), {p.schedule for p in front}
+    windows = sorted({l.window for p in pts for l in p.layers if l.window}) or [1]
+    # shapes and text go in at once: plotly re-validates every shape on each add_shape (quadratic)
+    shapes, xs, ys, tokens, hovers = [], [], [], [], []
+    for row, p in enumerate(pts):
+        for i, layer in enumerate(p.layers):
+            shade = 1.0 if layer.window is None else 0.35 + 0.5 * windows.index(layer.window) / max(1, len(windows) - 1)
+            shapes.append({"type": "rect", "x0": i, "x1": i + 0.95, "y0": row - 0.45, "y1": row + 0.45, "layer": "below",
+                           "fillcolor": KIND_COLOURS[layer.kind], "opacity": shade, "line": {"width": 0}})
+            xs.append(i + 0.475)
+            ys.append(row)
+            tokens.append(layer.token)
+            hovers.append(_hover(p))
+    fig.add_scatter(x=xs, y=ys, mode="text", text=tokens, showlegend=False, textfont={"color": "black", "size": 11},
+                    hovertext=hovers, hoverinfo="text")
+    fig.update_layout(shapes=shapes)
+    for kind, colour in KIND_COLOURS.items():
+        fig.add_scatter(x=[None], y=[None], mode="markers", marker={"color": colour, "size": 12, "symbol": "square"}, name=kind)
+    fig.update_layout(
+        title=f"Distinct schedules, the front's {len(front)} first (layer 0 = input side; lighter = shorter window)",
+        xaxis={"title": "layer", "range": [0, cfg.space.n_layers], "dtick": 1},
+        yaxis={"title": "schedule (first trial; * on the front)", "range": [len(pts) - 0.5, -0.5], "tickmode": "array",
+               "tickvals": list(range(len(pts))),
+               "ticktext": [f"{'* ' if p.schedule in on_front else ''}trial {p.number}" for p in pts]},
+        template="plotly_white", height=max(300, 26 * len(pts) + 120),
+    )
+    return fig
+
+
+def _local_label(schedule: Schedule) -> str:
+    tokens = {layer.token for layer in schedule.layers if not layer.is_full}
+    return "all full" if not tokens else tokens.pop() if len(tokens) == 1 else "mixed"
+
+
+def heatmap_figures(cfg: StudyConfig, pts: list[Point], measurement: str) -> dict[str, go.Figure]:
+    """The best quality at each number of full layers, by placement and by local window."""
+    schedules = [p.layers for p in pts]
+    frame = pd.DataFrame({"n_full": [s.n_full for s in schedules], "placement": [placement_of(s) for s in schedules],
+                          "window": [_local_label(s) for s in schedules], "quality": [p.quality for p in pts]})
+    best = "max" if maximized(cfg.quality) else "min"
+    figures: dict[str, go.Figure] = {}
+    for column in ("placement", "window") if len(frame) else ():
+        table = frame.pivot_table(index="n_full", columns=column, values="quality", aggfunc=best)
+        fig = go.Figure(go.Heatmap(
+            z=table.values, x=[str(c) for c in table.columns], y=list(table.index),
+            colorscale="Viridis", reversescale=best == "min",
+            texttemplate="%{z:.4g}", hovertemplate=f"n_full %{{y}}, {column} %{{x}}: {cfg.quality} %{{z:.4g}}<extra></extra>",
+            colorbar={"title": cfg.quality},
+        ))
+        fig.update_layout(title=f"Best {cfg.quality} by number of full layers and {column} (measured {measurement})",
+                          xaxis_title=column, yaxis={"title": "full layers", "dtick": 1}, template="plotly_white",
+                          height=360)
+        figures[f"heatmap-{column}"] = fig
+    return figures
+
+
+def hypervolume_figure(study: optuna.Study) -> go.Figure | None:
+    """Optuna's hypervolume history of the study's objectives (all trials; None before two have
+    finished). The reference point is 5% past the worst value seen on each objective."""
+    values = [t.values for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+    if len(values) < 2:
+        return None
+    reference = []
+    for i, direction in enumerate(study.directions):
+        column = [v[i] for v in values]
+        worst = max(column) if direction == optuna.study.StudyDirection.MINIMIZE else min(column)
+        margin = 0.05 * ((max(column) - min(column)) or abs(worst) or 1.0)
+        reference.append(worst + margin if direction == optuna.study.StudyDirection.MINIMIZE else worst - margin)
+    with stable_enough():
+        fig = optuna.visualization.plot_hypervolume_history(study, reference)
+    fig.update_layout(template="plotly_white", height=360)
+    return fig
+
+
+def history_figure(cfg: StudyConfig, pts: list[Point]) -> go.Figure:
+    """Quality by trial number, with the best so far."""
+    pts = sorted(pts, key=lambda p: p.number)
+    best, running = [], None
+    for p in pts:
+        better = running is None or (p.quality > running if maximized(cfg.quality) else p.quality < running)
+        running = p.quality if better else running
+        best.append(running)
+    fig = go.Figure()
+    fig.add_scatter(x=[p.number for p in pts], y=[p.quality for p in pts], mode="markers", name=cfg.quality,
+                    hovertext=[_hover(p) for p in pts], hoverinfo="text")
+    fig.add_scatter(x=[p.number for p in pts], y=best, mode="lines", name="best so far", line={"shape": "hv"})
+    fig.update_layout(title="Optimisation history", xaxis_title="trial", yaxis_title=cfg.quality, template="plotly_white", height=380)
+    return fig
+
+
+def fidelity_figure(cfg: StudyConfig, pairs: list[tuple[Point, Point]], report: list[Fidelity], cheap: str, dear: str) -> go.Figure:
+    """Each schedule measured both ways: the cheap measurement's quality against the dear one's,
+    labelled with its schedule; points on a rising line mean the cheap ranking holds."""
+    fig = go.Figure()
+    fig.add_scatter(
+        x=[c.quality for c, _ in pairs], y=[d.quality for _, d in pairs], mode="markers+text",
+        text=[c.schedule for c, _ in pairs], textposition="top center", textfont={"size": 10},
+        marker={"size": 10, "color": "#2166ac"}, name="schedule",
+        hovertext=[f"<b>{c.schedule}</b><br>{cheap}: {c.quality:.4g} (trial {c.number})<br>{dear}: {d.quality:.4g} "
+                   f"(trial {d.number})" for c, d in pairs], hoverinfo="text",
+    )
+    subtitle = "<br>".join(f.line() for f in report) or "fewer than 3 schedules measured both ways"
+    fig.update_layout(
+        title={"text": f"Rank fidelity: {cheap} vs {dear}<br><sup>{subtitle}</sup>"},
+        xaxis_title=f"{cfg.quality}, {cheap}", yaxis_title=f"{cfg.quality}, {dear}",
+        template="plotly_white", height=520, margin={"t": 110},
+    )
+    return fig
+
+
+def fidelity_figures(view: StudyView) -> dict[str, go.Figure]:
+    """One scatter for each pair of measurements the study made of the same schedules."""
+    return {
+        f"fidelity-{dear}": fidelity_figure(view.config, paired(view.points(cheap), view.points(dear)), report, cheap, dear)
+        for cheap, dear, report in view.comparisons
+    }
