@@ -49,7 +49,7 @@ def switching_cost(cfg: StudyConfig, steps_each: int = 6) -> tuple[float, float,
     sandwich = Sandwich(cfg.space, cfg.supernet.random_draws, cfg.train.seed)
     schedules = [sandwich(s) for s in range(sandwich.cycle)]
     n = len(schedules) * steps_each
-    train = replace(cfg.train, steps=n, warmup=0, precision=resolve_precision(cfg.train.precision, cfg.proxy, cfg.data.seq_len))
+    train = replace(cfg.train, steps=n, warmup=0, precision=resolve_precision(cfg.train.precision, cfg.proxy, cfg.data.seq_len, cfg.train.batch_size, cfg.space.local))
     rates = []
     for draw in (lambda step: schedules[step % len(schedules)], lambda step: schedules[step // steps_each]):
         module = ProxyLM(cfg.proxy, sandwich.dearest, cfg.data, train, draw=draw)
@@ -86,7 +86,7 @@ def main() -> None:
     print(describe(), flush=True)
     print(f"preset {args.preset}: {cfg.space.size()} schedules, proxy d={cfg.proxy.d_model} T={cfg.data.seq_len}, "
           f"{cfg.train.steps} standalone steps, {cfg.supernet.total_steps(cfg.train)} supernet steps, "
-          f"precision {resolve_precision(cfg.train.precision, cfg.proxy, cfg.data.seq_len)}\n", flush=True)
+          f"precision {resolve_precision(cfg.train.precision, cfg.proxy, cfg.data.seq_len, cfg.train.batch_size, cfg.space.local)}\n", flush=True)
 
     start = time.perf_counter()
     study = run_study(cfg, f"sqlite:///{out / 'study.db'}", workdir=out)

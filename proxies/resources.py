@@ -5,42 +5,99 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from typing import TYPE_CHECKING
 
 import torch
 
-from spanmix.proxies.cost import measure_latency
 from spanmix.proxies.data import DataConfig
-from spanmix.proxies.model import ProxyConfig
+from spanmix.proxies.model import ProxyConfig, build_model
 from spanmix.space import ConfigError, Schedule
 
 if TYPE_CHECKING:  # train.py resolves its precision here
     from spanmix.proxies.train import TrainConfig
 
 
-@functools.cache
-def bf16_speedup(proxy: ProxyConfig, seq_len: int) -> float:
-    """How much faster a training step of this proxy runs in bf16 than in fp32 here, measured.
+# bf16 is chosen only where it is measured at least this much faster. Measured on the AVX-512 BF16
+# machine (best of 7 rounds): the quick proxy 1.10-1.33 idle and 1.24-1.46 beside another training,
+# a d=256, T=2048 proxy 2.1-2.4 either way; the margin keeps the first in fp32 and the second in bf16
+# whatever else the machine is doing.
+BF16_MARGIN = 1.5
+# timed rounds (after one warm-up of each), fp32 and bf16 back to back, their order alternating
+BF16_ROUNDS = 7
 
-    A bare matmul does not answer it. CPUs with AVX-512 BF16 or AMX run bf16 matmuls 2-3x faster,
-    AVX2-only CPUs emulate them about 100x slower, and on the AMX machine the fused attention
-    kernels run slower in bf16 at small head sizes: a d=64, T=1024 proxy with local layers trained
-    at 8.2k tokens/s in bf16 against 13.7k in fp32 while its matmuls ran 2x faster. So this times a
-    forward and backward of the proxy itself, with one full and one sliding layer so both kernels
-    count.
+
+def native_bf16() -> bool:
+    """Whether this CPU has native bf16 matrix instructions (AVX-512 BF16 or AMX), as torch reports
+    them. Without them bf16 is emulated, 7-100x slower than fp32, whatever a timing on a busy
+    machine says."""
+    cpu = torch.cpu
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(cpu, name, lambda: False)() for name in probes)
+
+
+def _probe(seq_len: int, local: tuple[str, ...]) -> Schedule:
+    """One full layer and one layer of each local kind, at a window of T/8: every kernel counts."""
+    w = max(2, seq_len // 8)
+    tokens = ["F"] + [f"{'S' if kind == 'sliding' else 'B'}{w}" for kind in local]
+    return Schedule.parse(" ".join(tokens) if seq_len > 2 else "F F")
+
+
+@functools.cache
+def bf16_speedup(proxy: ProxyConfig, seq_len: int, batch_size: int = 1, local: tuple[str, ...] = ("sliding",)) -> float:
+    """How much faster a training step runs in bf16 than in fp32 here, measured at the training
+    shape (``batch_size`` sequences of ``seq_len``, a full layer and one of each ``local`` kind).
+
+    A bare matmul does not answer it: on the AMX machine the fused attention kernels run slower in
+    bf16 at small head sizes (a d=64, T=1024 proxy with local layers trained at 8.2k tokens/s in
+    bf16 against 13.7k in fp32 while its matmuls ran 2x faster). The two precisions are timed in
+    :data:`BF16_ROUNDS` rounds, back to back in alternating order, and the ratio of their best
+    times is returned: load from other processes only ever adds time, so the best of several runs
+    is the least disturbed (beside another training, the median of the rounds' ratios read
+    0.68-1.81 for a proxy whose best-time ratio read 1.24-1.46, and 1.10-1.33 idle). Measured once
+    per shape per process.
     """
     if torch.cuda.is_available():
         return float("inf")
-    schedule = Schedule.parse(f"F S{max(2, seq_len // 8)}") if seq_len > 2 else Schedule.parse("F F")
-    fp32, bf16 = (measure_latency(proxy, schedule, seq_len, reps=2, dtype=d) for d in (torch.float32, torch.bfloat16))
-    return fp32 / bf16
+    model = build_model(proxy, _probe(seq_len, local))
+    idx = torch.randint(proxy.vocab_size, (batch_size, seq_len), generator=torch.Generator().manual_seed(0))
+
+    def step(bf16: bool) -> float:
+        start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(idx)
+        logits.float().logsumexp(-1).mean().backward()
+        model.zero_grad(set_to_none=True)
+        return time.perf_counter() - start
+
+    step(False), step(True)  # warm allocators and kernels
+    best = {False: float("inf"), True: float("inf")}
+    for i in range(BF16_ROUNDS):
+        for bf16 in (False, True) if i % 2 == 0 else (True, False):
+            best[bf16] = min(best[bf16], step(bf16))
+    return best[False] / best[True]
 
 
-def resolve_precision(precision: str, proxy: ProxyConfig, seq_len: int) -> str:
-    """``auto`` becomes ``bf16`` where this proxy trains at least 1.2x faster in bf16, else ``fp32``."""
+def resolve_precision(precision: str, proxy: ProxyConfig, seq_len: int, batch_size: int = 1,
+                      local: tuple[str, ...] = ("sliding",)) -> str:
+    """``auto`` becomes ``bf16`` only on a CPU with native bf16 where a training step of this shape
+    is measured at least :data:`BF16_MARGIN` times faster in it; else ``fp32``."""
     if precision != "auto":
         return precision
-    return "bf16" if bf16_speedup(proxy, seq_len) >= 1.2 else "fp32"
+    if not torch.cuda.is_available() and not native_bf16():
+        return "fp32"
+    return "bf16" if bf16_speedup(proxy, seq_len, batch_size, tuple(local)) >= BF16_MARGIN else "fp32"
+
+
+def why_precision(setting: str, resolved: str) -> str:
+    """Why ``setting`` resolved to ``resolved`` here, in a few words for the log."""
+    if setting != "auto":
+        return "as train.precision says"
+    if resolved == "bf16":
+        return "auto: a training step measured faster in bf16 here"
+    if torch.cuda.is_available() or native_bf16():
+        return "auto: bf16 measured no faster here"
+    return "auto: no native bf16 on this CPU"
 
 
 def check_vocab(proxy: ProxyConfig, data: DataConfig) -> None:

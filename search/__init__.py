@@ -12,7 +12,6 @@ from spanmix.search.config import (
     COSTS,
     QUALITIES,
     SAMPLERS,
-    STRATEGIES,
     StudyConfig,
     SupernetConfig,
 )
@@ -23,6 +22,7 @@ from spanmix.search.queue import finished
 from spanmix.search.record import Point, TrialRecord
 from spanmix.search.run import join_study, run_fidelity, run_study
 from spanmix.search.storage import check_storage_url, open_storage
+from spanmix.search.strategies import NAMES as STRATEGIES
 from spanmix.search.study import config_of, open_study
 from spanmix.search.view import StudyView, pareto_front, points
 from spanmix.search.workers import preflight

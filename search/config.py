@@ -8,9 +8,8 @@ from typing import Any
 from spanmix.proxies.data import PROBES, DataConfig
 from spanmix.proxies.model import ProxyConfig
 from spanmix.proxies.train import TrainConfig
-from spanmix.search.front import maximized
 from spanmix.search import strategies
-from spanmix.search.strategies import NAMES as STRATEGIES
+from spanmix.search.front import maximized
 from spanmix.space import (
     ConfigError,
     ScheduleError,

@@ -50,12 +50,15 @@ class Measure(Protocol):
 
 
 class Standalone:
-    """Train the schedule's own proxy from scratch for ``budget`` times ``train.steps`` steps."""
+    """Train the schedule's own proxy from scratch for ``budget`` times ``train.steps`` steps, in
+    ``precision`` (the study's pinned one; None: resolve ``train.precision`` here)."""
 
-    def __init__(self, cfg: StudyConfig, budget: int = 1) -> None:
+    def __init__(self, cfg: StudyConfig, budget: int = 1, precision: str | None = None) -> None:
         self.cfg, self.train = cfg, replace(cfg.train, steps=cfg.train.steps * budget)
         self.name = STANDALONE if budget == 1 else f"{STANDALONE}-{budget}x"
         self.key = {**cfg.measurement_key(), "train": self.train.to_dict()}
+        if precision is not None:  # after the key: a pinned precision does not change what is measured
+            self.train = replace(self.train, precision=precision)
 
     def __call__(self, schedule: Schedule) -> ProxyResult:
         return train_and_score(schedule, self.cfg.proxy, self.cfg.data, self.train)
@@ -153,9 +156,10 @@ class Objective:
             raise
         if cfg.quality not in result.scores:
             raise ConfigError(f"study.quality {cfg.quality!r} is not among the scores {sorted(result.scores)}")
-        record.measured(trial, result.scores, result.tokens_seen, result.train_seconds, result.tokens_per_second)
-        log.info("trial %d: %s %s=%.4f cost ratio %.1f%% (%s, %.1f s)", trial.number, schedule.text,
-                 cfg.quality, result.scores[cfg.quality], 100 * ratio, measurement, result.train_seconds)
+        record.measured(trial, result.scores, result.tokens_seen, result.train_seconds, result.tokens_per_second,
+                        result.precision)
+        log.info("trial %d: %s %s=%.4f cost ratio %.1f%% (%s, %s, %.1f s)", trial.number, schedule.text,
+                 cfg.quality, result.scores[cfg.quality], 100 * ratio, measurement, result.precision, result.train_seconds)
         return result.scores[cfg.quality], cost
 
     @staticmethod

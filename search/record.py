@@ -35,9 +35,10 @@ REUSED_FROM = "reused_from"  # the trial whose measurement this one copies
 SKIPPED = "skipped"  # why a sampled draw was skipped (pruned)
 COST_RATIO, COST_REPORT, CONSTRAINT = "cost_ratio", "cost_report", "constraint"
 SCORES, TOKENS_SEEN, TRAIN_SECONDS, TOKENS_PER_SECOND = "scores", "tokens_seen", "train_seconds", "tokens_per_second"
+PRECISION = "precision"  # what it trained (or was scored) in: fp32 or bf16
 
 # what a trial that reuses another's measurement copies from it
-MEASURED = (COST_RATIO, COST_REPORT, CONSTRAINT, SCORES, TOKENS_SEEN, TRAIN_SECONDS, TOKENS_PER_SECOND)
+MEASURED = (COST_RATIO, COST_REPORT, CONSTRAINT, SCORES, TOKENS_SEEN, TRAIN_SECONDS, TOKENS_PER_SECOND, PRECISION)
 # what describes one attempt, not the schedule: a retried trial starts without them
 ATTEMPT = (FAILURE, FAILED_BY, WORKER)
 
@@ -52,6 +53,7 @@ STANDALONE = "standalone"
 # --- study attributes ------------------------------------------------------------------------------------
 CONFIG = "spanmix_config"  # the StudyConfig as a dict
 SEARCHED = "spanmix_measurement"  # the measurement the study's strategy searches at
+PINNED_PRECISION = "spanmix_precision"  # the precision every trial of the study trains in
 STAGES = "spanmix_stage_seconds"  # wall seconds by stage of a strategy that has stages
 WEIGHTS = "spanmix_supernet"  # where shared weights were trained, and how fast
 
@@ -101,7 +103,8 @@ def costed(trial: TrialLike, ratio: float, report: dict[str, Any], constraint: l
 
 
 def measured(trial: TrialLike, scores: dict[str, float], tokens_seen: int, train_seconds: float,
-             tokens_per_second: float) -> None:
+             tokens_per_second: float, precision: str) -> None:
+    trial.set_user_attr(PRECISION, precision)
     trial.set_user_attr(SCORES, scores)
     trial.set_user_attr(TOKENS_SEEN, tokens_seen)
     trial.set_user_attr(TRAIN_SECONDS, train_seconds)
@@ -137,6 +140,12 @@ def retry_bookkeeping(trial: FrozenTrial) -> dict[str, Any]:
 
 
 # --- reading ----------------------------------------------------------------------------------------------
+def pinned_precision(study_attrs: Mapping[str, Any]) -> str | None:
+    """The precision a study pinned when it was created; None for a study written before
+    precisions were pinned (its workers resolve their own, as they did then)."""
+    return study_attrs.get(PINNED_PRECISION)
+
+
 def measurement_of(attrs: Mapping[str, Any], default: str | None = None) -> str | None:
     """The measurement a trial was made (or queued) at, under the current key or the legacy one."""
     return attrs.get(MEASUREMENT, attrs.get(LEGACY_MEASUREMENT, default))
@@ -212,6 +221,7 @@ class TrialRecord:
     scores: dict[str, float]
     tokens_seen: int | None
     train_seconds: float | None
+    precision: str | None
     queued_params: dict[str, Any] | None = field(default=None, compare=False)
 
     @classmethod
@@ -224,7 +234,7 @@ class TrialRecord:
             failure=a.get(FAILURE), failed_by=a.get(FAILED_BY), reused_from=a.get(REUSED_FROM),
             skipped=a.get(SKIPPED), cost_ratio=a.get(COST_RATIO), cost_report=a.get(COST_REPORT) or {},
             constraint=a.get(CONSTRAINT) or [0.0], scores=a.get(SCORES) or {}, tokens_seen=a.get(TOKENS_SEEN),
-            train_seconds=a.get(TRAIN_SECONDS), queued_params=queued_params(trial),
+            train_seconds=a.get(TRAIN_SECONDS), precision=a.get(PRECISION), queued_params=queued_params(trial),
         )
 
     @cached_property

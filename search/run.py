@@ -11,7 +11,7 @@ from pathlib import Path
 
 import optuna
 
-from spanmix.search import strategies
+from spanmix.search import record, strategies
 from spanmix.search.config import StudyConfig
 from spanmix.search.fidelity import Fidelity, confirm_set, fidelity_report
 from spanmix.search.front import front_of
@@ -85,11 +85,12 @@ def run_fidelity(cfg: StudyConfig, study: optuna.Study, budget: int, k: int,
     if not 3 <= k <= available:
         raise ConfigError(f"--schedules must be in 3..{available} (the schedules this study trained standalone; got {k})")
     chosen = pick_for_retraining(view, k, cfg.seed)
-    longer = Standalone(cfg, budget)
+    precision = record.pinned_precision(study.user_attrs)
+    longer = Standalone(cfg, budget, precision)
     log.info("retraining %d schedules of study %r at %dx its %d steps", k, study.study_name, budget, cfg.train.steps)
     callbacks = RunOptions(on_progress=on_progress).callbacks()
     # the study's own measure first: trials it queued untagged (a grid's rest) run at its budget
-    objective = Objective(cfg, Standalone(cfg), longer)
+    objective = Objective(cfg, Standalone(cfg, precision=precision), longer)
     measure_schedules(study, objective, chosen, longer.name, callbacks=callbacks)
     view = StudyView(study, cfg)
     wanted = set(chosen)

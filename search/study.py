@@ -9,17 +9,21 @@ would mix measurements.
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import optuna
 from optuna.storages import RDBStorage
 
+from spanmix.proxies.resources import resolve_precision, why_precision
 from spanmix.search import record
 from spanmix.search.config import StudyConfig
 from spanmix.search.logs import stable_enough
 from spanmix.search.queue import enqueue_space
 from spanmix.search.storage import open_storage
 from spanmix.space import ConfigError
+
+log = logging.getLogger("spanmix")
 
 
 def worker_seed(seed: int, stream: int | None) -> int:
@@ -59,6 +63,7 @@ def open_study(cfg: StudyConfig, storage: str | RDBStorage, stream: int | None =
     mine = json.loads(json.dumps(cfg.to_dict()))
     if stored is None:
         study.set_user_attr(record.CONFIG, mine)
+        pin_precision(study, cfg)
         # Optuna Dashboard and other tools then show "loss" and "attention_flops", not "Objective 0/1"
         with stable_enough():
             study.set_metric_names([cfg.quality, cfg.cost])
@@ -77,6 +82,18 @@ def open_study(cfg: StudyConfig, storage: str | RDBStorage, stream: int | None =
                 f"({', '.join(changed)}); choose another study.name or storage"
             )
     return study
+
+
+def pin_precision(study: optuna.Study, cfg: StudyConfig) -> str:
+    """Resolve ``train.precision`` once, here, and store it in the study: every worker that joins
+    later trains in it, whatever its own machine would choose, so a study never mixes
+    measurements made in fp32 with ones made in bf16."""
+    precision = resolve_precision(cfg.train.precision, cfg.proxy, cfg.data.seq_len, cfg.train.batch_size,
+                                  cfg.space.local)
+    study.set_user_attr(record.PINNED_PRECISION, precision)
+    log.info("study %r trains in %s (%s); every worker follows it", cfg.name, precision,
+             why_precision(cfg.train.precision, precision))
+    return precision
 
 
 def config_of(study: optuna.Study) -> StudyConfig:

@@ -37,8 +37,8 @@ document.querySelectorAll('table.trials th').forEach((th, col) => th.addEventLis
 def trial_table(view: StudyView, front: list[Point]) -> str:
     """Every trial, finished or not, as a sortable HTML table (click a header)."""
     on_front = {p.number for p in front}
-    head = ["trial", "state", "schedule", "measurement", "quality", "cost", "cost ratio", "prefill vs full",
-            "decode vs full", "KV vs full", "front", "note"]
+    head = ["trial", "state", "schedule", "measurement", "precision", "quality", "cost", "cost ratio",
+            "prefill vs full", "decode vs full", "KV vs full", "front", "note"]
     rows = []
     for r in view.records:
         values = r.values or (None, None)
@@ -49,6 +49,7 @@ def trial_table(view: StudyView, front: list[Point]) -> str:
             (r.state.name, r.state.name),
             (r.schedule or "", r.schedule or ""),
             (r.measurement or "", r.measurement or ""),
+            (r.precision or "", r.precision or ""),
             (values[0], "" if values[0] is None else f"{values[0]:.4g}"),
             (values[1], "" if values[1] is None else f"{values[1]:.4g}"),
             (r.cost_ratio, "" if r.cost_ratio is None else f"{r.cost_ratio:.1%}"),

@@ -45,7 +45,7 @@ def trials_frame(view: StudyView) -> pd.DataFrame:
                "duration": r.duration if r.duration is not None else pd.NaT,
                "schedule": r.schedule, "measurement": r.measurement, "cost_ratio": r.cost_ratio,
                "reused_from": r.reused_from, "failure": r.failure, "tokens_seen": r.tokens_seen,
-               "train_seconds": r.train_seconds, "n_full": r.layers.n_full if r.layers is not None else None}
+               "train_seconds": r.train_seconds, "precision": r.precision, "n_full": r.layers.n_full if r.layers is not None else None}
         rows.append(row | {f"score:{name}": value for name, value in r.scores.items()})
     frame = pd.DataFrame(rows)
     params = sorted(c for c in frame.columns if c.startswith("params_"))

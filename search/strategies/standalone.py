@@ -50,7 +50,8 @@ class Standalone(Strategy):
             torch.set_num_threads(options.threads)
         study = open_study(cfg, storage_url, stream)
         study.set_user_attr(record.SEARCHED, self.measurement)
-        objective = Objective(cfg, StandaloneMeasure(cfg), retry_failed=options.retry_failed)
+        precision = record.pinned_precision(study.user_attrs)
+        objective = Objective(cfg, StandaloneMeasure(cfg, precision=precision), retry_failed=options.retry_failed)
         work(study, objective, target, options.timeout, options.callbacks(), worker_seed(cfg.seed, stream))
         return study
 

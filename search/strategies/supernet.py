@@ -113,8 +113,14 @@ def _finished_weights(cfg: StudyConfig, workdir: Path) -> Path | None:
     return next(iter(sorted(workdir.parent.glob(f"*/{name}/supernet.pt"))), None)
 
 
-def train_supernet(cfg: StudyConfig, workdir: Path, progress: bool = False) -> SupernetWeights:
-    """The study's shared weights: found finished, resumed from a checkpoint, or trained."""
+def _precision(cfg: StudyConfig, precision: str | None) -> str:
+    return precision or resolve_precision(cfg.train.precision, cfg.proxy, cfg.data.seq_len, cfg.train.batch_size,
+                                          cfg.space.local)
+
+
+def train_supernet(cfg: StudyConfig, workdir: Path, progress: bool = False, precision: str | None = None) -> SupernetWeights:
+    """The study's shared weights: found finished, resumed from a checkpoint, or trained in
+    ``precision`` (the study's pinned one; None: resolve ``train.precision`` here)."""
     done = _finished_weights(cfg, workdir)
     if done is not None:
         saved = torch.load(done, weights_only=True)
@@ -122,7 +128,7 @@ def train_supernet(cfg: StudyConfig, workdir: Path, progress: bool = False) -> S
         return SupernetWeights(saved["state"], done, saved["steps"], saved["seconds"], saved["tokens_per_second"], True)
     folder = workdir / f"supernet-{supernet_key(cfg)}"
     steps = cfg.supernet.total_steps(cfg.train)
-    train = replace(cfg.train, steps=steps, precision=resolve_precision(cfg.train.precision, cfg.proxy, cfg.data.seq_len), progress=progress)
+    train = replace(cfg.train, steps=steps, precision=_precision(cfg, precision), progress=progress)
     sandwich = Sandwich(cfg.space, cfg.supernet.random_draws, cfg.train.seed)
     resuming = (folder / "last.ckpt").exists()
     log.info("supernet: %s %d steps of %d sequences x %d tokens (sandwich: %s, %s, %d random), checkpoints in %s",
@@ -148,16 +154,16 @@ class SupernetScore:
 
     name = SUPERNET
 
-    def __init__(self, cfg: StudyConfig, weights: SupernetWeights) -> None:
+    def __init__(self, cfg: StudyConfig, weights: SupernetWeights, precision: str | None = None) -> None:
         self.cfg, self.weights = cfg, weights
         self.key = {**shared_key(cfg), "finetune_steps": cfg.supernet.finetune_steps}
-        self.precision = resolve_precision(cfg.train.precision, cfg.proxy, cfg.data.seq_len)
+        self.precision = _precision(cfg, precision)
         self.model = build_model(cfg.proxy, cfg.space.extremes()[1])
         self.model.load_state_dict(weights.state)
         self.batches = val_batches(cfg.data, cfg.train.batch_size)
         # fine-tuning continues from where the shared weights' schedule ended (10% of the peak rate)
         ft = cfg.supernet.finetune_steps
-        self.finetune = replace(cfg.train, steps=max(ft, 1), warmup=0, lr=cfg.train.lr * 0.1)
+        self.finetune = replace(cfg.train, steps=max(ft, 1), warmup=0, lr=cfg.train.lr * 0.1, precision=self.precision)
 
     def __call__(self, schedule: Schedule) -> ProxyResult:
         cfg = self.cfg
@@ -168,7 +174,7 @@ class SupernetScore:
         return ProxyResult(
             schedule=schedule.text, scores=scores, cost=count(cfg.proxy, schedule, cfg.data.seq_len).to_dict(),
             tokens_seen=0, steps=0, train_seconds=time.perf_counter() - start, tokens_per_second=0.0,
-            seed=cfg.train.seed,
+            seed=cfg.train.seed, precision=self.precision,
         )
 
 
@@ -197,13 +203,14 @@ class Supernet(Strategy):
         study = open_study(cfg, storage_url)
         study.set_user_attr(record.SEARCHED, self.measurement)
         start = time.perf_counter()
-        weights = train_supernet(cfg, Path(options.workdir), progress=options.on_progress is not None)
+        precision = record.pinned_precision(study.user_attrs)
+        weights = train_supernet(cfg, Path(options.workdir), progress=options.on_progress is not None, precision=precision)
         if not weights.reused:
             _stage(study, "train", time.perf_counter() - start)
             study.set_user_attr(record.WEIGHTS, {"path": str(weights.path), "steps": weights.steps,
                                                  "tokens_per_second": weights.tokens_per_second})
         callbacks = options.callbacks()
-        objective = Objective(cfg, SupernetScore(cfg, weights), Standalone(cfg))
+        objective = Objective(cfg, SupernetScore(cfg, weights, precision), Standalone(cfg, precision=precision))
 
         start = time.perf_counter()
         size, target = cfg.space.size(), self.target(cfg, target)
