@@ -173,9 +173,8 @@ class DataConfig:
 
     def user_corpus(self, progress: bool = False) -> user_files.TokenCorpus:
         """The prepared token files of ``files``, checked long enough for ``seq_len`` and ``val_samples``."""
-        corpus = user_files.prepare(self.files, self.text_column, self.tokenizer, self.val_fraction, progress)
-        corpus.check(self.seq_len, self.val_samples, self.val_fraction)
-        return corpus
+        return user_files.prepare(self.files, self.text_column, self.tokenizer, self.val_fraction, progress,
+                                  check=lambda corpus: corpus.check(self.seq_len, self.val_samples, self.val_fraction))
 
     def min_length(self, task: str) -> int:
         """The shortest ``seq_len`` that holds a sample of ``task`` under this configuration."""
@@ -188,6 +187,10 @@ class DataConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DataConfig:
+        """From a ``[data]`` section; one that names ``files`` and leaves out ``tasks`` trains on
+        the files alone (a user who names files wants to train on them)."""
+        if isinstance(data, dict) and "files" in data and "tasks" not in data:
+            data = {**data, "tasks": [data.get("files_task", "files")]}
         return from_section(cls, data, "data")
 
 

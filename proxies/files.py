@@ -24,11 +24,12 @@ import json
 import logging
 import os
 import shutil
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -68,9 +69,22 @@ def expand(patterns: tuple[str, ...]) -> list[Path]:
                 raise ConfigError(f"data.files: {pattern!r} does not exist")
             if path.is_dir():
                 raise ConfigError(f"data.files: {pattern!r} is a folder; name its files with a glob such as '{pattern.rstrip('/')}/**/*.txt'")
+            if not path.is_file():  # a device never ends and a FIFO blocks: not a byte is read from either
+                raise ConfigError(f"data.files: {pattern!r} is {_kind(path)}, not a regular file; name text, JSONL, "
+                                  "CSV or Parquet files")
             found = [path]
         paths += [p for p in found if p not in paths]
     return paths
+
+
+def _kind(path: Path) -> str:
+    """What a path that is neither a regular file nor a folder is, in words."""
+    mode = path.stat().st_mode
+    for test, name in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
 
 
 def _vocab(tokenizer: Any) -> int:
@@ -145,19 +159,29 @@ def _open(path: Path, dtype: str, n: int) -> np.ndarray:
 _memo: dict[tuple[Any, ...], TokenCorpus] = {}
 
 
-def prepare(patterns: tuple[str, ...], text_column: str, tokenizer: str | None, val_fraction: float, progress: bool = True) -> TokenCorpus:
+Check = Callable[[TokenCorpus], None]
+
+
+def prepare(patterns: tuple[str, ...], text_column: str, tokenizer: str | None, val_fraction: float, progress: bool = True,
+            check: Check | None = None) -> TokenCorpus:
     """The token files for these files, tokenized now or found in the cache. Files that cannot be
     read or are not UTF-8 are skipped with a warning that counts them; if none is left, or a table
-    lacks ``text_column``, the error names the file."""
+    lacks ``text_column``, the error names the file. ``check`` refuses a corpus that cannot serve
+    (too few tokens) before anything is written to the cache; nothing of a refused or failed
+    tokenization stays behind."""
     paths = expand(patterns)
     # (path, size, mtime) only keys this process's memo: the cache on disk is keyed by content
     key = (tuple((str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in paths), text_column, tokenizer, val_fraction)
     if key not in _memo:
-        _memo[key] = _prepare(paths, text_column, tokenizer, val_fraction, progress)
-    return _memo[key]
+        _memo[key] = _prepare(paths, text_column, tokenizer, val_fraction, progress, check)
+    corpus = _memo[key]
+    if check is not None:
+        check(corpus)
+    return corpus
 
 
-def _prepare(paths: list[Path], text_column: str, tokenizer: str | None, val_fraction: float, progress: bool) -> TokenCorpus:
+def _prepare(paths: list[Path], text_column: str, tokenizer: str | None, val_fraction: float, progress: bool,
+             check: Check | None) -> TokenCorpus:
     loaded = load_tokenizer(tokenizer)
     digests, skipped = _digests(paths, text_column, progress)
     if skipped:
@@ -171,13 +195,25 @@ def _prepare(paths: list[Path], text_column: str, tokenizer: str | None, val_fra
     }).encode(), digest_size=12).hexdigest()
     folder = cache_root() / "tokens" / key
     if not (folder / "meta.json").exists():
-        _write(folder, digests, text_column, loaded, val_fraction, progress)
-    meta = json.loads((folder / "meta.json").read_text())
-    corpus = TokenCorpus(folder, meta["vocab"], meta["dtype"], meta["tokens"], meta["documents"], tuple(skipped))
+        _write(folder, digests, text_column, loaded, val_fraction, progress, check)
+    corpus = _read(folder, tuple(skipped))
     if progress:
         log.info("data.files: %d documents, %d train + %d val tokens (%s), in %s", sum(corpus.documents.values()),
                  corpus.tokens["train"], corpus.tokens["val"], tokenizer or "bytes", folder)
     return corpus
+
+
+def _read(folder: Path, skipped: tuple[str, ...] = ()) -> TokenCorpus:
+    meta = json.loads((folder / "meta.json").read_text())
+    return TokenCorpus(folder, meta["vocab"], meta["dtype"], meta["tokens"], meta["documents"], skipped)
+
+
+def _missing_top(path: Path) -> Path | None:
+    """The outermost folder of ``path`` (itself included) that does not exist yet."""
+    top = None
+    while not path.exists():
+        top, path = path, path.parent
+    return top
 
 
 def _file_digest(path: Path) -> str:
@@ -286,14 +322,32 @@ def _encode(tokenizer: Any, text: str, eos: int | None) -> np.ndarray:
     return np.asarray(ids + ([] if eos is None else [eos]), dtype=np.int64)
 
 
-def _write(folder: Path, digests: list[tuple[Path, bytes]], column: str, tokenizer: Any, val_fraction: float, progress: bool) -> None:
-    """Tokenize every document into ``train.bin`` and ``val.bin`` in a private folder, then move it
-    into place, so a concurrent worker or a kill never leaves half a cache."""
+def _write(folder: Path, digests: list[tuple[Path, bytes]], column: str, tokenizer: Any, val_fraction: float,
+           progress: bool, check: Check | None) -> None:
+    """Tokenize every document into ``train.bin`` and ``val.bin`` in a private folder, ``check``
+    the result, then move it into place, so a concurrent worker, a kill or a refusal never leaves
+    half a cache, and a refused corpus leaves none (nor the folders made for it)."""
+    tmp = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")
+    made = _missing_top(tmp)
+    tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        _tokenize(tmp, digests, column, tokenizer, val_fraction, progress)
+        if check is not None:
+            check(_read(tmp))
+    except BaseException:
+        shutil.rmtree(made or tmp, ignore_errors=True)
+        raise
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another worker finished the same files first; its copy is identical
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _tokenize(tmp: Path, digests: list[tuple[Path, bytes]], column: str, tokenizer: Any, val_fraction: float,
+              progress: bool) -> None:
     vocab = _vocab(tokenizer)
     dtype = "uint8" if vocab <= 2**8 else "uint16" if vocab <= 2**16 else "uint32"
     eos = next((i for i in (tokenizer.token_to_id(n) for n in EOS_NAMES) if i is not None), None) if tokenizer else None
-    tmp = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
     tokens, documents = {"train": 0, "val": 0}, {"train": 0, "val": 0}
     total = sum(p.stat().st_size for p, _ in digests)
     with (open(tmp / "train.bin", "wb") as train, open(tmp / "val.bin", "wb") as val,
@@ -318,7 +372,3 @@ def _write(folder: Path, digests: list[tuple[Path, bytes]], column: str, tokeniz
         "version": FORMAT_VERSION, "vocab": vocab, "dtype": dtype, "tokens": tokens, "documents": documents,
         "files": [str(p) for p, _ in digests], "text_column": column,
     }, indent=1))
-    try:
-        os.replace(tmp, folder)
-    except OSError:  # another worker finished the same files first; its copy is identical
-        shutil.rmtree(tmp, ignore_errors=True)

@@ -96,6 +96,19 @@ def mutations(base: dict):
     yield "10,000 layers", {**base, "space": {**base["space"], "n_layers": 10_000}}
 
 
+def file_mutations(base: dict, folder: Path):
+    """``[data] files`` that name what is not a document: a device, a FIFO (opening it would block
+    forever), an empty file, and a JSONL file whose text column holds numbers."""
+    fifo, empty, numbers = folder / "pipe", folder / "empty.txt", folder / "numbers.jsonl"
+    os.mkfifo(fifo)
+    empty.write_text("")
+    numbers.write_text("".join(f'{{"text": {i}}}\n' for i in range(100)))
+    data = {k: v for k, v in base["data"].items() if k not in ("tasks", "n_pairs", "n_queries", "min_distance")}
+    for what, path in (("a character device", "/dev/zero"), ("a FIFO", fifo), ("an empty file", empty),
+                       ("a column of numbers", numbers)):
+        yield f"data.files = {what}", {**base, "data": {**data, "files": [str(path)]}}
+
+
 def _files(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
 
@@ -107,13 +120,16 @@ def test_every_config_mutation_is_refused_cleanly(tiny_config, tmp_path, monkeyp
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
+    monkeypatch.setenv("SPANMIX_CACHE", str(work / "cache"))  # a refused corpus leaves no token cache either
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
 
     def reached(*args, **kwargs):
         raise AssertionError("accepted: the study would have been opened")
 
     monkeypatch.setattr(launch, "open_study", reached)
     tried, bad = 0, []
-    for what, data in mutations(base):
+    for what, data in [*mutations(base), *file_mutations(base, inputs)]:
         path = tmp_path / "mutated.toml"
         path.write_text(to_toml(data))
         before = _files(work)

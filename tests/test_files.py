@@ -297,3 +297,11 @@ def test_readme_own_data_study_and_export(tmp_path):
     cfg = config_of(study)
     assert cfg.proxy.vocab_size == 400 and cfg.data.files[0] == str(tmp_path / "docs/**/*.txt")
     assert any(k.startswith("mine/loss@") for k in study.best_trials[0].user_attrs["scores"])
+
+
+def test_files_without_tasks_train_on_the_files(tmp_path):
+    (tmp_path / "a.txt").write_text("some text")
+    cfg = DataConfig.from_dict({"files": [str(tmp_path / "a.txt")], "files_task": "mine"})
+    assert cfg.tasks == ("mine",)
+    assert DataConfig.from_dict({"files": [str(tmp_path / "a.txt")], "tasks": ["mine", "recall"],
+                                 "files_task": "mine"}).tasks == ("mine", "recall")  # named tasks stand

@@ -121,3 +121,14 @@ def test_copy_targets_repeat_the_sequence_from_at_least_min_distance_back():
             assert d >= 128 and tokens[pos + 1] == tokens[pos + 1 - d]
     with pytest.raises(ConfigError, match="too short for task 'copy': needs >= 171"):
         DataConfig(tasks=("copy",), seq_len=170, min_distance=128)
+
+
+def test_training_from_python_prints_no_lightning_banners(capfd):
+    lightning = logging.getLogger("lightning.pytorch")
+    lightning.setLevel(logging.INFO)  # as Lightning sets it when imported
+    train_and_score("F S8", ProxyConfig(d_model=32, n_heads=2, context=32),
+                    DataConfig(tasks=("recall",), seq_len=32, n_pairs=4, n_queries=4, val_samples=4),
+                    TrainConfig(steps=2, batch_size=2, precision="fp32"))
+    out, err = capfd.readouterr()
+    assert "GPU available" not in out + err and "litlogger" not in out + err and "max_steps" not in out + err
+    assert lightning.level == logging.INFO  # the caller's setting is left as it was
