@@ -52,6 +52,8 @@ from spanmix.space import (
 )
 
 IGNORE = -100
+# training stream ``s`` reads samples from ``s * STREAM_STRIDE`` on: another seed's batches, none shared
+STREAM_STRIDE = 2**40
 
 # byte ranges of the synthetic vocabularies
 KEYS, VALUES, FILLER = 0, 64, 128
@@ -470,12 +472,13 @@ class ProxyDataModule(L.LightningDataModule):
     ``proxies.train.val_batches``); data is generated in the main process.
 
     Training samples are numbered by step (step ``s`` reads samples ``s*B .. s*B+B-1``), so a run
-    resumed from a checkpoint sees exactly the data the uninterrupted run would have seen.
+    resumed from a checkpoint sees exactly the data the uninterrupted run would have seen; ``stream``
+    picks another sequence of batches (each training seed of a schedule its own).
     """
 
-    def __init__(self, cfg: DataConfig, batch_size: int, train_samples: int) -> None:
+    def __init__(self, cfg: DataConfig, batch_size: int, train_samples: int, stream: int = 0) -> None:
         super().__init__()
-        self.cfg, self.batch_size, self.train_samples = cfg, batch_size, train_samples
+        self.cfg, self.batch_size, self.train_samples, self.stream = cfg, batch_size, train_samples, stream
 
     def setup(self, stage: str | None = None) -> None:
         # fail here, before any step, if a corpus is missing or too short (the user's files fail in
@@ -488,5 +491,5 @@ class ProxyDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         # the full length: a resumed Lightning epoch counts on from the restored batch index
         start = self.trainer.global_step * self.batch_size if self.trainer else 0
-        data = TaskData(self.cfg, "train", self.train_samples, start)
+        data = TaskData(self.cfg, "train", self.train_samples, start + self.stream * STREAM_STRIDE)
         return _StepLoader(data, batch_size=self.batch_size)

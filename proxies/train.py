@@ -54,7 +54,8 @@ class TrainConfig:
             :func:`spanmix.proxies.resources.resolve_precision`), ``bf16`` (autocast) or ``fp32``.
         max_seconds: wall-clock limit for training (None: none); a run cut short reports the
             tokens it saw.
-        seed: model initialisation and data-order seed.
+        seed: model initialisation seed (the batches follow ``data.seed``; a study's further training
+            seeds also read another stream of batches).
         progress: show Lightning's progress bar.
         log_dir: write Lightning CSV logs under this folder (None: no logs).
     """
@@ -215,6 +216,7 @@ def fit(
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 50,
     name: str = "proxy",
+    stream: int = 0,
 ) -> Fitted:
     """Train ``module`` until step ``train.steps`` with Lightning.
 
@@ -223,7 +225,7 @@ def fit(
     and step all continue where the killed run stopped, so the weights match an uninterrupted run.
     """
     data = module.data_cfg
-    datamodule = ProxyDataModule(data, train.batch_size, train.steps * train.batch_size)
+    datamodule = ProxyDataModule(data, train.batch_size, train.steps * train.batch_size, stream)
     logger: Any = False
     if train.log_dir:
         logger = L.pytorch.loggers.CSVLogger(train.log_dir, name=name)
@@ -275,11 +277,13 @@ def train_and_score(
     train: TrainConfig,
     seed: int | None = None,
     init: dict[str, Tensor] | None = None,
+    stream: int = 0,
 ) -> ProxyResult:
     """Train a proxy with ``schedule`` for ``train.steps`` steps and score it on validation data.
 
     ``init`` starts from given weights (a supernet's, to fine-tune) instead of a fresh
-    initialisation. Deterministic on the CPU: the same arguments give the same numbers.
+    initialisation; ``stream`` trains on another sequence of batches (see
+    :class:`~spanmix.proxies.data.ProxyDataModule`). Deterministic on the CPU: the same arguments give the same numbers.
     """
     if isinstance(schedule, str):
         schedule = Schedule.parse(schedule)
@@ -292,7 +296,7 @@ def train_and_score(
     module = ProxyLM(proxy, schedule, data, train)
     if init is not None:
         module.model.load_state_dict(init)
-    fitted = fit(module, train, name=schedule.hash)
+    fitted = fit(module, train, name=schedule.hash, stream=stream)
     scores = evaluate(module.model, schedule, data, val_batches(data, train.batch_size), train.precision)
     return ProxyResult(
         schedule=schedule.text,

@@ -93,6 +93,9 @@ class StudyConfig:
         n_trials: distinct schedules the study aims to measure (repeated draws reuse a result and
             do not count; capped at the size of the space).
         seed: sampler seed (each proxy trains with ``train.seed``).
+        seeds: trainings per schedule that differ only in their training seed (``train.seed``,
+            ``train.seed + 1``, ...: initialisation and batches); the schedule's value is their
+            mean, and their spread is its noise. 1 leaves the noise unmeasured.
         heartbeat_seconds: a trial whose worker stops beating for 3x this is failed and retried.
         strategy: ``standalone`` trains every schedule it measures from scratch (exact, slow);
             ``supernet`` trains one set of shared weights, scores schedules on it, then confirms
@@ -111,6 +114,7 @@ class StudyConfig:
     budget: float | None = None
     n_trials: int = 20
     seed: int = 0
+    seeds: int = 1
     heartbeat_seconds: int = 10
     strategy: str = "standalone"
     supernet: SupernetConfig = field(default_factory=SupernetConfig)
@@ -136,7 +140,7 @@ class StudyConfig:
             require_positive(self, "study", ("budget",))
         if self.budget is not None and not 0 < self.budget <= 1:
             raise ConfigError(f"study.budget must be a fraction in (0, 1] of the all-full cost (got {self.budget!r})")
-        require_whole(self, "study", ("n_trials", "heartbeat_seconds"))
+        require_whole(self, "study", ("n_trials", "heartbeat_seconds", "seeds"))
         require_whole(self, "study", ("seed",), minimum=0)
         if self.space.context != self.data.seq_len:
             raise ConfigError(f"space.context={self.space.context} must equal data.seq_len={self.data.seq_len}")

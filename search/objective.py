@@ -41,27 +41,34 @@ class ScheduleFailed(RuntimeError):
 class Measure(Protocol):
     """How a trial turns a schedule into scores. ``name`` labels the measurement in each trial
     (``standalone``, ``standalone-4x``, ``supernet``); ``key`` is everything that makes two
-    measurements of one schedule interchangeable."""
+    measurements of one schedule interchangeable; ``replicates`` is how many runs that differ only
+    in their seed make one measurement (1 where the measurement has no seed to vary)."""
 
     name: str
     key: dict[str, Any]
+    replicates: int
 
-    def __call__(self, schedule: Schedule) -> ProxyResult: ...
+    def __call__(self, schedule: Schedule, replicate: int = 0) -> ProxyResult: ...
 
 
 class Standalone:
     """Train the schedule's own proxy from scratch for ``budget`` times ``train.steps`` steps, in
-    ``precision`` (the study's pinned one; None: resolve ``train.precision`` here)."""
+    ``precision`` (the study's pinned one; None: resolve ``train.precision`` here), once per
+    training seed of the study (``study.seeds``)."""
 
     def __init__(self, cfg: StudyConfig, budget: int = 1, precision: str | None = None) -> None:
         self.cfg, self.train = cfg, replace(cfg.train, steps=cfg.train.steps * budget)
         self.name = STANDALONE if budget == 1 else f"{STANDALONE}-{budget}x"
-        self.key = {**cfg.measurement_key(), "train": self.train.to_dict()}
+        self.replicates = cfg.seeds
+        # one seed keeps the key it always had, so studies made before seeds keep their results
+        self.key = {**cfg.measurement_key(), "train": self.train.to_dict(), **({"seeds": cfg.seeds} if cfg.seeds > 1 else {})}
         if precision is not None:  # after the key: a pinned precision does not change what is measured
             self.train = replace(self.train, precision=precision)
 
-    def __call__(self, schedule: Schedule) -> ProxyResult:
-        return train_and_score(schedule, self.cfg.proxy, self.cfg.data, self.train)
+    def __call__(self, schedule: Schedule, replicate: int = 0) -> ProxyResult:
+        """Replicate ``r`` trains with seed ``train.seed + r`` on its own stream of batches."""
+        return train_and_score(schedule, self.cfg.proxy, self.cfg.data, self.train, seed=self.train.seed + replicate,
+                               stream=replicate)
 
 
 @functools.lru_cache(maxsize=32)
@@ -150,7 +157,7 @@ class Objective:
         record.costed(trial, ratio, {k: report[k] for k in REPORTED},
                       [ratio - cfg.budget] if cfg.budget is not None else [0.0])
         try:
-            result = self.measures[measurement](schedule)
+            result = self._replicates(trial, self.measures[measurement], schedule)
         except Exception as err:
             self._fail(trial, err, record.FAILED_BY_ERROR)
             raise
@@ -161,6 +168,28 @@ class Objective:
         log.info("trial %d: %s %s=%.4f cost ratio %.1f%% (%s, %s, %.1f s)", trial.number, schedule.text,
                  cfg.quality, result.scores[cfg.quality], 100 * ratio, measurement, result.precision, result.train_seconds)
         return result.scores[cfg.quality], cost
+
+    @staticmethod
+    def _replicates(trial: Trial, measure: Measure, schedule: Schedule) -> ProxyResult:
+        """Every seed of the measurement that this trial (or the killed attempt it retries) has
+        not finished, each stored as it finishes; the result holds their mean scores and their
+        summed tokens and seconds."""
+        done = record.seed_scores_of(trial.user_attrs)
+        runs = []
+        for r in range(measure.replicates):
+            if r in done:
+                continue
+            runs.append(measure(schedule, r))
+            done[r] = runs[-1].scores
+            record.seeds_done(trial, done)
+        common = set.intersection(*(set(s) for s in done.values()))
+        scores = {k: sum(s[k] for s in done.values()) / len(done) for k in sorted(common)}
+        tokens, seconds = sum(r.tokens_seen for r in runs), sum(r.train_seconds for r in runs)
+        # a retry of an attempt killed after its last seed trains nothing, and keeps its precision
+        precision = runs[-1].precision if runs else trial.user_attrs.get(record.PRECISION, "unknown")
+        return ProxyResult(schedule=schedule.text, scores=scores, cost={}, tokens_seen=tokens,
+                           steps=sum(r.steps for r in runs), train_seconds=seconds,
+                           tokens_per_second=tokens / seconds if seconds else 0.0, seed=0, precision=precision)
 
     @staticmethod
     def _failed(trial: Trial, key: str) -> FrozenTrial | None:

@@ -36,9 +36,11 @@ SKIPPED = "skipped"  # why a sampled draw was skipped (pruned)
 COST_RATIO, COST_REPORT, CONSTRAINT = "cost_ratio", "cost_report", "constraint"
 SCORES, TOKENS_SEEN, TRAIN_SECONDS, TOKENS_PER_SECOND = "scores", "tokens_seen", "train_seconds", "tokens_per_second"
 PRECISION = "precision"  # what it trained (or was scored) in: fp32 or bf16
+SEED_SCORES = "seed_scores"  # each training seed's scores, by replicate ("0", "1", ...), as each finishes
 
 # what a trial that reuses another's measurement copies from it
-MEASURED = (COST_RATIO, COST_REPORT, CONSTRAINT, SCORES, TOKENS_SEEN, TRAIN_SECONDS, TOKENS_PER_SECOND, PRECISION)
+MEASURED = (COST_RATIO, COST_REPORT, CONSTRAINT, SCORES, TOKENS_SEEN, TRAIN_SECONDS, TOKENS_PER_SECOND, PRECISION,
+            SEED_SCORES)
 # what describes one attempt, not the schedule: a retried trial starts without them
 ATTEMPT = (FAILURE, FAILED_BY, WORKER)
 
@@ -109,6 +111,17 @@ def measured(trial: TrialLike, scores: dict[str, float], tokens_seen: int, train
     trial.set_user_attr(TOKENS_SEEN, tokens_seen)
     trial.set_user_attr(TRAIN_SECONDS, train_seconds)
     trial.set_user_attr(TOKENS_PER_SECOND, tokens_per_second)
+
+
+def seeds_done(trial: TrialLike, by_replicate: dict[int, dict[str, float]]) -> None:
+    """Each finished training seed's scores, stored as soon as it finishes: a retry of a killed
+    trial (which keeps its user attributes) trains only the seeds that are missing."""
+    trial.set_user_attr(SEED_SCORES, {str(r): s for r, s in sorted(by_replicate.items())})
+
+
+def seed_scores_of(attrs: Mapping[str, Any]) -> dict[int, dict[str, float]]:
+    """The training seeds a trial (or the attempt it retries) finished, by replicate."""
+    return {int(r): s for r, s in (attrs.get(SEED_SCORES) or {}).items()}
 
 
 def queued(measurement: str, schedule: str) -> dict[str, Any]:
@@ -188,11 +201,17 @@ class Point:
     reused_from: int | None
     scores: dict[str, float]
     measurement: str = STANDALONE
+    seed_scores: tuple[dict[str, float], ...] = ()
 
     @cached_property
     def layers(self) -> Schedule:
         """The schedule, parsed once."""
         return Schedule.parse(self.schedule)
+
+    def samples(self, score: str) -> list[float]:
+        """``score`` of each training seed (empty for a trial that kept none: one seed of a
+        study made before seeds were recorded)."""
+        return [s[score] for s in self.seed_scores if score in s]
 
     def to_dict(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in self.__dataclass_fields__}
@@ -222,6 +241,7 @@ class TrialRecord:
     tokens_seen: int | None
     train_seconds: float | None
     precision: str | None
+    seed_scores: dict[int, dict[str, float]]
     queued_params: dict[str, Any] | None = field(default=None, compare=False)
 
     @classmethod
@@ -234,7 +254,8 @@ class TrialRecord:
             failure=a.get(FAILURE), failed_by=a.get(FAILED_BY), reused_from=a.get(REUSED_FROM),
             skipped=a.get(SKIPPED), cost_ratio=a.get(COST_RATIO), cost_report=a.get(COST_REPORT) or {},
             constraint=a.get(CONSTRAINT) or [0.0], scores=a.get(SCORES) or {}, tokens_seen=a.get(TOKENS_SEEN),
-            train_seconds=a.get(TRAIN_SECONDS), precision=a.get(PRECISION), queued_params=queued_params(trial),
+            train_seconds=a.get(TRAIN_SECONDS), precision=a.get(PRECISION), seed_scores=seed_scores_of(a),
+            queued_params=queued_params(trial),
         )
 
     @cached_property
@@ -260,6 +281,7 @@ class TrialRecord:
             number=self.number, schedule=self.schedule, quality=self.values[0], cost=self.values[1],
             cost_ratio=self.cost_ratio if self.cost_ratio is not None else float("nan"), feasible=self.feasible,
             reused_from=self.reused_from, scores=self.scores, measurement=self.measurement or STANDALONE,
+            seed_scores=tuple(s for _, s in sorted(self.seed_scores.items())),
         )
 
 

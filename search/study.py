@@ -61,6 +61,8 @@ def open_study(cfg: StudyConfig, storage: str | RDBStorage, stream: int | None =
     )
     stored = study.user_attrs.get(record.CONFIG)
     mine = json.loads(json.dumps(cfg.to_dict()))
+    if stored is not None:  # keys added since the study was made read as their defaults
+        stored = json.loads(json.dumps(StudyConfig.from_dict(stored).to_dict()))
     if stored is None:
         study.set_user_attr(record.CONFIG, mine)
         pin_precision(study, cfg)

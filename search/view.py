@@ -19,6 +19,7 @@ from spanmix.search import record
 from spanmix.search.config import StudyConfig
 from spanmix.search.fidelity import Fidelity, comparisons
 from spanmix.search.front import front_of, fronts, knee, maximized, rescored
+from spanmix.search.noise import Noise, noise_of
 from spanmix.search.record import STANDALONE, Point, TrialRecord
 from spanmix.search.study import config_of
 
@@ -34,6 +35,7 @@ class StudyView:
         self.maximize = maximized(self.config.quality)
         self.metric_names: list[str] | None = study.metric_names
         self.records = [TrialRecord.read(t) for t in study.get_trials(deepcopy=False)]
+        self._noise: dict[str, Noise] = {}
 
     @cached_property
     def points_all(self) -> list[Point]:
@@ -79,6 +81,16 @@ class StudyView:
         if score is None:
             return front_of(pts, self.maximize)
         return front_of(rescored(pts, score), maximized(score))
+
+    def noise(self, score: str | None = None) -> Noise:
+        """What the seeds say about :meth:`front` (on the study's quality or ``score``): intervals,
+        ties, the knee's stability, the resolution (see :mod:`spanmix.search.noise`)."""
+        key = score or self.config.quality
+        if key not in self._noise:
+            pts = self.points(self.final)
+            pts = rescored(pts, score) if score else pts
+            self._noise[key] = noise_of(pts, self.front(score=score), key, maximized(score) if score else self.maximize)
+        return self._noise[key]
 
     def knee(self, score: str | None = None) -> Point | None:
         """The knee of :meth:`front` (None before any feasible trial has finished)."""

@@ -14,6 +14,7 @@ import optuna
 from plotly.offline import get_plotlyjs
 
 from spanmix.search import Point, StudyConfig, StudyView
+from spanmix.search.noise import Noise
 from spanmix.studies.figures import (
     fidelity_figures,
     front_figure,
@@ -64,13 +65,22 @@ def trial_table(view: StudyView, front: list[Point]) -> str:
     return f'<table class="trials"><thead><tr>{header}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
+def _noise_summary(noise: Noise) -> str:
+    if not noise.measured:
+        return "; noise unmeasured (study.seeds = 1): a difference between schedules may be seed noise"
+    knee = f", knee in {noise.knee_share:.0%} of seed resamples" if noise.knee_share is not None else ""
+    return (f"; means of {noise.seeds}+ seeds with 95% intervals, {len(noise.tied)} schedule(s) tied with the front "
+            f"(one-sided Welch t-test, 5%){knee}")
+
+
 def render(study: optuna.Study, cfg: StudyConfig, refresh_seconds: int | None = None, plotly_src: str | None = None) -> str:
     """The whole dashboard as one HTML page with plotly.js inlined (opens offline), or loaded from
     ``plotly_src`` (what the live server does, so the 4.6 MB library is sent once and cached)."""
     view = StudyView(study, cfg)
     pts, front, chosen = view.points(), view.front(), view.knee()
     hypervolume = hypervolume_figure(study)
-    figures = {"front": front_figure(cfg, view.points(view.final), [s for s in view.scores if "@" not in s]),
+    figures = {"front": front_figure(cfg, view.points(view.final), [s for s in view.scores if "@" not in s],
+                                     view.noise()),
                **fidelity_figures(view),
                **heatmap_figures(cfg, view.points(view.searched), view.searched),
                "strips": strips_figure(cfg, pts, front), "history": history_figure(cfg, pts),
@@ -81,6 +91,7 @@ def render(study: optuna.Study, cfg: StudyConfig, refresh_seconds: int | None = 
         f"{len(view.records)} trials, {len(pts)} finished, {view.finished()} schedules measured, front of {len(front)} "
         f"(measured {view.final})"
         + (f"; knee: trial {chosen.number} <code>{html.escape(chosen.schedule)}</code>" if chosen else "")
+        + _noise_summary(view.noise())
     )
     data = json.dumps([p.to_dict() for p in front])
     return f"""<!DOCTYPE html>

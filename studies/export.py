@@ -153,6 +153,13 @@ def export_trial(view: StudyView, which: str, out: Path, family: str = DEFAULT_F
     written = [stem.with_suffix(".json")]
     written[0].write_text(json.dumps(data, indent=2) + "\n")
     print(f"trial {point.number}: {schedule.text}  ({cfg.quality} {point.quality:.4f}, cost {point.cost_ratio:.1%} of all-full)")
+    if which == "knee":
+        noise = view.noise()
+        if not noise.measured:
+            print("note: the study's noise is unmeasured (study.seeds = 1); a neighbour of the knee may be as good")
+        elif noise.knee_share is not None and noise.knee_share < 0.9:
+            print(f"note: the knee is this schedule in only {noise.knee_share:.0%} of resamples of the seeds: it is "
+                  "not clearly separated from its neighbours on the front (see spanmix show)")
     if fragment is None:
         print(f"no Hugging Face fragment: {refusal}")
     else:

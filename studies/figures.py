@@ -3,6 +3,8 @@ returns a plotly figure, never shows it (as ``optuna.visualization.plot_*`` do).
 
 from __future__ import annotations
 
+from typing import Any
+
 import optuna
 import pandas as pd
 import plotly.graph_objects as go
@@ -19,6 +21,7 @@ from spanmix.search import (
 from spanmix.search.fidelity import paired
 from spanmix.search.front import fronts
 from spanmix.search.logs import stable_enough
+from spanmix.search.noise import Noise
 from spanmix.space import Schedule, placement_of
 
 KIND_COLOURS = {"full": "#b2182b", "sliding": "#2166ac", "block": "#1b7837"}
@@ -27,20 +30,38 @@ KIND_COLOURS = {"full": "#b2182b", "sliding": "#2166ac", "block": "#1b7837"}
 def _hover(p: Point) -> str:
     scores = "<br>".join(f"{k}: {v:.4g}" for k, v in sorted(p.scores.items()) if "@" not in k)
     reused = f"<br>(reused trial {p.reused_from})" if p.reused_from is not None else ""
-    return f"trial {p.number}: <b>{p.schedule}</b><br>cost ratio {p.cost_ratio:.1%}{reused}<br>{scores}"
+    seeds = f" (mean of {len(p.seed_scores)} seeds)" if len(p.seed_scores) > 1 else ""
+    return f"trial {p.number}: <b>{p.schedule}</b>{seeds}<br>cost ratio {p.cost_ratio:.1%}{reused}<br>{scores}"
 
 
-def _front_traces(pts: list[Point], front: list[Point], chosen: Point | None, visible: bool) -> list[go.Scatter]:
+def _error_bars(points: list[Point], noise: Noise | None) -> dict[str, Any] | None:
+    """Plotly error bars of the points' 95% intervals over their seeds (None where unmeasured)."""
+    if noise is None or not noise.measured:
+        return None
+    spans = [noise.intervals.get(p.number, (p.quality, p.quality)) for p in points]
+    return {"type": "data", "symmetric": False, "array": [hi - p.quality for p, (_, hi) in zip(points, spans)],
+            "arrayminus": [p.quality - lo for p, (lo, _) in zip(points, spans)], "thickness": 1.5}
+
+
+def _front_traces(pts: list[Point], front: list[Point], chosen: Point | None, visible: bool,
+                  noise: Noise | None = None) -> list[go.Scatter]:
+    tied = noise.tied if noise is not None else []
     traces = []
     for feasible, name, symbol in ((True, "trials", "circle"), (False, "over budget", "x")):
-        sel = [p for p in pts if p.feasible == feasible and p not in front]
+        sel = [p for p in pts if p.feasible == feasible and p not in front and p not in tied]
         traces.append(go.Scatter(
             x=[p.cost_ratio for p in sel], y=[p.quality for p in sel], mode="markers", name=name, visible=visible,
             marker={"color": "#999", "symbol": symbol, "size": 8}, hovertext=[_hover(p) for p in sel], hoverinfo="text",
         ))
+    if tied:
+        traces.append(go.Scatter(
+            x=[p.cost_ratio for p in tied], y=[p.quality for p in tied], mode="markers", visible=visible,
+            name="tied with the front", marker={"color": "#d6604d", "symbol": "diamond-open", "size": 11},
+            error_y=_error_bars(tied, noise), hovertext=[_hover(p) for p in tied], hoverinfo="text",
+        ))
     traces.append(go.Scatter(
         x=[p.cost_ratio for p in front], y=[p.quality for p in front], mode="lines+markers", name="Pareto front",
-        marker={"color": "#d6604d", "size": 11}, line={"shape": "hv"}, visible=visible,
+        marker={"color": "#d6604d", "size": 11}, line={"shape": "hv"}, visible=visible, error_y=_error_bars(front, noise),
         hovertext=[_hover(p) for p in front], hoverinfo="text",
     ))
     if chosen is not None:
@@ -52,9 +73,12 @@ def _front_traces(pts: list[Point], front: list[Point], chosen: Point | None, vi
     return traces
 
 
-def front_figure(cfg: StudyConfig, pts: list[Point], scores: list[str] | None = None) -> go.Figure:
+def front_figure(cfg: StudyConfig, pts: list[Point], scores: list[str] | None = None,
+                 noise: Noise | None = None) -> go.Figure:
     """Quality against cost ratio for every trial; the Pareto front joined; the knee starred. With
-    ``scores``, a selector shows the front on each of those scores instead of the study's quality."""
+    ``scores``, a selector shows the front on each of those scores instead of the study's quality.
+    With the study's ``noise``, the front and the schedules tied with it carry their 95% intervals
+    over seeds."""
     fig = go.Figure()
     names = [cfg.quality] + [s for s in scores or [] if s != cfg.quality]
     spans, buttons = [], []
@@ -63,7 +87,8 @@ def front_figure(cfg: StudyConfig, pts: list[Point], scores: list[str] | None = 
         found = fronts(mine, maximized(name))
         front = found[0] if found else []
         start = len(fig.data)
-        fig.add_traces(_front_traces(mine, front, knee(front, maximized(name)) if front else None, visible=i == 0))
+        fig.add_traces(_front_traces(mine, front, knee(front, maximized(name)) if front else None, visible=i == 0,
+                                     noise=noise if i == 0 else None))
         spans.append((start, len(fig.data)))
     for name, (start, end) in zip(names, spans):
         visible = [start <= j < end for j in range(len(fig.data))]

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from spanmix.search import StudyView
+from spanmix.search import Point, StudyView
+from spanmix.search.noise import LEVEL, RESAMPLES, Noise, interval
 
 
 def print_summary(view: StudyView, score: str | None = None) -> None:
@@ -18,12 +19,17 @@ def print_summary(view: StudyView, score: str | None = None) -> None:
         print("no finished feasible trial yet")
         return
     quality = score or cfg.quality
-    chosen = view.knee(score)
-    print(f"Pareto front ({quality} vs {cfg.cost}, measured {view.final}):")
-    print(f"  {'trial':>5}  {'schedule':<40} {quality:>12} {'cost ratio':>10}")
-    for p in front:
-        mark = "  <- knee" if p == chosen else ""
-        print(f"  {p.number:>5}  {p.schedule:<40} {p.quality:>12.4f} {p.cost_ratio:>10.1%}{mark}")
+    chosen, noise = view.knee(score), view.noise(score)
+    if not noise.measured:
+        print(f"Pareto front ({quality} vs {cfg.cost}, measured {view.final}):")
+        print(f"  {'trial':>5}  {'schedule':<40} {quality:>12} {'cost ratio':>10}")
+        for p in front:
+            mark = "  <- knee" if p == chosen else ""
+            print(f"  {p.number:>5}  {p.schedule:<40} {p.quality:>12.4f} {p.cost_ratio:>10.1%}{mark}")
+        print("noise: unmeasured (study.seeds = 1): a difference between these schedules may be seed noise; "
+              "set [study] seeds = 2 or more to measure it")
+    else:
+        print_noisy_front(view, front, noise, quality, chosen)
     if view.stage_seconds:
         print("wall time by stage: " + ", ".join(f"{k} {v:.0f} s" for k, v in view.stage_seconds.items()))
     for cheap, dear, report in view.comparisons:
@@ -34,18 +40,54 @@ def print_summary(view: StudyView, score: str | None = None) -> None:
         print("rank fidelity: not measured yet; `spanmix fidelity` retrains schedules at a larger budget to measure it")
 
 
+def _interval(noise: Noise, p: Point) -> str:
+    lo, hi = noise.intervals[p.number]
+    return f"[{lo:.4f}, {hi:.4f}]"
+
+
+def print_noisy_front(view: StudyView, front: list[Point], noise: Noise, quality: str, chosen: Point | None) -> None:
+    """The front with each point's mean and 95% interval over its seeds, the schedules tied with
+    it, how stable the knee is and how far apart the front's points are in units of the noise."""
+    cfg = view.config
+    print(f"Pareto front ({quality} vs {cfg.cost}, measured {view.final}; mean of {noise.seeds}+ seeds with 95% "
+          "t-interval):")
+    print(f"  {'trial':>5}  {'schedule':<40} {quality:>12} {'95% interval':>20} {'cost ratio':>10}")
+    rows = [(p, "  <- knee" if p == chosen else "") for p in front] + [(p, "  (tied)") for p in noise.tied]
+    for p, mark in sorted(rows, key=lambda r: (r[0].cost, r[0].number)):
+        print(f"  {p.number:>5}  {p.schedule:<40} {p.quality:>12.4f} {_interval(noise, p):>20} {p.cost_ratio:>10.1%}{mark}")
+    if noise.tied:
+        print(f"tied: {len(noise.tied)} schedule(s) off the front that no schedule costing no more is better than "
+              f"(one-sided Welch t-test, {LEVEL:.0%} level): the seeds cannot tell them from the front")
+    if chosen is not None and noise.knee_share is not None:
+        clear = "" if noise.knee_share >= 0.9 else ": not clearly separated from its neighbours"
+        print(f"knee: trial {chosen.number} in {noise.knee_share:.0%} of {RESAMPLES} resamples of the seeds{clear}")
+    if noise.resolution:
+        gaps = ", ".join(f"{g:.1f}" for g in noise.resolution)
+        print(f"resolution: neighbouring front points are {gaps} noise units apart "
+              f"(noise unit: seed standard deviation {noise.unit:.4g})")
+
+
 def trials_frame(view: StudyView) -> pd.DataFrame:
     """Every trial as a flat table: number, state, the two values, the parameters, the duration,
-    then the schedule, its measurement, cost ratio, reuse, failure, training and every score."""
+    then the schedule, its measurement, cost ratio, reuse, failure, training, its seeds with the
+    95% interval of its quality over them and its standing (``front``, ``tied`` with the front,
+    ``dominated``; empty where untested), and every score."""
+    quality, noise = view.config.quality, view.noise()
+    front, tied = {p.number for p in view.front()}, {p.number for p in noise.tied}
     rows = []
     for r in view.records:
+        samples = [s[quality] for s in r.seed_scores.values() if quality in s]
+        lo, hi = interval(samples) or (None, None)
+        tested = noise.measured and r.complete and r.measurement == view.final and len(samples) >= 2
+        standing = "front" if r.number in front else "tied" if r.number in tied else "dominated" if tested else ""
         values = r.values or (None, None)
         row = {"number": r.number, "state": r.state.name, "quality": values[0], "cost": values[1],
                **{f"params_{k}": v for k, v in r.params.items()},
                "duration": r.duration if r.duration is not None else pd.NaT,
                "schedule": r.schedule, "measurement": r.measurement, "cost_ratio": r.cost_ratio,
                "reused_from": r.reused_from, "failure": r.failure, "tokens_seen": r.tokens_seen,
-               "train_seconds": r.train_seconds, "precision": r.precision, "n_full": r.layers.n_full if r.layers is not None else None}
+               "train_seconds": r.train_seconds, "precision": r.precision, "seeds": len(r.seed_scores) or None,
+               "quality_lo": lo, "quality_hi": hi, "standing": standing, "n_full": r.layers.n_full if r.layers is not None else None}
         rows.append(row | {f"score:{name}": value for name, value in r.scores.items()})
     frame = pd.DataFrame(rows)
     params = sorted(c for c in frame.columns if c.startswith("params_"))

@@ -153,6 +153,7 @@ class SupernetScore:
     """Score a schedule on the shared weights, after ``finetune_steps`` of fine-tuning a copy."""
 
     name = SUPERNET
+    replicates = 1  # the shared weights are scored as they are: no seed to vary
 
     def __init__(self, cfg: StudyConfig, weights: SupernetWeights, precision: str | None = None) -> None:
         self.cfg, self.weights = cfg, weights
@@ -165,7 +166,7 @@ class SupernetScore:
         ft = cfg.supernet.finetune_steps
         self.finetune = replace(cfg.train, steps=max(ft, 1), warmup=0, lr=cfg.train.lr * 0.1, precision=self.precision)
 
-    def __call__(self, schedule: Schedule) -> ProxyResult:
+    def __call__(self, schedule: Schedule, replicate: int = 0) -> ProxyResult:
         cfg = self.cfg
         if cfg.supernet.finetune_steps:
             return train_and_score(schedule, cfg.proxy, cfg.data, self.finetune, init=self.weights.state)
