@@ -385,6 +385,7 @@ class Task:
         min_length: the shortest ``seq_len`` that holds a sample under a configuration.
         sample: ``(config, split, rng) -> (tokens, targets, distances)``; None for the user's
             files, which :class:`TaskData` reads from their token files.
+        chance: a probe's answer accuracy by guessing among its possible answers.
     """
 
     name: str
@@ -392,6 +393,7 @@ class Task:
     bucket: str
     min_length: Callable[[DataConfig], int]
     sample: Callable[[DataConfig, str, np.random.Generator], Sample] | None
+    chance: Callable[[DataConfig], float] | None = None
 
     @property
     def probe(self) -> bool:
@@ -400,8 +402,8 @@ class Task:
 
 
 def _probe(name: str, make: Callable[[DataConfig, np.random.Generator], Sample], min_length: Callable[[DataConfig], int],
-           bucket: str = "distance") -> Task:
-    return Task(name, False, bucket, min_length, lambda cfg, split, rng: make(cfg, rng))
+           chance: Callable[[DataConfig], float], bucket: str = "distance") -> Task:
+    return Task(name, False, bucket, min_length, lambda cfg, split, rng: make(cfg, rng), chance)
 
 
 def _corpus(name: str) -> Task:
@@ -409,14 +411,16 @@ def _corpus(name: str) -> Task:
 
 
 TASKS: dict[str, Task] = {t.name: t for t in (
+    # a fact's answer is one of its key's 8 values
     _probe("recall", recall,
-           lambda c: min(c.n_pairs, 16) * c.fact_copies + 2 * c.n_queries + c.min_distance + 1),
-    _probe("mqar", mqar, lambda c: 2 * c.n_pairs + 2 * c.n_queries + c.min_distance + 1),
+           lambda c: min(c.n_pairs, 16) * c.fact_copies + 2 * c.n_queries + c.min_distance + 1, lambda c: 1 / 8),
+    _probe("mqar", mqar, lambda c: 2 * c.n_pairs + 2 * c.n_queries + c.min_distance + 1, lambda c: 1 / c.n_symbols),
     _probe("passkey", passkey, lambda c: len(_needle("0" * c.passkey_digits)) + len(_question("0" * c.passkey_digits))
-           + c.min_distance),
-    _probe("multihop", multihop, lambda c: 3 * (2 * c.hops[1] + 2) + c.min_distance + 3, bucket="hops"),
-    # the copy (T/4 tokens) and the gap before it must fit after the original
-    _probe("copy", copy, lambda c: max(8, -(-4 * c.min_distance // 3))),
+           + c.min_distance, lambda c: 1 / 10),
+    _probe("multihop", multihop, lambda c: 3 * (2 * c.hops[1] + 2) + c.min_distance + 3, lambda c: 1 / c.n_symbols,
+           bucket="hops"),
+    # the copy (T/4 tokens) and the gap before it must fit after the original; filler has 64 symbols
+    _probe("copy", copy, lambda c: max(8, -(-4 * c.min_distance // 3)), lambda c: 1 / 64),
     _corpus("code"),
     _corpus("prose"),
 )}

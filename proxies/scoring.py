@@ -8,6 +8,7 @@ the fact or by the number of hops, as each task's registry entry says (see
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
 
@@ -94,8 +95,10 @@ class Scorer:
         return out
 
 
+@functools.lru_cache(maxsize=8)
 def val_batches(data: DataConfig, batch_size: int) -> list[dict[str, Tensor]]:
-    """The validation set as batches: ``val_samples`` per task, the same for every schedule scored."""
+    """The validation set as batches: ``val_samples`` per task, the same for every schedule scored
+    (built once per process: scoring reads it and never changes it)."""
     loader = torch.utils.data.DataLoader(TaskData(data, "val", data.val_samples * len(data.tasks)), batch_size=batch_size)
     return list(loader)
 

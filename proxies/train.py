@@ -155,6 +155,7 @@ class ProxyResult:
     tokens_per_second: float
     seed: int
     precision: str = "fp32"
+    curve: dict[int, dict[str, float]] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -203,6 +204,22 @@ def _quiet_lightning() -> Iterator[None]:
             logger.setLevel(level)
 
 
+class _Curve(L.Callback):
+    """Scores at given steps of one training (a learning curve). Scoring runs without gradients
+    and draws no random numbers, so the training goes on exactly as it would without it."""
+
+    def __init__(self, steps: tuple[int, ...], schedule: Schedule, data: DataConfig, batch_size: int, precision: str) -> None:
+        self.steps, self.schedule, self.data, self.precision = set(steps), schedule, data, precision
+        self.batches = val_batches(data, batch_size)
+        self.scores: dict[int, dict[str, float]] = {}
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        step = trainer.global_step
+        if step in self.steps and step not in self.scores:
+            self.scores[step] = evaluate(module.model, self.schedule, self.data, self.batches, self.precision)
+
+
 class _StartStep(L.Callback):
     start = 0
 
@@ -217,6 +234,7 @@ def fit(
     checkpoint_every: int = 50,
     name: str = "proxy",
     stream: int = 0,
+    extra: tuple[L.Callback, ...] = (),
 ) -> Fitted:
     """Train ``module`` until step ``train.steps`` with Lightning.
 
@@ -230,7 +248,7 @@ def fit(
     if train.log_dir:
         logger = L.pytorch.loggers.CSVLogger(train.log_dir, name=name)
     started = _StartStep()
-    callbacks: list[Any] = [started]
+    callbacks: list[Any] = [started, *extra]
     resume = None
     if checkpoint_dir is not None:
         callbacks.append(L.pytorch.callbacks.ModelCheckpoint(
@@ -278,12 +296,14 @@ def train_and_score(
     seed: int | None = None,
     init: dict[str, Tensor] | None = None,
     stream: int = 0,
+    curve_at: tuple[int, ...] = (),
 ) -> ProxyResult:
     """Train a proxy with ``schedule`` for ``train.steps`` steps and score it on validation data.
 
     ``init`` starts from given weights (a supernet's, to fine-tune) instead of a fresh
     initialisation; ``stream`` trains on another sequence of batches (see
-    :class:`~spanmix.proxies.data.ProxyDataModule`). Deterministic on the CPU: the same arguments give the same numbers.
+    :class:`~spanmix.proxies.data.ProxyDataModule`); ``curve_at`` names steps at which the
+    training is also scored on the way (the result's ``curve``), without changing it. Deterministic on the CPU: the same arguments give the same numbers.
     """
     if isinstance(schedule, str):
         schedule = Schedule.parse(schedule)
@@ -296,7 +316,8 @@ def train_and_score(
     module = ProxyLM(proxy, schedule, data, train)
     if init is not None:
         module.model.load_state_dict(init)
-    fitted = fit(module, train, name=schedule.hash, stream=stream)
+    curve = _Curve(tuple(s for s in curve_at if 0 < s < train.steps), schedule, data, train.batch_size, train.precision)
+    fitted = fit(module, train, name=schedule.hash, stream=stream, extra=(curve,) if curve.steps else ())
     scores = evaluate(module.model, schedule, data, val_batches(data, train.batch_size), train.precision)
     return ProxyResult(
         schedule=schedule.text,
@@ -308,5 +329,6 @@ def train_and_score(
         tokens_per_second=fitted.tokens_per_second(train.batch_size, data.seq_len),
         seed=train.seed,
         precision=train.precision,
+        curve=curve.scores,
         config={"proxy": proxy.to_dict(), "data": data.to_dict(), "train": train.to_dict()},
     )

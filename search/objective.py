@@ -32,6 +32,8 @@ from spanmix.space import ConfigError, Layer, Schedule
 
 log = logging.getLogger("spanmix.search")
 STANDALONE = record.STANDALONE
+# the fractions of its steps at which a standalone training is also scored (its learning curve)
+CURVE = (0.25, 0.5)
 
 
 class ScheduleFailed(RuntimeError):
@@ -56,19 +58,23 @@ class Standalone:
     ``precision`` (the study's pinned one; None: resolve ``train.precision`` here), once per
     training seed of the study (``study.seeds``)."""
 
-    def __init__(self, cfg: StudyConfig, budget: int = 1, precision: str | None = None) -> None:
+    def __init__(self, cfg: StudyConfig, budget: int = 1, precision: str | None = None, seeds: int | None = None,
+                 name: str | None = None) -> None:
         self.cfg, self.train = cfg, replace(cfg.train, steps=cfg.train.steps * budget)
-        self.name = STANDALONE if budget == 1 else f"{STANDALONE}-{budget}x"
-        self.replicates = cfg.seeds
+        self.name = name or (STANDALONE if budget == 1 else f"{STANDALONE}-{budget}x")
+        self.replicates = seeds or cfg.seeds
+        # the learning curve comes with every training: scoring on the way does not change it
+        self.curve_at = tuple(round(f * self.train.steps) for f in CURVE)
         # one seed keeps the key it always had, so studies made before seeds keep their results
-        self.key = {**cfg.measurement_key(), "train": self.train.to_dict(), **({"seeds": cfg.seeds} if cfg.seeds > 1 else {})}
+        self.key = {**cfg.measurement_key(), "train": self.train.to_dict(),
+                    **({"seeds": self.replicates} if self.replicates > 1 else {})}
         if precision is not None:  # after the key: a pinned precision does not change what is measured
             self.train = replace(self.train, precision=precision)
 
     def __call__(self, schedule: Schedule, replicate: int = 0) -> ProxyResult:
         """Replicate ``r`` trains with seed ``train.seed + r`` on its own stream of batches."""
         return train_and_score(schedule, self.cfg.proxy, self.cfg.data, self.train, seed=self.train.seed + replicate,
-                               stream=replicate)
+                               stream=replicate, curve_at=self.curve_at)
 
 
 @functools.lru_cache(maxsize=32)
@@ -174,14 +180,16 @@ class Objective:
         """Every seed of the measurement that this trial (or the killed attempt it retries) has
         not finished, each stored as it finishes; the result holds their mean scores and their
         summed tokens and seconds."""
-        done = record.seed_scores_of(trial.user_attrs)
+        done, curves = record.seed_scores_of(trial.user_attrs), record.seed_curves_of(trial.user_attrs)
         runs = []
         for r in range(measure.replicates):
             if r in done:
                 continue
             runs.append(measure(schedule, r))
             done[r] = runs[-1].scores
-            record.seeds_done(trial, done)
+            if runs[-1].curve:
+                curves[r] = runs[-1].curve
+            record.seeds_done(trial, done, curves)
         common = set.intersection(*(set(s) for s in done.values()))
         scores = {k: sum(s[k] for s in done.values()) / len(done) for k in sorted(common)}
         tokens, seconds = sum(r.tokens_seen for r in runs), sum(r.train_seconds for r in runs)

@@ -148,7 +148,10 @@ def measure_schedules(
     left = {text: params for params, text in unmeasured(study, space, measurement, objective.default, objective.retry_failed)}
     enqueue(study, [(left[text], text) for text in schedules if text in left], measurement)
     waiting = [record.TrialRecord.read(t) for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))]
-    mine = [i for i, r in enumerate(waiting) if r.measurement == measurement]
+    wanted = set(schedules)
+    # the last waiting trial that measures a wanted schedule at ``measurement``, tagged or (a grid's) not
+    mine = [i for i, r in enumerate(waiting)
+            if (r.measurement or objective.default) == measurement and _schedule_of(r, space) in wanted]
     n = mine[-1] + 1 if mine else 0
     if n:
         study.optimize(objective, n_trials=n, timeout=timeout, catch=(Exception,), callbacks=callbacks or [])

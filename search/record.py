@@ -37,10 +37,11 @@ COST_RATIO, COST_REPORT, CONSTRAINT = "cost_ratio", "cost_report", "constraint"
 SCORES, TOKENS_SEEN, TRAIN_SECONDS, TOKENS_PER_SECOND = "scores", "tokens_seen", "train_seconds", "tokens_per_second"
 PRECISION = "precision"  # what it trained (or was scored) in: fp32 or bf16
 SEED_SCORES = "seed_scores"  # each training seed's scores, by replicate ("0", "1", ...), as each finishes
+SEED_CURVES = "seed_curves"  # each seed's scores on the way, by replicate then step: its learning curve
 
 # what a trial that reuses another's measurement copies from it
 MEASURED = (COST_RATIO, COST_REPORT, CONSTRAINT, SCORES, TOKENS_SEEN, TRAIN_SECONDS, TOKENS_PER_SECOND, PRECISION,
-            SEED_SCORES)
+            SEED_SCORES, SEED_CURVES)
 # what describes one attempt, not the schedule: a retried trial starts without them
 ATTEMPT = (FAILURE, FAILED_BY, WORKER)
 
@@ -113,10 +114,19 @@ def measured(trial: TrialLike, scores: dict[str, float], tokens_seen: int, train
     trial.set_user_attr(TOKENS_PER_SECOND, tokens_per_second)
 
 
-def seeds_done(trial: TrialLike, by_replicate: dict[int, dict[str, float]]) -> None:
-    """Each finished training seed's scores, stored as soon as it finishes: a retry of a killed
-    trial (which keeps its user attributes) trains only the seeds that are missing."""
+def seeds_done(trial: TrialLike, by_replicate: dict[int, dict[str, float]],
+               curves: dict[int, dict[int, dict[str, float]]]) -> None:
+    """Each finished training seed's scores and learning curve, stored as soon as it finishes: a
+    retry of a killed trial (which keeps its user attributes) trains only the seeds that are missing."""
     trial.set_user_attr(SEED_SCORES, {str(r): s for r, s in sorted(by_replicate.items())})
+    if curves:
+        trial.set_user_attr(SEED_CURVES, {str(r): {str(step): s for step, s in sorted(c.items())}
+                                          for r, c in sorted(curves.items())})
+
+
+def seed_curves_of(attrs: Mapping[str, Any]) -> dict[int, dict[int, dict[str, float]]]:
+    """Each finished seed's learning curve, by replicate then step."""
+    return {int(r): {int(step): s for step, s in c.items()} for r, c in (attrs.get(SEED_CURVES) or {}).items()}
 
 
 def seed_scores_of(attrs: Mapping[str, Any]) -> dict[int, dict[str, float]]:
@@ -242,6 +252,7 @@ class TrialRecord:
     train_seconds: float | None
     precision: str | None
     seed_scores: dict[int, dict[str, float]]
+    seed_curves: dict[int, dict[int, dict[str, float]]]
     queued_params: dict[str, Any] | None = field(default=None, compare=False)
 
     @classmethod
@@ -255,6 +266,7 @@ class TrialRecord:
             skipped=a.get(SKIPPED), cost_ratio=a.get(COST_RATIO), cost_report=a.get(COST_REPORT) or {},
             constraint=a.get(CONSTRAINT) or [0.0], scores=a.get(SCORES) or {}, tokens_seen=a.get(TOKENS_SEEN),
             train_seconds=a.get(TRAIN_SECONDS), precision=a.get(PRECISION), seed_scores=seed_scores_of(a),
+            seed_curves=seed_curves_of(a),
             queued_params=queued_params(trial),
         )
 

@@ -14,6 +14,7 @@ from typing import Sequence
 from spanmix.search.logs import log_to_stderr
 from spanmix.space import ConfigError
 from spanmix.studies.commands import (
+    calibrate,
     cost,
     dashboard,
     export,
@@ -23,7 +24,7 @@ from spanmix.studies.commands import (
     worker,
 )
 
-COMMANDS = (launch, worker, dashboard, export, show, fidelity, cost)
+COMMANDS = (launch, calibrate, worker, dashboard, export, show, fidelity, cost)
 
 
 def build_parser() -> argparse.ArgumentParser:

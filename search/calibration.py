@@ -1,0 +1,155 @@
+"""Calibration: can a study's training budget tell schedules apart at all, before it is spent?
+
+The dearest and the cheapest schedules of the space belong to every front, and they differ most: if
+the budget cannot separate them, it separates nothing in between. Calibration trains both with the
+study's seeds (at least 2, to measure the noise) and scores each training on the way, at 1/4 and
+1/2 of its steps and at its end: one learning curve per seed, not extra trainings. (The learning
+rate decays over the whole budget, so a score at 1/4 of the steps is where a training stands then,
+a little worse than a training given only that budget would reach.)
+
+For each point of the curve it reports the two schedules' gap in units of the seed noise (their
+pooled standard deviation) and, for each long-range probe, the dearest schedule's answer accuracy
+against chance. The budget **separates** when at its end the gap is at least
+:data:`SEPARATION` noise units and every probe's accuracy is at least twice chance; otherwise it
+names what would help. Its trainings are the study's own measurement when the study has 2 seeds or
+more (and so are reused by it); with 1 seed they are kept apart, under the measurement
+``calibration``.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+import optuna
+
+from spanmix.proxies.data import TASKS
+from spanmix.search import record
+from spanmix.search.config import StudyConfig
+from spanmix.search.objective import CURVE, STANDALONE, Objective, Standalone
+from spanmix.search.queue import measure_schedules
+from spanmix.search.record import TrialRecord
+from spanmix.search.study import open_study
+from spanmix.space import ConfigError
+
+SEPARATION = 3.0  # noise units at the full budget: a starting point, not yet set by measurement
+PROBE_FACTOR = 2.0  # a probe counts as learned at this many times chance accuracy
+CALIBRATION = "calibration"  # the measurement's name when the study itself has one seed
+HELP = ("more steps (train.steps), a larger proxy (proxy.d_model), more fact copies (data.fact_copies) or a "
+        "shorter distance (data.min_distance)")
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """The dearest and cheapest schedules at one point of their learning curves."""
+
+    fraction: float
+    steps: int
+    dear: list[float]
+    cheap: list[float]
+    probes: dict[str, float]  # the dearest schedule's mean answer accuracy, by probe task
+
+    @property
+    def gap(self) -> float:
+        return abs(statistics.fmean(self.dear) - statistics.fmean(self.cheap))
+
+    @property
+    def noise(self) -> float:
+        """The two schedules' pooled seed standard deviation."""
+        return math.sqrt((statistics.variance(self.dear) + statistics.variance(self.cheap)) / 2)
+
+    @property
+    def units(self) -> float:
+        return self.gap / self.noise if self.noise else math.inf if self.gap else 0.0
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What the study's budget can tell apart."""
+
+    dear: str
+    cheap: str
+    quality: str
+    seeds: int
+    points: list[CurvePoint]
+    chance: dict[str, float]
+
+    @property
+    def last(self) -> CurvePoint:
+        return self.points[-1]
+
+    @property
+    def separated(self) -> bool:
+        return self.last.units >= SEPARATION and self.probes_learned
+
+    @property
+    def probes_learned(self) -> bool:
+        return all(self.last.probes.get(t, 0.0) >= PROBE_FACTOR * c for t, c in self.chance.items())
+
+    def table(self) -> list[str]:
+        """The report, a line each."""
+        probes = list(self.chance)
+        lines = [f"calibration: {self.dear} (dearest) against {self.cheap} (cheapest), {self.seeds} seeds each, "
+                 f"{self.quality} at points of the same trainings",
+                 f"  {'budget':>7} {'steps':>6} {'dearest':>9} {'cheapest':>9} {'gap':>8} {'noise':>8} {'units':>6}"
+                 + "".join(f" {t + ' acc':>12}" for t in probes)]
+        for p in self.points:
+            accs = "".join(f" {p.probes.get(t, math.nan):>6.3f}/{self.chance[t]:<5.3f}" for t in probes)
+            lines.append(f"  {p.fraction:>7.0%} {p.steps:>6} {statistics.fmean(p.dear):>9.4f} {statistics.fmean(p.cheap):>9.4f} "
+                         f"{p.gap:>8.4f} {p.noise:>8.4f} {p.units:>6.1f}{accs}")
+        if probes:
+            lines.append("  (acc: the dearest schedule's answer accuracy / chance)")
+        return lines
+
+    def verdict(self) -> str:
+        """One line: whether the budget separates, with the figures and what would help."""
+        figures = f"the dearest and cheapest schedules are {self.last.units:.1f} noise units apart (need {SEPARATION:g})"
+        if self.separated:
+            return f"the budget separates: {figures}"
+        missing = [f"{t} accuracy {self.last.probes.get(t, 0.0):.3f} against chance {c:.3f}"
+                   for t, c in self.chance.items() if self.last.probes.get(t, 0.0) < PROBE_FACTOR * c]
+        learned = f"; the dearest schedule did not learn the probe ({', '.join(missing)})" if missing else ""
+        return f"the budget does not separate schedules: {figures}{learned}; try {HELP}"
+
+
+def _samples(r: TrialRecord, step: int | None, score: str) -> list[float]:
+    """One score of each seed: at ``step`` of its curve, or at its end."""
+    if step is None:
+        return [s[score] for _, s in sorted(r.seed_scores.items()) if score in s]
+    return [c[step][score] for _, c in sorted(r.seed_curves.items()) if step in c and score in c[step]]
+
+
+def calibrate(cfg: StudyConfig, storage_url: str) -> Calibration:
+    """Train (or find) the space's dearest and cheapest schedules with ``max(2, study.seeds)``
+    seeds in the study at ``storage_url``, and read what their learning curves can separate."""
+    study = open_study(cfg, storage_url)
+    seeds = max(2, cfg.seeds)
+    precision = record.pinned_precision(study.user_attrs)
+    name = STANDALONE if seeds == cfg.seeds else CALIBRATION
+    measure = Standalone(cfg, precision=precision, seeds=seeds, name=name)
+    cheap, dear = (s.canonical(cfg.space.context).text for s in cfg.space.extremes())
+    # the study's own measure first: trials it queued untagged (a grid's) run as the study would
+    objective = Objective(cfg, Standalone(cfg, precision=precision), measure)
+    measure_schedules(study, objective, [dear, cheap], name)
+    return read_calibration(study, cfg, dear, cheap, name)
+
+
+def read_calibration(study: optuna.Study, cfg: StudyConfig, dear: str, cheap: str, measurement: str) -> Calibration:
+    """The calibration the study holds for ``dear`` and ``cheap`` at ``measurement``."""
+    done = {r.schedule: r for r in map(TrialRecord.read, study.get_trials(deepcopy=False))
+            if r.complete and r.measurement == measurement and r.reused_from is None}
+    missing = [s for s in (dear, cheap) if s not in done]
+    if missing:
+        raise ConfigError(f"calibration: {', '.join(missing)} could not be measured (see the failure logged above)")
+    steps = cfg.train.steps
+    chance = {t: TASKS[t].chance(cfg.data) for t in cfg.data.tasks if t in TASKS and TASKS[t].chance is not None}
+    points = []
+    for fraction in (*CURVE, 1.0):
+        step = None if fraction == 1.0 else round(fraction * steps)
+        d, c = (_samples(done[s], step, cfg.quality) for s in (dear, cheap))
+        if len(d) < 2 or len(c) < 2:
+            continue  # a measurement made before curves were recorded has only its end
+        probes = {t: statistics.fmean(_samples(done[dear], step, f"{t}/acc")) for t in chance}
+        points.append(CurvePoint(fraction, round(fraction * steps), d, c, probes))
+    return Calibration(dear, cheap, cfg.quality, len(done[dear].seed_scores), points, chance)

@@ -1,0 +1,93 @@
+"""Calibration: a budget too small to learn the recall probe is refused before the study spends it,
+with nothing else trained; one that learns it passes; the learning curve comes from the same
+trainings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from spanmix.studies.cli import main
+
+# the README's recall test (tests/test_training.py): F F learns the lookup in 260 steps, S8 S8 cannot
+CONFIG = """
+[study]
+name = "calib"
+quality = "loss"
+n_trials = 3
+
+[space]
+n_layers = 2
+context = 128
+n_full = [0, 2]
+placements = ["bottom"]
+windows = [8]
+local = ["sliding"]
+
+[proxy]
+d_model = 64
+n_heads = 2
+context = 128
+
+[data]
+tasks = ["recall"]
+seq_len = 128
+n_pairs = 8
+n_queries = 8
+min_distance = 64
+val_samples = 64
+
+[train]
+steps = {steps}
+batch_size = 32
+lr = 3e-3
+warmup = 20
+weight_decay = 0.0
+precision = "fp32"
+"""
+
+
+def _calibrate(tmp_path: Path, steps: int) -> tuple[int, optuna.Study]:
+    config = tmp_path / "calib.toml"
+    config.write_text(CONFIG.format(steps=steps))
+    out = tmp_path / "run"
+    code = main(["calibrate", "--config", str(config), "--out", str(out)])
+    return code, optuna.load_study(study_name="calib", storage=f"sqlite:///{out / 'study.db'}")
+
+
+def test_a_budget_too_small_to_learn_the_probe_is_refused_and_nothing_else_is_trained(tmp_path, capsys):
+    code, study = _calibrate(tmp_path, steps=60)
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert code == 2 and len(err) == 1
+    assert "does not separate" in err[0] and "recall accuracy" in err[0] and "train.steps" in err[0]
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    assert {t.user_attrs["schedule"] for t in done} == {"F F", "S8 S8"} and len(done) == 2
+    assert all(t.user_attrs["measurement"] == "calibration" for t in done)  # apart from the 1-seed study's
+
+
+def test_a_budget_that_learns_the_probe_separates_on_the_same_trainings(tmp_path, capsys):
+    code, study = _calibrate(tmp_path, steps=260)
+    printed = capsys.readouterr().out
+    assert code == 0 and "the budget separates" in printed
+    rows = [line.split() for line in printed.splitlines() if line.strip().startswith(("25%", "50%", "100%"))]
+    assert [r[1] for r in rows] == ["65", "130", "260"]  # scored on the way, at 1/4, 1/2 and the end
+    assert float(rows[-1][6]) >= 3.0  # noise units at the full budget
+    for t in study.get_trials(states=(TrialState.COMPLETE,)):
+        assert sorted(t.user_attrs["seed_scores"]) == ["0", "1"]
+        assert all(sorted(c) == ["130", "65"] for c in t.user_attrs["seed_curves"].values())
+
+
+@pytest.mark.parametrize("steps", [8])
+def test_scoring_on_the_way_does_not_change_the_training(steps):
+    from spanmix.proxies import ProxyConfig
+    from spanmix.proxies.data import DataConfig
+    from spanmix.proxies.train import TrainConfig, train_and_score
+
+    args = ("F S8", ProxyConfig(d_model=32, n_heads=2, context=32),
+            DataConfig(tasks=("recall",), seq_len=32, n_pairs=4, n_queries=4, val_samples=4),
+            TrainConfig(steps=steps, batch_size=2, precision="fp32"))
+    plain, scored = train_and_score(*args), train_and_score(*args, curve_at=(2, 4))
+    assert plain.scores == scored.scores and sorted(scored.curve) == [2, 4] and plain.curve == {}
