@@ -95,17 +95,23 @@ def test_one_seed_says_the_noise_is_unmeasured(tiny_config, tmp_path, capsys):
     assert "note: the study's noise is unmeasured" in printed  # the knee's export says it too
 
 
-def test_a_retried_trial_trains_only_the_seeds_its_killed_attempt_did_not_finish(tiny_config, tmp_path, monkeypatch):
-    cfg = load_config(path=_seeded(tiny_config, 3, sampler="random"))
-    study = open_study(cfg, optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}"))
-    trained = []
+@pytest.fixture
+def trained(monkeypatch):
+    """(schedule, seed stream) of every training the objective starts."""
+    calls = []
     real = trial_objective.train_and_score
 
     def counting(schedule, *args, **kwargs):
-        trained.append((schedule.text, kwargs["stream"]))
+        calls.append((schedule.text, kwargs["stream"]))
         return real(schedule, *args, **kwargs)
 
     monkeypatch.setattr(trial_objective, "train_and_score", counting)
+    return calls
+
+
+def test_a_retried_trial_trains_only_the_seeds_its_killed_attempt_did_not_finish(tiny_config, tmp_path, trained):
+    cfg = load_config(path=_seeded(tiny_config, 3, sampler="random"))
+    study = open_study(cfg, optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}"))
     # what a heartbeat retry of a killed attempt holds: its parameters and the seed it finished
     finished_seed = {"0": {"loss": 5.0, "ppl": 148.4, "long_loss": 5.0, "recall": 0.0, "recall/loss": 5.0,
                            "recall/acc": 0.0}}
@@ -118,17 +124,9 @@ def test_a_retried_trial_trains_only_the_seeds_its_killed_attempt_did_not_finish
     assert t.values[0] == pytest.approx(sum(losses) / 3)
 
 
-def test_seeds_of_a_schedule_resume_in_a_relaunched_study_without_repeats(tiny_config, tmp_path, monkeypatch):
+def test_seeds_of_a_schedule_resume_in_a_relaunched_study_without_repeats(tiny_config, tmp_path, trained):
     cfg = load_config(path=_seeded(tiny_config, 2, n_trials=2, sampler="grid"))
     url = f"sqlite:///{tmp_path / 's.db'}"
-    trained = []
-    real = trial_objective.train_and_score
-
-    def counting(schedule, *args, **kwargs):
-        trained.append((schedule.text, kwargs["stream"]))
-        return real(schedule, *args, **kwargs)
-
-    monkeypatch.setattr(trial_objective, "train_and_score", counting)
     run_study(cfg, url)
     run_study(cfg, url, n_trials=4)  # relaunched with a larger target: only new schedules train
     assert len(trained) == len(set(trained)) == 2 * 4

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from spanmix.search import check_storage_url, preflight
+from spanmix.search import preflight
 from spanmix.search.calibration import SEPARATION, calibrate
 from spanmix.search.logs import quiet_libraries
 from spanmix.search.storage import sqlite_file
 from spanmix.space import ConfigError
-from spanmix.studies.commands.common import default_storage, undone_on_error
-from spanmix.studies.config import load_config, preset_names
+from spanmix.studies.commands.common import (
+    add_config_args,
+    from_config,
+    undone_on_error,
+)
 
 
 def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -26,20 +28,13 @@ def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         epilog="examples:\n  spanmix calibrate --preset quick\n  spanmix calibrate --config my.toml",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--preset", help=f"a built-in study: {', '.join(preset_names())}")
-    source.add_argument("--config", help="a TOML study config")
-    p.add_argument("--name", help="study name (default: the config's study.name)")
-    p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///OUT/study.db)")
-    p.add_argument("--out", help="the study's folder (default: runs/NAME)")
+    add_config_args(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.preset, args.config, {"name": args.name})
+    cfg, out, storage = from_config(args)
     preflight(cfg, progress=True)
-    out = Path(args.out or f"runs/{cfg.name}")
-    storage = check_storage_url(args.storage or default_storage(out))
     quiet_libraries()
     with undone_on_error(out, *filter(None, [sqlite_file(storage)])):
         result = calibrate(cfg, storage)

@@ -13,10 +13,18 @@ from typing import Callable, Iterator
 import optuna
 from tqdm import tqdm
 
-from spanmix.search import StudyConfig, StudyView, finished, open_storage, pareto_front
+from spanmix.search import (
+    StudyConfig,
+    StudyView,
+    check_storage_url,
+    finished,
+    open_storage,
+    pareto_front,
+)
 from spanmix.search.logs import quiet_libraries
 from spanmix.search.study import config_of
 from spanmix.space import ConfigError, require_name
+from spanmix.studies.config import load_config, preset_names
 from spanmix.studies.dashboard import render
 from spanmix.studies.export import export_trial
 from spanmix.studies.report import print_summary
@@ -31,6 +39,25 @@ def add_study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--study", required=True, help="the study name (a preset's name unless --name changed it)")
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///runs/STUDY/study.db)")
     p.add_argument("--out", help="folder for written files (default: runs/STUDY)")
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    """``--preset`` or ``--config``, ``--name``, ``--storage`` and ``--out``: the options of every
+    command that starts from a study's configuration."""
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--preset", help=f"a built-in study: {', '.join(preset_names())}")
+    source.add_argument("--config", help="a TOML file with [study], [space], [proxy], [data], [train] sections")
+    p.add_argument("--name", help="study name (default: the config's study.name)")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///OUT/study.db)")
+    p.add_argument("--out", help="folder for the database, dashboard and export (default: runs/NAME)")
+
+
+def from_config(args: argparse.Namespace, **overrides: object) -> tuple[StudyConfig, Path, str]:
+    """The configuration ``--preset``/``--config`` names (``--name`` and ``overrides`` applied to
+    ``[study]``), the folder to write to and the checked storage URL; nothing is written."""
+    cfg = load_config(args.preset, args.config, {"name": args.name, **overrides})
+    out = Path(args.out or f"runs/{cfg.name}")
+    return cfg, out, check_storage_url(args.storage or default_storage(out))
 
 
 def open_named(args: argparse.Namespace) -> tuple[optuna.Study, StudyConfig, Path]:

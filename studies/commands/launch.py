@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
 from spanmix.search import (
-    check_storage_url,
     open_study,
     preflight,
     run_study,
@@ -16,14 +14,14 @@ from spanmix.search import (
 from spanmix.search.logs import quiet_libraries
 from spanmix.search.storage import sqlite_file
 from spanmix.studies.commands.common import (
+    add_config_args,
     check_positive,
     check_timeout,
-    default_storage,
     finish,
+    from_config,
     progress_bar,
     undone_on_error,
 )
-from spanmix.studies.config import load_config, preset_names
 
 log = logging.getLogger("spanmix")
 
@@ -39,12 +37,7 @@ def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "  spanmix launch --preset masformer --storage postgresql://me@127.0.0.1/spanmix",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--preset", help=f"a built-in study: {', '.join(preset_names())}")
-    source.add_argument("--config", help="a TOML file with [study], [space], [proxy], [data], [train] sections")
-    p.add_argument("--name", help="study name (default: the config's study.name)")
-    p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///OUT/study.db)")
-    p.add_argument("--out", help="folder for the database, dashboard and export (default: runs/NAME)")
+    add_config_args(p)
     p.add_argument("--n-trials", type=int, help="distinct schedules to have measured, counting earlier runs (default: the config's)")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--workers", type=int, default=1, help="processes sharing the storage (default 1)")
@@ -59,10 +52,8 @@ def run(args: argparse.Namespace) -> int:
     # every check before anything is written: a refused launch leaves no folder or database
     check_positive(args.workers, "--workers")
     check_timeout(args.timeout)
-    cfg = load_config(args.preset, args.config, {"name": args.name, "n_trials": args.n_trials})
+    cfg, out, storage = from_config(args, n_trials=args.n_trials)
     preflight(cfg, args.workers, progress=not args.no_progress)
-    out = Path(args.out or f"runs/{cfg.name}")
-    storage = check_storage_url(args.storage or default_storage(out))
     quiet_libraries()
     with undone_on_error(out, *filter(None, [sqlite_file(storage)])):
         open_study(cfg, storage)  # connects, and refuses a resume under another configuration
