@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 from spanmix.search import record
 from spanmix.search.config import StudyConfig
 from spanmix.search.fidelity import Fidelity, comparisons
-from spanmix.search.front import front_of, fronts, knee, maximized, rescored
+from spanmix.search.front import front_of, knee, maximized, rescored
 from spanmix.search.noise import Noise, noise_of
 from spanmix.search.record import STANDALONE, Point, TrialRecord
 from spanmix.search.study import config_of
@@ -96,10 +96,6 @@ class StudyView:
         """The knee of :meth:`front` (None before any feasible trial has finished)."""
         front = self.front(score=score)
         return knee(front, maximized(score) if score else self.maximize) if front else None
-
-    def near_front(self, measurement: str, depth: int) -> list[list[Point]]:
-        """The first ``depth`` fronts of the points at ``measurement``."""
-        return fronts(self.points(measurement), self.maximize, depth)
 
     @cached_property
     def comparisons(self) -> list[tuple[str, str, list[Fidelity]]]:
