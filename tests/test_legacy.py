@@ -68,3 +68,23 @@ def test_the_previous_release_measurements_are_compared_as_before(storage):
     # no recorded search measurement in 0.1.0: the one most trials hold (every schedule scored)
     assert supernet.searched == "supernet" and supernet.final == "standalone"
     assert [(cheap, dear) for cheap, dear, _ in supernet.comparisons] == [("supernet", "standalone")]
+
+
+def test_a_study_of_the_previous_release_resumes_without_training_again(storage, monkeypatch):
+    import spanmix.search.objective as trial_objective
+    from spanmix.search import Objective, config_of, finished, run_study
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a schedule the old study measured was trained again")
+
+    monkeypatch.setattr(trial_objective, "train_and_score", no_training)
+    cfg = config_of(optuna.load_study(study_name="legacy", storage=storage))
+    study = run_study(cfg, storage)  # resumes: the stored config, keys added since read as their defaults
+    assert finished(study) == 7  # the whole space, all measured by 0.1.0
+    # a new draw of a schedule 0.1.0 measured finds it under the same measurement key and reuses it
+    old = next(t for t in study.trials if t.user_attrs.get("fidelity") == "standalone")
+    study.enqueue_trial(old.params)
+    study.optimize(Objective(cfg, trial_objective.Standalone(cfg)), n_trials=1)
+    new = study.trials[-1]
+    assert new.state.name == "COMPLETE" and new.user_attrs["reused_from"] == old.number
+    assert new.values == old.values and new.user_attrs["measurement"] == "standalone"
