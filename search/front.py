@@ -46,7 +46,9 @@ def rescored(pts: list[Point], score: str) -> list[Point]:
 
 def knee(front: list[Point], maximize: bool) -> Point:
     """The front point nearest the ideal corner (best quality at least cost) once both axes are
-    scaled to [0, 1] over the front: the best quality per cost for users who want one answer."""
+    scaled to [0, 1] over the front: the best quality per cost for users who want one answer. A
+    tie goes to the better quality: the two ends of a front with no point inside the unit circle
+    are both exactly 1 from the corner, and the cheapest end is then often at chance."""
     if not front:
         raise ConfigError("the study has no finished feasible trial yet")
     qs, cs = [p.quality for p in front], [p.cost for p in front]
@@ -56,4 +58,4 @@ def knee(front: list[Point], maximize: bool) -> Point:
     def distance(p: Point) -> float:
         return ((p.quality - best_q) / q_span) ** 2 + ((p.cost - min(cs)) / c_span) ** 2
 
-    return min(front, key=distance)
+    return min(front, key=lambda p: (round(distance(p), 12), -p.quality if maximize else p.quality))

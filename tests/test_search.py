@@ -89,6 +89,9 @@ def test_knee_is_best_quality_per_cost():
     front = [_point(0, 3.0, 1.0), _point(1, 1.2, 2.0), _point(2, 1.0, 10.0)]
     assert knee(front, maximize=False).number == 1
     assert knee([_point(0, 0.1, 1.0), _point(1, 0.9, 2.0), _point(2, 1.0, 10.0)], maximize=True).number == 1
+    # both ends exactly 1 from the corner: the better quality wins, not the cheap end at chance
+    assert knee([_point(0, 0.1, 1.0), _point(1, 0.11, 4.0), _point(2, 1.0, 10.0)], maximize=True).number == 2
+    assert knee([_point(0, 2.1, 1.0), _point(1, 0.2, 10.0)], maximize=False).number == 1
 
 
 @pytest.mark.parametrize("sampler", ["random", "tpe", "nsga2"])
