@@ -25,6 +25,7 @@ import random
 import statistics
 from dataclasses import dataclass, replace
 
+import numpy as np
 from scipy import stats
 
 from spanmix.search.front import front_of, knee
@@ -46,16 +47,33 @@ def interval(values: list[float], confidence: float = CONFIDENCE) -> tuple[float
     return (float(lo), float(hi))
 
 
+def better_than(candidates: list[list[float]], b: list[float], maximize: bool, level: float = LEVEL) -> list[bool]:
+    """Which of ``candidates`` are significantly better than samples ``b``: a one-sided Welch
+    t-test at ``level``, run as one vectorised call per candidate sample size; never with fewer
+    than two samples a side. Two sides without spread differ for certain when their values differ."""
+    out = [False] * len(candidates)
+    if len(b) < 2:
+        return out
+    flat_b = statistics.pvariance(b) == 0
+    by_size: dict[int, list[int]] = {}
+    for i, a in enumerate(candidates):
+        if len(a) < 2:
+            continue
+        if flat_b and statistics.pvariance(a) == 0:
+            out[i] = (a[0] > b[0]) if maximize else (a[0] < b[0])
+        else:
+            by_size.setdefault(len(a), []).append(i)
+    for rows in by_size.values():
+        p = stats.ttest_ind(np.array([candidates[i] for i in rows]), np.array(b)[None, :], axis=1, equal_var=False,
+                            alternative="greater" if maximize else "less").pvalue
+        for i, pvalue in zip(rows, p):
+            out[i] = bool(pvalue < level)
+    return out
+
+
 def better(a: list[float], b: list[float], maximize: bool, level: float = LEVEL) -> bool:
-    """Whether samples ``a`` are significantly better than ``b`` (one-sided Welch t-test at
-    ``level``); never with fewer than two samples a side. Two sides without spread differ for
-    certain when their values differ."""
-    if len(a) < 2 or len(b) < 2:
-        return False
-    if statistics.pvariance(a) == 0 and statistics.pvariance(b) == 0:
-        return (a[0] > b[0]) if maximize else (a[0] < b[0])
-    result = stats.ttest_ind(a, b, equal_var=False, alternative="greater" if maximize else "less")
-    return bool(result.pvalue < level)
+    """Whether samples ``a`` are significantly better than ``b`` (see :func:`better_than`)."""
+    return better_than([a], b, maximize, level)[0]
 
 
 def _distinct(pts: list[Point]) -> list[Point]:
@@ -92,9 +110,12 @@ def tied_with_front(pts: list[Point], front: list[Point], score: str, maximize: 
     """Points off ``front`` that no point costing no more is significantly better than (see the
     module), cheapest first; points with fewer than two seeds cannot be tested and are left out."""
     distinct, on_front = _distinct(pts), {p.schedule for p in front}
-    return sorted((p for p in distinct if p.schedule not in on_front and len(p.samples(score)) >= 2
-                   and not any(q.cost <= p.cost and q.schedule != p.schedule
-                               and better(q.samples(score), p.samples(score), maximize) for q in distinct)),
+
+    def tied(p: Point) -> bool:
+        rivals = [q.samples(score) for q in distinct if q.cost <= p.cost and q.schedule != p.schedule]
+        return not any(better_than(rivals, p.samples(score), maximize))
+
+    return sorted((p for p in distinct if p.schedule not in on_front and len(p.samples(score)) >= 2 and tied(p)),
                   key=lambda p: (p.cost, p.number))
 
 

@@ -74,9 +74,15 @@ def _noise_summary(noise: Noise) -> str:
 
 
 def render(study: optuna.Study, cfg: StudyConfig, refresh_seconds: int | None = None, plotly_src: str | None = None) -> str:
-    """The whole dashboard as one HTML page with plotly.js inlined (opens offline), or loaded from
-    ``plotly_src`` (what the live server does, so the 4.6 MB library is sent once and cached)."""
-    view = StudyView(study, cfg)
+    """The whole dashboard of the study as it stands now (see :func:`page`)."""
+    return page(StudyView(study, cfg), refresh_seconds, plotly_src)
+
+
+def page(view: StudyView, refresh_seconds: int | None = None, plotly_src: str | None = None) -> str:
+    """The dashboard of a study already read as one HTML page with plotly.js inlined (opens
+    offline), or loaded from ``plotly_src`` (what the live server does, so the 4.6 MB library is
+    sent once and cached)."""
+    study, cfg = view.study, view.config
     pts, front, chosen = view.points(), view.front(), view.knee()
     hypervolume = hypervolume_figure(study)
     figures = {"front": front_figure(cfg, view.points(view.final), [s for s in view.scores if "@" not in s],

@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 import optuna
 from tqdm import tqdm
 
+from spanmix.proxies.files import outermost_missing
 from spanmix.search import (
     StudyConfig,
     StudyView,
@@ -25,7 +26,7 @@ from spanmix.search.logs import quiet_libraries
 from spanmix.search.study import config_of
 from spanmix.space import ConfigError, require_name
 from spanmix.studies.config import load_config, preset_names
-from spanmix.studies.dashboard import render
+from spanmix.studies.dashboard import page
 from spanmix.studies.export import export_trial
 from spanmix.studies.report import print_summary
 
@@ -99,13 +100,7 @@ def writable(path: Path, what: str) -> Path:
 def undone_on_error(*paths: Path) -> Iterator[None]:
     """A command that fails leaves nothing behind: remove each path (with the folders above it
     that it created) that did not exist before the block and exists after it failed."""
-    created = []
-    for path in paths:
-        top = path.absolute()
-        while not top.parent.exists():
-            top = top.parent
-        if not top.exists():
-            created.append(top)
+    created = [top for top in map(outermost_missing, paths) if top is not None]
     try:
         yield
     except BaseException:
@@ -145,9 +140,9 @@ def finish(study: optuna.Study, cfg: StudyConfig, out: Path, report: bool) -> in
         return 1
     if report:
         out.mkdir(parents=True, exist_ok=True)
-        page = out / "dashboard.html"
-        page.write_text(render(study, cfg))
-        print(f"\nwrote {page}")
+        path = out / "dashboard.html"
+        path.write_text(page(view))  # the view already read and reported on: its noise is not computed again
+        print(f"\nwrote {path}")
         try:
             for path in export_trial(view, "knee", out):
                 print(f"wrote {path}")
