@@ -240,6 +240,17 @@ def count(cfg: ProxyConfig, schedule: Schedule, seq_len: int | None = None, batc
     return _count(cfg, schedule, seq_len, batch)
 
 
+def step_seconds(model: torch.nn.Module, idx: torch.Tensor, bf16: bool = False) -> float:
+    """Wall seconds of one forward and backward pass of ``model`` on ``idx`` (bf16 autocast if asked)."""
+    start = time.perf_counter()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = model(idx)
+    logits.float().logsumexp(-1).mean().backward()
+    seconds = time.perf_counter() - start
+    model.zero_grad(set_to_none=True)
+    return seconds
+
+
 def measure_latency(
     cfg: ProxyConfig,
     schedule: Schedule,
@@ -252,13 +263,5 @@ def measure_latency(
     seq_len = cfg.context if seq_len is None else seq_len
     model = build_model(cfg, schedule)
     idx = torch.randint(cfg.vocab_size, (batch, seq_len), generator=torch.Generator().manual_seed(0))
-    times = []
-    for i in range(reps + 1):
-        start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
-            logits = model(idx)
-        logits.float().logsumexp(-1).mean().backward()
-        if i:  # the first pass warms allocators and kernels
-            times.append(time.perf_counter() - start)
-        model.zero_grad(set_to_none=True)
-    return 1e3 * statistics.median(times)
+    step_seconds(model, idx, dtype == torch.bfloat16)  # the first pass warms allocators and kernels
+    return 1e3 * statistics.median(step_seconds(model, idx, dtype == torch.bfloat16) for _ in range(reps))

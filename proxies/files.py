@@ -208,8 +208,10 @@ def _read(folder: Path, skipped: tuple[str, ...] = ()) -> TokenCorpus:
     return TokenCorpus(folder, meta["vocab"], meta["dtype"], meta["tokens"], meta["documents"], skipped)
 
 
-def _missing_top(path: Path) -> Path | None:
-    """The outermost folder of ``path`` (itself included) that does not exist yet."""
+def outermost_missing(path: Path) -> Path | None:
+    """The outermost of ``path`` and the folders above it that does not exist yet (None when
+    ``path`` exists): what removing undoes everything that creating ``path`` made."""
+    path = path.absolute()
     top = None
     while not path.exists():
         top, path = path, path.parent
@@ -328,7 +330,7 @@ def _write(folder: Path, digests: list[tuple[Path, bytes]], column: str, tokeniz
     the result, then move it into place, so a concurrent worker, a kill or a refusal never leaves
     half a cache, and a refused corpus leaves none (nor the folders made for it)."""
     tmp = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")
-    made = _missing_top(tmp)
+    made = outermost_missing(tmp)
     tmp.mkdir(parents=True, exist_ok=True)
     try:
         _tokenize(tmp, digests, column, tokenizer, val_fraction, progress)

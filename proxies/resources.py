@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import functools
 import os
-import time
 from typing import TYPE_CHECKING
 
 import torch
 
+from spanmix.proxies.cost import step_seconds
 from spanmix.proxies.data import DataConfig
 from spanmix.proxies.model import ProxyConfig, build_model
 from spanmix.space import ConfigError, Schedule
@@ -62,19 +62,11 @@ def bf16_speedup(proxy: ProxyConfig, seq_len: int, batch_size: int = 1, local: t
     model = build_model(proxy, _probe(seq_len, local))
     idx = torch.randint(proxy.vocab_size, (batch_size, seq_len), generator=torch.Generator().manual_seed(0))
 
-    def step(bf16: bool) -> float:
-        start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = model(idx)
-        logits.float().logsumexp(-1).mean().backward()
-        model.zero_grad(set_to_none=True)
-        return time.perf_counter() - start
-
-    step(False), step(True)  # warm allocators and kernels
+    step_seconds(model, idx, False), step_seconds(model, idx, True)  # warm allocators and kernels
     best = {False: float("inf"), True: float("inf")}
     for i in range(BF16_ROUNDS):
         for bf16 in (False, True) if i % 2 == 0 else (True, False):
-            best[bf16] = min(best[bf16], step(bf16))
+            best[bf16] = min(best[bf16], step_seconds(model, idx, bf16))
     return best[False] / best[True]
 
 

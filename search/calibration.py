@@ -113,13 +113,6 @@ class Calibration:
         return f"the budget does not separate schedules: {figures}{learned}; try {HELP}"
 
 
-def _samples(r: TrialRecord, step: int | None, score: str) -> list[float]:
-    """One score of each seed: at ``step`` of its curve, or at its end."""
-    if step is None:
-        return [s[score] for _, s in sorted(r.seed_scores.items()) if score in s]
-    return [c[step][score] for _, c in sorted(r.seed_curves.items()) if step in c and score in c[step]]
-
-
 def calibrate(cfg: StudyConfig, storage_url: str) -> Calibration:
     """Train (or find) the space's dearest and cheapest schedules with ``max(2, study.seeds)``
     seeds in the study at ``storage_url``, and read what their learning curves can separate."""
@@ -147,9 +140,9 @@ def read_calibration(study: optuna.Study, cfg: StudyConfig, dear: str, cheap: st
     points = []
     for fraction in (*CURVE, 1.0):
         step = None if fraction == 1.0 else round(fraction * steps)
-        d, c = (_samples(done[s], step, cfg.quality) for s in (dear, cheap))
+        d, c = (done[s].samples(cfg.quality, step) for s in (dear, cheap))
         if len(d) < 2 or len(c) < 2:
             continue  # a measurement made before curves were recorded has only its end
-        probes = {t: statistics.fmean(_samples(done[dear], step, f"{t}/acc")) for t in chance}
+        probes = {t: statistics.fmean(done[dear].samples(f"{t}/acc", step)) for t in chance}
         points.append(CurvePoint(fraction, round(fraction * steps), d, c, probes))
     return Calibration(dear, cheap, cfg.quality, len(done[dear].seed_scores), points, chance)

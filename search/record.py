@@ -270,6 +270,12 @@ class TrialRecord:
             queued_params=queued_params(trial),
         )
 
+    def samples(self, score: str, step: int | None = None) -> list[float]:
+        """``score`` of each training seed, by replicate: at its end, or at ``step`` of its curve."""
+        if step is None:
+            return [s[score] for _, s in sorted(self.seed_scores.items()) if score in s]
+        return [c[step][score] for _, c in sorted(self.seed_curves.items()) if step in c and score in c[step]]
+
     @cached_property
     def layers(self) -> Schedule | None:
         """The schedule, parsed once (None before the trial has drawn it)."""

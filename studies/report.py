@@ -76,7 +76,7 @@ def trials_frame(view: StudyView) -> pd.DataFrame:
     front, tied = {p.number for p in view.front()}, {p.number for p in noise.tied}
     rows = []
     for r in view.records:
-        samples = [s[quality] for s in r.seed_scores.values() if quality in s]
+        samples = r.samples(quality)
         lo, hi = interval(samples) or (None, None)
         tested = noise.measured and r.complete and r.measurement == view.final and len(samples) >= 2
         standing = "front" if r.number in front else "tied" if r.number in tied else "dominated" if tested else ""
