@@ -34,6 +34,8 @@ log = logging.getLogger("spanmix.search")
 STANDALONE = record.STANDALONE
 # the fractions of its steps at which a standalone training is also scored (its learning curve)
 CURVE = (0.25, 0.5)
+# how long a trial waits for an earlier one to name its key (drawing a schedule takes milliseconds)
+DRAW_WAIT_SECONDS = 0.05
 
 
 class ScheduleFailed(RuntimeError):
@@ -214,17 +216,27 @@ class Objective:
 
         When another worker is measuring the key, a sampled trial is skipped (pruned) so that its
         worker draws another schedule; a queued trial, whose schedule was chosen for it, waits.
+        Of two trials that draw one key at once, the earlier-numbered measures it: each names its
+        key before it looks, and a trial does not decide while an earlier one has not named its
+        key yet (otherwise each could look before the other named it, and both would train).
         """
         study = trial.study
         while True:
             trials = study.get_trials(deepcopy=False)
             queued = record.is_queued(trials[trial.number])
             others = [(t, record.TrialRecord.read(t)) for t in trials if t.number != trial.number]
+            # an earlier trial still drawing may yet name this key, and it would not wait for this one
+            drawing = [t for t, r in others if t.state == TrialState.RUNNING and t.number < trial.number and r.key is None]
             others = [(t, r) for t, r in others if r.key == key]
             done = [t for t, r in others if r.complete and r.reused_from is None]
             if done:
                 return done[0]
             running = [t for t, _ in others if t.state == TrialState.RUNNING and t.number < trial.number]
+            if not running and drawing:
+                with stable_enough():
+                    optuna.storages.fail_stale_trials(study)
+                time.sleep(DRAW_WAIT_SECONDS)
+                continue
             if not running:
                 return None
             if not queued:
