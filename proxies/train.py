@@ -144,7 +144,8 @@ class ProxyLM(L.LightningModule):
 
 @dataclass
 class ProxyResult:
-    """What one proxy run measured."""
+    """What one proxy run measured: ``steps`` is the step the model reached, ``start_step`` the
+    one this run continued from (0 for a fresh training), ``tokens_seen`` what this run trained."""
 
     schedule: str
     scores: dict[str, float]
@@ -155,6 +156,7 @@ class ProxyResult:
     tokens_per_second: float
     seed: int
     precision: str = "fp32"
+    start_step: int = 0
     curve: dict[int, dict[str, float]] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
 
@@ -235,12 +237,17 @@ def fit(
     name: str = "proxy",
     stream: int = 0,
     extra: tuple[L.Callback, ...] = (),
+    until: int | None = None,
+    start_from: str | Path | None = None,
 ) -> Fitted:
-    """Train ``module`` until step ``train.steps`` with Lightning.
+    """Train ``module`` until step ``until`` (default ``train.steps``) with Lightning.
 
     With ``checkpoint_dir`` the trainer saves ``last.ckpt`` there every ``checkpoint_every`` steps
     (written atomically) and a later call resumes from it: data, optimizer, learning-rate schedule
     and step all continue where the killed run stopped, so the weights match an uninterrupted run.
+    ``start_from`` names a checkpoint to continue from when ``checkpoint_dir`` holds none yet.
+    The learning-rate schedule and the data are always those of the whole ``train.steps``, so a
+    training stopped at ``until`` and continued later is the uninterrupted training, step for step.
     """
     data = module.data_cfg
     datamodule = ProxyDataModule(data, train.batch_size, train.steps * train.batch_size, stream)
@@ -257,10 +264,12 @@ def fit(
         ))
         last = Path(checkpoint_dir, "last.ckpt")
         resume = str(last) if last.exists() else None
+    if resume is None and start_from is not None:
+        resume = str(start_from)
     # Lightning's banners and tips come from the constructor, its "stopped" line from fit
     with _quiet_lightning():
         trainer = L.Trainer(
-            max_steps=train.steps,
+            max_steps=until or train.steps,
             max_epochs=1,
             max_time={"seconds": train.max_seconds} if train.max_seconds else None,
             precision=PRECISIONS[train.precision],  # type: ignore[arg-type]
@@ -280,6 +289,8 @@ def fit(
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning 2.6 on torch 2.13
             warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # resuming there is the point
+            # a continued training saves at its own step: the checkpoint callback differs by design
+            warnings.filterwarnings("ignore", message=".*callbacks used to create the checkpoint.*")
             start = time.perf_counter()
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
             seconds = time.perf_counter() - start
@@ -297,13 +308,22 @@ def train_and_score(
     init: dict[str, Tensor] | None = None,
     stream: int = 0,
     curve_at: tuple[int, ...] = (),
+    until: int | None = None,
+    checkpoint_dir: str | Path | None = None,
+    start_from: str | Path | None = None,
 ) -> ProxyResult:
     """Train a proxy with ``schedule`` for ``train.steps`` steps and score it on validation data.
 
     ``init`` starts from given weights (a supernet's, to fine-tune) instead of a fresh
     initialisation; ``stream`` trains on another sequence of batches (see
     :class:`~spanmix.proxies.data.ProxyDataModule`); ``curve_at`` names steps at which the
-    training is also scored on the way (the result's ``curve``), without changing it. Deterministic on the CPU: the same arguments give the same numbers.
+    training is also scored on the way (the result's ``curve``), without changing it.
+
+    ``until`` stops (and scores) the training at that step, keeping the learning-rate schedule of
+    all ``train.steps``; with ``checkpoint_dir`` its state is saved there at ``until``, and a call
+    whose ``start_from`` names that checkpoint continues it (see :func:`fit`): training to step
+    ``a``, then on from there to ``b``, gives bit for bit what one training to ``b`` gives.
+    Deterministic on the CPU: the same arguments give the same numbers.
     """
     if isinstance(schedule, str):
         schedule = Schedule.parse(schedule)
@@ -316,15 +336,20 @@ def train_and_score(
     module = ProxyLM(proxy, schedule, data, train)
     if init is not None:
         module.model.load_state_dict(init)
-    curve = _Curve(tuple(s for s in curve_at if 0 < s < train.steps), schedule, data, train.batch_size, train.precision)
-    fitted = fit(module, train, name=schedule.hash, stream=stream, extra=(curve,) if curve.steps else ())
+    stop = until or train.steps
+    if not 0 < stop <= train.steps:
+        raise ConfigError(f"until={stop} must be a step in 1..train.steps={train.steps}")
+    curve = _Curve(tuple(s for s in curve_at if 0 < s < stop), schedule, data, train.batch_size, train.precision)
+    fitted = fit(module, train, checkpoint_dir, checkpoint_every=stop, name=schedule.hash, stream=stream,
+                 extra=(curve,) if curve.steps else (), until=stop, start_from=start_from)
     scores = evaluate(module.model, schedule, data, val_batches(data, train.batch_size), train.precision)
     return ProxyResult(
         schedule=schedule.text,
         scores=scores,
         cost=count(proxy, schedule, data.seq_len).to_dict(),
-        tokens_seen=fitted.steps * train.batch_size * data.seq_len,
+        tokens_seen=(fitted.steps - fitted.start_step) * train.batch_size * data.seq_len,
         steps=fitted.steps,
+        start_step=fitted.start_step,
         train_seconds=fitted.seconds,
         tokens_per_second=fitted.tokens_per_second(train.batch_size, data.seq_len),
         seed=train.seed,

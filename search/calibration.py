@@ -21,8 +21,10 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
+from typing import Callable
 
 import optuna
+from optuna.trial import FrozenTrial
 
 from spanmix.proxies.data import TASKS
 from spanmix.search import record
@@ -36,8 +38,8 @@ from spanmix.space import ConfigError
 SEPARATION = 3.0  # noise units at the full budget: a starting point, not yet set by measurement
 PROBE_FACTOR = 2.0  # a probe counts as learned at this many times chance accuracy
 CALIBRATION = "calibration"  # the measurement's name when the study itself has one seed
-HELP = ("more steps (train.steps), a larger proxy (proxy.d_model), more fact copies (data.fact_copies) or a "
-        "shorter distance (data.min_distance)")
+HELP = "more steps (train.steps), a larger proxy (proxy.d_model)"
+PROBE_HELP = ", more fact copies (data.fact_copies) or a shorter distance (data.min_distance)"
 
 
 @dataclass(frozen=True)
@@ -110,12 +112,15 @@ class Calibration:
         missing = [f"{t} accuracy {self.last.probes.get(t, 0.0):.3f} against chance {c:.3f}"
                    for t, c in self.chance.items() if self.last.probes.get(t, 0.0) < PROBE_FACTOR * c]
         learned = f"; the dearest schedule did not learn the probe ({', '.join(missing)})" if missing else ""
-        return f"the budget does not separate schedules: {figures}{learned}; try {HELP}"
+        helps = f"{HELP}{PROBE_HELP}" if self.chance else f"{HELP} or more data"
+        return f"the budget does not separate schedules: {figures}{learned}; try {helps}"
 
 
-def calibrate(cfg: StudyConfig, storage_url: str) -> Calibration:
+def calibrate(cfg: StudyConfig, storage_url: str,
+              callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] | None = None) -> Calibration:
     """Train (or find) the space's dearest and cheapest schedules with ``max(2, study.seeds)``
-    seeds in the study at ``storage_url``, and read what their learning curves can separate."""
+    seeds in the study at ``storage_url``, and read what their learning curves can separate.
+    ``callbacks`` are Optuna's, called as each schedule's trainings finish."""
     study = open_study(cfg, storage_url)
     seeds = max(2, cfg.seeds)
     precision = record.pinned_precision(study.user_attrs)
@@ -124,7 +129,7 @@ def calibrate(cfg: StudyConfig, storage_url: str) -> Calibration:
     cheap, dear = (s.canonical(cfg.space.context).text for s in cfg.space.extremes())
     # the study's own measure first: trials it queued untagged (a grid's) run as the study would
     objective = Objective(cfg, Standalone(cfg, precision=precision), measure)
-    measure_schedules(study, objective, [dear, cheap], name)
+    measure_schedules(study, objective, [dear, cheap], name, callbacks=callbacks)
     return read_calibration(study, cfg, dear, cheap, name)
 
 

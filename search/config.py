@@ -22,6 +22,7 @@ from spanmix.space import (
 )
 
 SAMPLERS = ("nsga2", "tpe", "random", "grid")
+MAX_RUNGS = 8
 COSTS = {
     "flops": "multiply-adds of a forward pass over the context (fvcore)",
     "prefill_flops": "the same count under its inference name: a forward over the context",
@@ -78,6 +79,42 @@ class SupernetConfig:
 
 
 @dataclass(frozen=True)
+class HalvingConfig:
+    """How the halving strategy spreads the training budget over rungs (successive halving).
+
+    Attributes:
+        eta: at each rung the best ``1/eta`` of the schedules that finished it (by non-dominated
+            sorting) train on to the next rung.
+        rungs: how many budgets; rung ``i`` trains to ``train.steps / eta**(rungs - 1 - i)`` steps
+            (rounded), so the last rung is the study's full budget.
+    """
+
+    eta: int = 3
+    rungs: int = 3
+
+    def __post_init__(self) -> None:
+        require_whole(self, "halving", ("eta", "rungs"), minimum=2)
+        require_whole(self, "halving", ("rungs",), minimum=2, maximum=MAX_RUNGS)
+
+    def steps(self, total: int) -> tuple[int, ...]:
+        """The step each rung trains to, for a full budget of ``total`` steps; refuses a budget too
+        short to give every rung a step of its own."""
+        steps = tuple(round(total / self.eta ** (self.rungs - 1 - i)) for i in range(self.rungs))
+        if total < self.eta ** (self.rungs - 1) or len(set(steps)) < len(steps):
+            raise ConfigError(f"halving: train.steps={total} is too few for {self.rungs} rungs of eta={self.eta} "
+                              f"(rungs at {list(steps)} steps); allowed: train.steps >= {self.eta ** (self.rungs - 1)}, "
+                              "or fewer rungs")
+        return steps
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HalvingConfig:
+        return from_section(cls, data, "halving")
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     """Everything a study needs; two launches with equal configs measure the same thing.
 
@@ -96,11 +133,18 @@ class StudyConfig:
         seeds: trainings per schedule that differ only in their training seed (``train.seed``,
             ``train.seed + 1``, ...: initialisation and batches); the schedule's value is their
             mean, and their spread is its noise. 1 leaves the noise unmeasured.
+        calibrate: ``launch`` first trains the space's dearest and cheapest schedules and stops
+            (exit 2, unless ``--force``) when the budget does not separate them (see
+            :mod:`spanmix.search.calibration`). ``false`` skips that stage; it does not change
+            what the study measures, so it may differ between launches of one study.
         heartbeat_seconds: a trial whose worker stops beating for 3x this is failed and retried.
         strategy: ``standalone`` trains every schedule it measures from scratch (exact, slow);
             ``supernet`` trains one set of shared weights, scores schedules on it, then confirms
-            its front standalone (see :class:`SupernetConfig`).
+            its front standalone (see :class:`SupernetConfig`); ``halving`` trains every schedule
+            to a first rung of the budget and only the best on to the full budget, continuing
+            each from its checkpoint (see :class:`HalvingConfig`).
         supernet: the supernet strategy's settings (the ``[supernet]`` section).
+        halving: the halving strategy's settings (the ``[halving]`` section).
     """
 
     name: str
@@ -115,9 +159,11 @@ class StudyConfig:
     n_trials: int = 20
     seed: int = 0
     seeds: int = 1
+    calibrate: bool = True
     heartbeat_seconds: int = 10
     strategy: str = "standalone"
     supernet: SupernetConfig = field(default_factory=SupernetConfig)
+    halving: HalvingConfig = field(default_factory=HalvingConfig)
 
     def __post_init__(self) -> None:
         if self.data.tokenizer is not None:  # the proxy's vocabulary follows the user's tokenizer
@@ -163,6 +209,7 @@ class StudyConfig:
             "data": self.data.to_dict(),
             "train": self.train.to_dict(),
             "supernet": self.supernet.to_dict(),
+            "halving": self.halving.to_dict(),
         }
 
     @classmethod
@@ -186,8 +233,9 @@ class StudyConfig:
             data=DataConfig.from_dict(data.get("data", {})),
             train=TrainConfig.from_dict(data.get("train", {})),
             supernet=SupernetConfig.from_dict(data.get("supernet", {})),
+            halving=HalvingConfig.from_dict(data.get("halving", {})),
             **study,
         )
 
 
-_SECTIONS = ("space", "proxy", "data", "train", "supernet")
+_SECTIONS = ("space", "proxy", "data", "train", "supernet", "halving")

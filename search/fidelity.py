@@ -23,7 +23,7 @@ import numpy as np
 from scipy import stats
 
 from spanmix.search.front import fronts
-from spanmix.search.record import STANDALONE, Point
+from spanmix.search.record import STANDALONE, Point, rung_index
 
 
 @dataclass(frozen=True)
@@ -129,10 +129,13 @@ def confirm_set(pts: list[Point], maximize: bool, controls: int, seed: int) -> l
 
 def comparisons(by_measurement: dict[str, list[Point]], searched: str, maximize: bool) -> list[tuple[str, str, list[Fidelity]]]:
     """Every (cheap, dear, report) that points measured several ways hold: the searched
-    measurement against standalone training (a cheap strategy's confirmation), and standalone
-    training against each longer budget (``spanmix fidelity``)."""
+    measurement against standalone training (a cheap strategy's confirmation), each rung of a
+    successive halving against the next (the last against standalone training, the full budget),
+    and standalone training against each longer budget (``spanmix fidelity``)."""
     names = set(by_measurement)
-    pairs = [(searched, STANDALONE)] if searched != STANDALONE else []
+    rungs = sorted((n for n in names if rung_index(n) is not None), key=lambda n: rung_index(n) or 0)
+    ladder = [*rungs, STANDALONE] if rungs else [searched, STANDALONE] if searched != STANDALONE else []
+    pairs = list(zip(ladder, ladder[1:]))
     pairs += [(STANDALONE, n) for n in sorted(names) if n.startswith(f"{STANDALONE}-")]
     found = [(cheap, dear, fidelity_report(by_measurement[cheap], by_measurement[dear], maximize))
              for cheap, dear in pairs if {cheap, dear} <= names]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import statistics
 from dataclasses import replace
 
 from spanmix.search.record import Point
@@ -37,6 +39,39 @@ def front_of(pts: list[Point], maximize: bool) -> list[Point]:
     """The Pareto front of ``pts`` (empty when no point is feasible)."""
     found = fronts(pts, maximize)
     return found[0] if found else []
+
+
+def crowding(front: list[Point]) -> dict[str, float]:
+    """NSGA-II's crowding distance of each point of one front, by schedule: the sides of the box
+    its two neighbours span on each objective, each scaled by the front's extent on it. The ends
+    of the front are infinitely far from crowded."""
+    distance = dict.fromkeys((p.schedule for p in front), 0.0)
+    for value in (lambda p: p.quality, lambda p: p.cost):
+        ordered = sorted(front, key=value)
+        span = value(ordered[-1]) - value(ordered[0])
+        distance[ordered[0].schedule] = distance[ordered[-1].schedule] = math.inf
+        for before, p, after in zip(ordered, ordered[1:], ordered[2:]):
+            if span:
+                distance[p.schedule] += (value(after) - value(before)) / span
+    return distance
+
+
+def standard_error(p: Point, score: str) -> float:
+    """The standard error of ``p``'s mean ``score`` over its seeds (infinite with fewer than 2:
+    a schedule whose noise is unmeasured is the least sure)."""
+    samples = p.samples(score)
+    return statistics.stdev(samples) / math.sqrt(len(samples)) if len(samples) > 1 else math.inf
+
+
+def ranked(pts: list[Point], maximize: bool, score: str) -> list[Point]:
+    """The feasible points best first, one per schedule, as NSGA-II ranks a population: by
+    non-dominated front, then by crowding distance (the less crowded first, so a front's spread
+    survives), then by noise on ``score`` (the surer first), then by schedule text."""
+    order: list[Point] = []
+    for front in fronts(pts, maximize, depth=len(pts)):
+        distance = crowding(front)
+        order += sorted(front, key=lambda p: (-distance[p.schedule], standard_error(p, score), p.schedule))
+    return order
 
 
 def rescored(pts: list[Point], score: str) -> list[Point]:

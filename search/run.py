@@ -59,10 +59,13 @@ def join_study(
     threads: int | None = None,
     retry_failed: bool = False,
     on_progress: strategies.base.Progress | None = None,
+    workdir: str | Path | None = None,
 ) -> optuna.Study:
     """One more worker's share of a study: draw schedules with this worker's seed stream and
-    measure them until the study holds ``target``; ``threads`` caps torch's CPU threads."""
-    options = RunOptions(timeout=timeout, on_progress=on_progress, retry_failed=retry_failed, threads=threads)
+    measure them until the study holds ``target``; ``threads`` caps torch's CPU threads;
+    ``workdir`` holds this worker's checkpoints."""
+    options = RunOptions(timeout=timeout, on_progress=on_progress, retry_failed=retry_failed, threads=threads,
+                         workdir=Path(workdir) if workdir is not None else None)
     return strategies.get(cfg.strategy).join(cfg, storage_url, target, options, stream)
 
 

@@ -47,6 +47,10 @@ def make_sampler(cfg: StudyConfig, stream: int | None = None) -> optuna.samplers
     return optuna.samplers.RandomSampler(seed=seed)
 
 
+# study keys that change how a launch runs, not what it measures: a relaunch may change them
+RUN_ONLY = ("n_trials", "calibrate")
+
+
 def open_study(cfg: StudyConfig, storage: str | RDBStorage, stream: int | None = None) -> optuna.Study:
     """Create the study, or load it to resume; refuses to resume under a different configuration.
     ``stream`` numbers this worker among several (see :func:`worker_seed`)."""
@@ -76,7 +80,7 @@ def open_study(cfg: StudyConfig, storage: str | RDBStorage, stream: int | None =
             f"{section}.{key}"
             for section in mine
             for key in set(mine[section]) | set(stored.get(section, {}))
-            if mine[section].get(key) != stored.get(section, {}).get(key) and key != "n_trials"
+            if mine[section].get(key) != stored.get(section, {}).get(key) and key not in RUN_ONLY
         )
         if changed:
             raise ConfigError(

@@ -14,6 +14,8 @@ strategy = "{strategy}"
 n_trials = {n_trials}
 seed = 0
 heartbeat_seconds = 1
+# a few steps separate nothing: calibration is tested on a budget that does, in test_calibration.py
+calibrate = false
 
 [space]
 n_layers = 2

@@ -50,12 +50,17 @@ precision = "fp32"
 """
 
 
-def _calibrate(tmp_path: Path, steps: int) -> tuple[int, optuna.Study]:
+def _calibrate(tmp_path: Path, steps: int, command: tuple[str, ...] = ("calibrate",)) -> tuple[int, optuna.Study]:
     config = tmp_path / "calib.toml"
     config.write_text(CONFIG.format(steps=steps))
     out = tmp_path / "run"
-    code = main(["calibrate", "--config", str(config), "--out", str(out)])
+    code = main([*command, "--config", str(config), "--out", str(out), "--no-progress"])
     return code, optuna.load_study(study_name="calib", storage=f"sqlite:///{out / 'study.db'}")
+
+
+def _trained(study: optuna.Study) -> list[tuple[str, str]]:
+    return sorted((t.user_attrs["measurement"], t.user_attrs["schedule"]) for t in study.get_trials(states=(TrialState.COMPLETE,))
+                  if "reused_from" not in t.user_attrs)
 
 
 def test_a_budget_too_small_to_learn_the_probe_is_refused_and_nothing_else_is_trained(tmp_path, capsys):
@@ -78,6 +83,21 @@ def test_a_budget_that_learns_the_probe_separates_on_the_same_trainings(tmp_path
     for t in study.get_trials(states=(TrialState.COMPLETE,)):
         assert sorted(t.user_attrs["seed_scores"]) == ["0", "1"]
         assert all(sorted(c) == ["130", "65"] for c in t.user_attrs["seed_curves"].values())
+
+
+def test_launch_calibrates_first_and_stops_before_the_space_is_spent_unless_forced(tmp_path, capsys):
+    code, study = _calibrate(tmp_path, steps=60, command=("launch",))
+    captured = capsys.readouterr()
+    err = [line for line in captured.err.splitlines() if "error" in line]
+    assert code == 2 and len(err) == 1 and "does not separate" in err[0] and "--force" in err[0]
+    assert "calibration: F F (dearest) against S8 S8 (cheapest)" in captured.out
+    assert _trained(study) == [("calibration", "F F"), ("calibration", "S8 S8")]  # nothing of the study itself
+
+    code, study = _calibrate(tmp_path, steps=60, command=("launch", "--force", "--no-report"))
+    assert code == 0 and "running anyway (--force)" in capsys.readouterr().out
+    # the calibration found again, not retrained; then the study's own three schedules at its one seed
+    assert _trained(study) == [("calibration", "F F"), ("calibration", "S8 S8"),
+                               ("standalone", "F F"), ("standalone", "F S8"), ("standalone", "S8 S8")]
 
 
 @pytest.mark.parametrize("steps", [8])

@@ -4,6 +4,8 @@
   scratch; several workers share the draws.
 * ``supernet`` (:mod:`.supernet`): one set of shared weights trained once, every schedule scored
   on it, the front confirmed standalone.
+* ``halving`` (:mod:`.halving`): successive halving across budgets (asynchronous, as ASHA): every
+  proposal trains to a first rung, the best ``1/eta`` of each rung continue from their checkpoint.
 
 A strategy is loaded by name when a study asks for it, so the configuration can list and check the
 names without importing any strategy's dependencies. A new strategy is a file here with a
@@ -18,7 +20,7 @@ from spanmix.search.strategies.base import RunOptions, Strategy
 from spanmix.space import ConfigError
 
 # name -> class, in the module of the same name
-REGISTRY = {"standalone": "Standalone", "supernet": "Supernet"}
+REGISTRY = {"standalone": "Standalone", "supernet": "Supernet", "halving": "Halving"}
 NAMES = tuple(REGISTRY)
 
 

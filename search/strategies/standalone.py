@@ -9,11 +9,12 @@ measuring, and never trains a schedule twice (see :mod:`spanmix.search.objective
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import optuna
 
-from spanmix.search import record
+from spanmix.search import record, strategies
 from spanmix.search.config import StudyConfig
 from spanmix.search.logs import log_to_stderr, quiet_libraries
 from spanmix.search.objective import Objective
@@ -36,8 +37,9 @@ class Standalone(Strategy):
         study = open_study(cfg, storage_url)  # validates and records the config before any worker starts
         study.set_user_attr(record.SEARCHED, self.measurement)
         threads = max(1, cores() // options.workers)
-        args = [(cfg.to_dict(), storage_url, target, options.timeout, i, threads, options.retry_failed,
-                 log.getEffectiveLevel()) for i in range(options.workers)]
+        workdir = str(options.workdir) if options.workdir is not None else None
+        args = [(self.name, cfg.to_dict(), storage_url, target, options.timeout, i, threads, options.retry_failed,
+                 workdir, log.getEffectiveLevel()) for i in range(options.workers)]
         spawn(_worker_main, args, study, options.on_progress)
         return study
 
@@ -50,16 +52,21 @@ class Standalone(Strategy):
             torch.set_num_threads(options.threads)
         study = open_study(cfg, storage_url, stream)
         study.set_user_attr(record.SEARCHED, self.measurement)
-        precision = record.pinned_precision(study.user_attrs)
-        objective = Objective(cfg, StandaloneMeasure(cfg, precision=precision), retry_failed=options.retry_failed)
-        work(study, objective, target, options.timeout, options.callbacks(), worker_seed(cfg.seed, stream))
+        self.search(study, cfg, target, options, record.pinned_precision(study.user_attrs), worker_seed(cfg.seed, stream))
         return study
 
+    def search(self, study: optuna.Study, cfg: StudyConfig, target: int, options: RunOptions, precision: str | None,
+               seed: int) -> None:
+        """This worker's share of the search, drawing with sampler seed ``seed``, in ``precision``."""
+        objective = Objective(cfg, StandaloneMeasure(cfg, precision=precision), retry_failed=options.retry_failed)
+        work(study, objective, target, options.timeout, options.callbacks(), seed)
 
-def _worker_main(cfg_dict: dict[str, Any], storage_url: str, target: int, timeout: float | None,
-                 stream: int, threads: int, retry_failed: bool, log_level: int) -> None:
+
+def _worker_main(strategy: str, cfg_dict: dict[str, Any], storage_url: str, target: int, timeout: float | None,
+                 stream: int, threads: int, retry_failed: bool, workdir: str | None, log_level: int) -> None:
     """One spawned worker process: its own logging, then its share of the study."""
     quiet_libraries()
     log_to_stderr(log_level)
-    options = RunOptions(timeout=timeout, threads=threads, retry_failed=retry_failed)
-    Standalone().join(StudyConfig.from_dict(cfg_dict), storage_url, target, options, stream)
+    options = RunOptions(timeout=timeout, threads=threads, retry_failed=retry_failed,
+                         workdir=Path(workdir) if workdir is not None else None)
+    strategies.get(strategy).join(StudyConfig.from_dict(cfg_dict), storage_url, target, options, stream)

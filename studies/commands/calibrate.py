@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from spanmix.search import preflight
-from spanmix.search.calibration import SEPARATION, calibrate
+from spanmix.search import open_study, preflight
+from spanmix.search.calibration import SEPARATION
 from spanmix.search.logs import quiet_libraries
 from spanmix.search.storage import sqlite_file
-from spanmix.space import ConfigError
 from spanmix.studies.commands.common import (
     add_config_args,
+    check_budget,
     from_config,
     undone_on_error,
 )
@@ -29,17 +29,16 @@ def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_args(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     cfg, out, storage = from_config(args)
-    preflight(cfg, progress=True)
+    preflight(cfg, progress=not args.no_progress)
     quiet_libraries()
     with undone_on_error(out, *filter(None, [sqlite_file(storage)])):
-        result = calibrate(cfg, storage)
-    print("\n".join(result.table()))
-    if not result.separated:
-        raise ConfigError(result.verdict())
-    print(result.verdict())
+        open_study(cfg, storage)  # connects, and refuses a study of the name under another configuration
+    # outside the clean-up: a refused budget, a failure or Ctrl-C keeps the trainings that finished
+    check_budget(cfg, storage, force=False, no_progress=args.no_progress)
     return 0

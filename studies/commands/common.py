@@ -22,6 +22,7 @@ from spanmix.search import (
     open_storage,
     pareto_front,
 )
+from spanmix.search.calibration import calibrate
 from spanmix.search.logs import quiet_libraries
 from spanmix.search.study import config_of
 from spanmix.space import ConfigError, require_name
@@ -126,6 +127,21 @@ def progress_bar(name: str, total: int, measurement: str, disabled: bool) -> Ite
         yield None if disabled else update
     finally:
         bar.close()
+
+
+def check_budget(cfg: StudyConfig, storage: str, force: bool, no_progress: bool) -> None:
+    """The calibration stage: train (or find) the space's dearest and cheapest schedules, print
+    what their learning curves separate, and refuse the budget when it separates nothing, unless
+    ``force``."""
+    with tqdm(total=2, unit="schedule", desc="calibration", disable=no_progress, dynamic_ncols=True) as bar:
+        result = calibrate(cfg, storage, callbacks=[lambda study, trial: bar.update(1)])
+    print("\n".join(result.table()))
+    if result.separated:
+        print(result.verdict())
+    elif force:
+        print(f"warning: {result.verdict()}; running anyway (--force)")
+    else:
+        raise ConfigError(f"{result.verdict()}; or --force to run the study anyway")
 
 
 def finish(study: optuna.Study, cfg: StudyConfig, out: Path, report: bool) -> int:

@@ -15,6 +15,7 @@ from spanmix.search.logs import quiet_libraries
 from spanmix.search.storage import sqlite_file
 from spanmix.studies.commands.common import (
     add_config_args,
+    check_budget,
     check_positive,
     check_timeout,
     finish,
@@ -31,8 +32,11 @@ def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "launch", help="run (or resume) a study from a preset or a TOML config",
         description="Run a multi-objective study (quality vs cost) over attention schedules. Relaunching "
         "the same study name on the same storage resumes it: finished trials are kept, a trial "
-        "killed mid-way is retried, and a schedule already measured is never trained again. At the end it "
-        "writes the dashboard and the knee schedule under --out.",
+        "killed mid-way is retried, and a schedule already measured is never trained again. It starts with "
+        "calibration (see `spanmix calibrate --help`): the space's dearest and cheapest schedules, trained with "
+        "the study's seeds (at least 2), must be told apart by the budget, or the launch stops with exit 2 "
+        "before the rest of the space is spent (--force runs on; [study] calibrate = false skips the stage). "
+        "At the end it writes the dashboard and the knee schedule under --out.",
         epilog="examples:\n  spanmix launch --preset quick\n  spanmix launch --config my.toml --n-trials 40 --workers 2\n"
         "  spanmix launch --preset masformer --storage postgresql://me@127.0.0.1/spanmix",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -43,6 +47,8 @@ def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--workers", type=int, default=1, help="processes sharing the storage (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-report", action="store_true", help="do not write the dashboard and export at the end")
+    p.add_argument("--force", action="store_true",
+                   help="run the study even when calibration finds that its budget does not separate schedules")
     p.add_argument("--retry-failed", action="store_true",
                    help="train again schedules whose training failed (by default a failure is remembered)")
     p.set_defaults(run=run)
@@ -57,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
     quiet_libraries()
     with undone_on_error(out, *filter(None, [sqlite_file(storage)])):
         open_study(cfg, storage)  # connects, and refuses a resume under another configuration
+    if cfg.calibrate:  # outside the clean-up: a refused budget keeps the trainings that showed it
+        check_budget(cfg, storage, args.force, args.no_progress)
     strategy = strategies.get(cfg.strategy)
     target = strategy.target(cfg, cfg.n_trials)
     log.info("study %r: %d schedules in the space, target %d measured (%s strategy), storage %s",

@@ -50,5 +50,5 @@ def run(args: argparse.Namespace) -> int:
     with progress_bar(cfg.name, strategy.target(cfg, target), strategy.measurement, args.no_progress) as progress:
         # a random stream: workers on other machines cannot agree on numbers without talking
         study = join_study(cfg, args.storage or default_storage(out), target, args.timeout, stream=secrets.randbits(32),
-                           threads=args.threads, retry_failed=args.retry_failed, on_progress=progress)
+                           threads=args.threads, retry_failed=args.retry_failed, on_progress=progress, workdir=out)
     return finish(study, cfg, out, report=False)

@@ -1,0 +1,164 @@
+"""The halving strategy: successive halving across training budgets, asynchronous as ASHA.
+
+The study's budget is cut into ``[halving] rungs`` budgets, each ``eta`` times the one before, the
+last being the full ``train.steps``. Every schedule the sampler proposes (every schedule of the
+space with ``sampler = "grid"``) trains to the first rung and is scored there (measurement
+``rung-0``). Whenever a rung holds ``n`` finished schedules, the best ``n // eta`` of them, ranked
+as NSGA-II ranks a population (non-dominated front, then crowding, then seed noise:
+:func:`spanmix.search.front.ranked`), train on to the next rung **from their checkpoint**. The
+learning-rate schedule is always the full budget's, so a schedule that reaches the last rung has
+had exactly the training a standalone measurement gives it, bit for bit on the CPU: it is stored
+as one (``standalone``), and the front is read there.
+
+Promotion is asynchronous, as ASHA (Li et al., MLSys 2020): a worker promotes whatever the current
+top ``1/eta`` of a rung holds and has not gone on yet, and proposes a new schedule when nothing
+can be promoted; it never waits for a rung to fill. (The price, as in ASHA: a schedule promoted
+early may fall out of its rung's top later.) The study's ``n_trials`` counts schedules measured at
+the first rung. Optuna cannot report intermediate values or prune in a multi-objective study
+(optuna#3450), so Optuna's sampler proposes and the halving decides how far each proposal trains.
+
+Checkpoints: ``WORKDIR/halving/SCHEDULE-KEY-sSEED/step-N/last.ckpt``, one per schedule, seed and
+rung below the last; a rung's checkpoint is removed once the next rung has trained from it. A
+worker that lacks a checkpoint (one on another machine) trains from scratch to the same step,
+which gives the same numbers at a higher cost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from spanmix.proxies.train import ProxyResult, train_and_score
+from spanmix.search import record
+from spanmix.search.config import StudyConfig
+from spanmix.search.front import ranked
+from spanmix.search.logs import stable_enough
+from spanmix.search.objective import STANDALONE, Objective
+from spanmix.search.objective import Standalone as StandaloneMeasure
+from spanmix.search.queue import finished, measure_schedules, work
+from spanmix.search.record import Point, TrialRecord
+from spanmix.search.strategies.base import RunOptions
+from spanmix.search.strategies.standalone import Standalone
+from spanmix.search.view import StudyView
+from spanmix.space import ConfigError, Schedule
+
+log = logging.getLogger("spanmix.halving")
+WAIT_SECONDS = 1.0  # between looks at the study while other workers finish the last trainings
+
+
+class Rung(StandaloneMeasure):
+    """A standalone training stopped at rung ``index``'s step, continued from the rung below's
+    checkpoint; the last rung is the standalone measurement itself."""
+
+    def __init__(self, cfg: StudyConfig, index: int, precision: str | None, workdir: Path | None) -> None:
+        steps = cfg.halving.steps(cfg.train.steps)
+        last = index == len(steps) - 1
+        super().__init__(cfg, precision=precision, name=STANDALONE if last else record.rung(index))
+        self.until, self.previous = steps[index], steps[index - 1] if index else None
+        self.last = last
+        # every rung of one schedule continues one training: the full one's key names its folder
+        family = json.dumps({**self.key, "precision": self.train.precision}, sort_keys=True)
+        self.family = hashlib.sha256(family.encode()).hexdigest()[:12]
+        self.folder = workdir / "halving" if workdir is not None else None
+        if not last:
+            self.key = {**self.key, "until": self.until}
+
+    def checkpoint(self, schedule: Schedule, replicate: int, step: int) -> Path | None:
+        """The folder of the checkpoint at ``step`` of ``schedule``'s training seed ``replicate``."""
+        if self.folder is None:
+            return None
+        return self.folder / f"{schedule.hash}-{self.family}-s{replicate}" / f"step-{step}"
+
+    def __call__(self, schedule: Schedule, replicate: int = 0) -> ProxyResult:
+        below = self.checkpoint(schedule, replicate, self.previous) if self.previous is not None else None
+        start = below / "last.ckpt" if below is not None and (below / "last.ckpt").exists() else None
+        if self.previous is not None and start is None:
+            log.info("halving: no checkpoint of %s seed %d at step %d here; training from scratch to step %d",
+                     schedule.text, replicate, self.previous, self.until)
+        result = train_and_score(schedule, self.cfg.proxy, self.cfg.data, self.train, seed=self.train.seed + replicate,
+                                 stream=replicate, curve_at=self.curve_at, until=self.until,
+                                 checkpoint_dir=None if self.last else self.checkpoint(schedule, replicate, self.until),
+                                 start_from=start)
+        if below is not None:
+            shutil.rmtree(below, ignore_errors=True)  # its trial is complete: nothing continues from it again
+        return result
+
+
+def promotions(rungs: list[list[Point]], started: list[set[str]], eta: int, maximize: bool,
+               score: str) -> list[tuple[int, str]]:
+    """``(rung, schedule)`` for each schedule that may train on to ``rung``: among the best
+    ``n // eta`` of the ``n`` schedules finished at the rung below (:func:`ranked`) and not
+    ``started`` at ``rung``; the highest rung first, so the full budget is reached early."""
+    out = []
+    for k in reversed(range(len(rungs) - 1)):
+        n = len({p.schedule for p in rungs[k]})
+        top = ranked(rungs[k], maximize, score)[: n // eta]
+        out += [(k + 1, p.schedule) for p in top if p.schedule not in started[k + 1]]
+    return out
+
+
+def started_at(records: list[TrialRecord], name: str, retry_failed: bool) -> set[str]:
+    """Schedules a trial at measurement ``name`` has measured, is measuring, or failed in a way
+    that is remembered (a queued trial still waiting is not started: whoever promotes runs it)."""
+    remembered = () if retry_failed else (record.FAILED_BY_ERROR, record.FAILED_BY_REMEMBERED)
+    return {r.schedule for r in records
+            if r.schedule is not None and (r.measurement or STANDALONE) == name
+            and (r.state in (TrialState.COMPLETE, TrialState.RUNNING) or (r.state == TrialState.FAIL and r.failed_by in remembered))}
+
+
+class Halving(Standalone):
+    """Propose schedules at the first rung, promote the best ``1/eta`` of each rung onwards."""
+
+    name = "halving"
+    measurement = record.rung(0)
+
+    def check(self, cfg: StudyConfig, workers: int) -> None:
+        super().check(cfg, workers)
+        cfg.halving.steps(cfg.train.steps)
+        least, target = cfg.halving.eta ** (cfg.halving.rungs - 1), self.target(cfg, cfg.n_trials)
+        if target < least:
+            raise ConfigError(f"halving: {target} schedules (study.n_trials={cfg.n_trials}, a space of "
+                              f"{cfg.space.size()}) are too few for any to reach the full budget through "
+                              f"{cfg.halving.rungs} rungs of eta={cfg.halving.eta}; allowed: at least {least}, "
+                              "or a smaller eta or fewer rungs")
+
+    def search(self, study: optuna.Study, cfg: StudyConfig, target: int, options: RunOptions, precision: str | None,
+               seed: int) -> None:
+        rungs = [Rung(cfg, i, precision, options.workdir) for i in range(cfg.halving.rungs)]
+        names = [r.name for r in rungs]
+        objective = Objective(cfg, *rungs, retry_failed=options.retry_failed)
+        callbacks = options.callbacks()
+        deadline = time.monotonic() + options.timeout if options.timeout else math.inf
+        log.info("halving: rungs at %s steps, the best 1/%d of each rung on to the next",
+                 [r.until for r in rungs], cfg.halving.eta)
+        tried: set[tuple[int, str]] = set()  # a promotion whose trial failed is not retried by this run
+        while (left := deadline - time.monotonic()) > 0:
+            timeout = left if options.timeout else None
+            view = StudyView(study, cfg)
+            started = [started_at(view.records, n, options.retry_failed) for n in names]
+            chosen = [c for c in promotions([view.points(n) for n in names], started, cfg.halving.eta, view.maximize,
+                                            cfg.quality) if c not in tried]
+            running = any(r.state == TrialState.RUNNING for r in view.records)
+            if chosen:
+                rung, schedule = chosen[0]
+                tried.add(chosen[0])
+                log.info("halving: %s on to rung %d (%d steps)", schedule, rung, rungs[rung].until)
+                measure_schedules(study, objective, [schedule], names[rung], timeout, callbacks)
+            elif (done := view.finished(names[0])) < target:
+                work(study, objective, done + 1, timeout, callbacks, seed)
+                if finished(study, names[0]) == done and not running:
+                    return  # the sampler found nothing more to measure (every draw failed or was spent)
+            elif running:
+                with stable_enough():  # a dead worker's trial must not hold the others forever
+                    optuna.storages.fail_stale_trials(study)
+                time.sleep(WAIT_SECONDS)  # another worker's training may yet promote something
+            else:
+                return

@@ -1,0 +1,107 @@
+"""The halving strategy: a training continued from its checkpoint equals the uninterrupted one, bit
+for bit; promotion by non-dominated sorting, crowding and noise on constructed values; a study
+whose two workers promote asynchronously without training any rung twice; and its refusals."""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from spanmix.proxies import ProxyConfig
+from spanmix.proxies.data import DataConfig
+from spanmix.proxies.train import TrainConfig, train_and_score
+from spanmix.search.config import HalvingConfig, StudyConfig
+from spanmix.search.front import crowding, ranked
+from spanmix.search.objective import Standalone
+from spanmix.search.record import Point
+from spanmix.search.strategies.halving import Rung, promotions
+from spanmix.space import ConfigError, Schedule
+from spanmix.studies.cli import main
+
+HALVING = "[halving]\neta = 2\nrungs = 3\n"
+
+
+def test_a_training_continued_from_its_checkpoints_equals_the_uninterrupted_one(tmp_path):
+    args = ("F S8", ProxyConfig(d_model=32, n_heads=2, context=32),
+            DataConfig(tasks=("recall",), seq_len=32, n_pairs=4, n_queries=4, val_samples=4),
+            TrainConfig(steps=12, batch_size=2, precision="fp32", warmup=3))
+    whole = train_and_score(*args, seed=1, stream=1)
+    first = train_and_score(*args, seed=1, stream=1, until=4, checkpoint_dir=tmp_path / "a")
+    second = train_and_score(*args, seed=1, stream=1, until=9, checkpoint_dir=tmp_path / "b",
+                             start_from=tmp_path / "a" / "last.ckpt")
+    third = train_and_score(*args, seed=1, stream=1, start_from=tmp_path / "b" / "last.ckpt")
+    assert third.scores == whole.scores  # exactly: same steps, same batches, same learning rates
+    assert first.scores != whole.scores and (first.steps, second.start_step, third.start_step) == (4, 4, 9)
+    assert third.tokens_seen == (12 - 9) * 2 * 32  # what this call trained, not what the model saw
+
+
+def test_the_last_rung_is_the_standalone_measurement_itself(tiny_config, tmp_path):
+    cfg = StudyConfig.from_dict(tomllib.loads(tiny_config(steps=12, extra=HALVING).read_text()))
+    rungs = [Rung(cfg, i, "fp32", tmp_path) for i in range(3)]
+    assert [r.until for r in rungs] == [3, 6, 12] and [r.name for r in rungs] == ["rung-0", "rung-1", "standalone"]
+    plain = Standalone(cfg, precision="fp32")
+    assert rungs[-1].key == plain.key and rungs[0].key != plain.key  # so a standalone study's result is reused
+    schedule = Schedule.parse("F S4")
+    climbed = [r(schedule, 1) for r in rungs][-1]
+    assert climbed.scores == plain(schedule, 1).scores and climbed.start_step == 6
+    assert not list(tmp_path.glob("halving/*/step-*"))  # each checkpoint removed once the next rung trained from it
+
+
+def _point(name: str, quality: float, cost: float, seeds: tuple[float, ...] = ()) -> Point:
+    return Point(0, name, quality, cost, cost, True, None, {}, "rung-0", tuple({"loss": s} for s in seeds))
+
+
+def test_promotion_is_by_front_then_crowding_then_noise():
+    # front: a (cheap, bad), b (middle), c (dear, good); d, e, f dominated
+    a, b, c = _point("a", 3.0, 1.0, (2.9, 3.1)), _point("b", 2.0, 2.0), _point("c", 1.0, 3.0, (0.99, 1.01))
+    d, e, f = _point("d", 3.5, 2.5), _point("e", 2.5, 3.5), _point("f", 4.0, 4.0)
+    assert crowding([a, b, c]) == {"a": math.inf, "b": 2.0, "c": math.inf}
+    # the ends of the front first (uncrowded), the surer of them first; then b; then the second front
+    assert [p.schedule for p in ranked([f, e, d, c, b, a], False, "loss")] == ["c", "a", "b", "d", "e", "f"]
+    rungs = [[a, b, c, d, e, f], [c], []]
+    # rung 0 holds 6: its best 6 // 3 = 2 go on (c already has); rung 1 holds 1: none yet
+    assert promotions(rungs, [set(), {"c"}, set()], 3, False, "loss") == [(1, "a")]
+    assert promotions(rungs, [set(), set(), set()], 2, False, "loss") == [(1, "c"), (1, "a"), (1, "b")]
+    # asynchronous: whatever the current top holds goes on; a rung above is served first
+    rungs[1] = [c, a]
+    assert promotions(rungs, [set(), {"c", "a"}, set()], 2, False, "loss") == [(2, "c"), (1, "b")]
+
+
+def test_halving_refuses_a_budget_or_a_study_too_small_for_its_rungs(tiny_config, tmp_path):
+    assert HalvingConfig(eta=3, rungs=3).steps(27) == (3, 9, 27)
+    with pytest.raises(ConfigError, match=r"train.steps=5 is too few for 3 rungs of eta=3 .* train.steps >= 9"):
+        HalvingConfig(eta=3, rungs=3).steps(5)
+    config = tiny_config(strategy="halving", n_trials=7, steps=27)
+    assert main(["launch", "--config", str(config), "--out", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()  # refused before anything was written
+
+
+def _trials(out: Path) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}").get_trials()
+
+
+def test_two_workers_promote_asynchronously_and_train_no_rung_twice(tiny_config, tmp_path, capsys):
+    out = tmp_path / "run"
+    config = tiny_config(strategy="halving", n_trials=7, steps=16, extra=HALVING)
+    assert main(["launch", "--config", str(config), "--out", str(out), "--workers", "2", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    trials = _trials(out)
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    trained = [(t.user_attrs["measurement"], t.user_attrs["schedule"]) for t in done if "reused_from" not in t.user_attrs]
+    assert len(trained) == len(set(trained))  # no rung of any schedule trained twice
+    by_rung = {m: {s for n, s in trained if n == m} for m in ("rung-0", "rung-1", "standalone")}
+    assert len(by_rung["rung-0"]) == 7 and 3 <= len(by_rung["rung-1"]) and 1 <= len(by_rung["standalone"])
+    assert by_rung["standalone"] <= by_rung["rung-1"] <= by_rung["rung-0"]  # each went on from the rung below
+    assert len({t.user_attrs["worker"] for t in done}) == 2  # both workers trained
+    # a promoted training started from its checkpoint: only the steps above the rung below were trained
+    assert {t.user_attrs["tokens_seen"] for t in done if t.user_attrs["measurement"] == "standalone"} == {(16 - 8) * 4 * 32}
+    assert "Pareto front (loss vs flops, measured standalone)" in printed
+    assert "rank fidelity of rung-0 against rung-1" in printed
+    # a relaunch finds everything done and trains nothing
+    assert main(["launch", "--config", str(config), "--out", str(out), "--no-progress", "--no-report"]) == 0
+    assert len(_trials(out)) == len(trials)
