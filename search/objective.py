@@ -25,7 +25,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from spanmix.proxies.cost import count, measure_latency
 from spanmix.proxies.train import ProxyResult, train_and_score
-from spanmix.search import record
+from spanmix.search import record, sharing
 from spanmix.search.config import StudyConfig
 from spanmix.search.logs import stable_enough
 from spanmix.space import ConfigError, Layer, Schedule
@@ -156,7 +156,7 @@ class Objective:
                       f"({failed.user_attrs.get(record.FAILURE)}); --retry-failed trains it again")
             record.fail(trial, reason, record.FAILED_BY_REMEMBERED)
             raise ScheduleFailed(reason)
-        prior = self._measured(trial, key)
+        prior = self._measured(trial, key, self.measures[measurement], schedule)
         if prior is not None:
             log.info("trial %d: %s already measured in trial %d; reusing", trial.number, schedule.text, prior.number)
             record.reuse(trial, prior)
@@ -165,7 +165,7 @@ class Objective:
         record.costed(trial, ratio, {k: report[k] for k in REPORTED},
                       [ratio - cfg.budget] if cfg.budget is not None else [0.0])
         try:
-            result = self._replicates(trial, self.measures[measurement], schedule)
+            result = self._replicates(trial, self.measures[measurement], schedule, key)
         except Exception as err:
             self._fail(trial, err, record.FAILED_BY_ERROR)
             raise
@@ -177,29 +177,75 @@ class Objective:
                  cfg.quality, result.scores[cfg.quality], 100 * ratio, measurement, result.precision, result.train_seconds)
         return result.scores[cfg.quality], cost
 
-    @staticmethod
-    def _replicates(trial: Trial, measure: Measure, schedule: Schedule) -> ProxyResult:
+    def _replicates(self, trial: Trial, measure: Measure, schedule: Schedule, key: str) -> ProxyResult:
         """Every seed of the measurement that this trial (or the killed attempt it retries) has
-        not finished, each stored as it finishes; the result holds their mean scores and their
-        summed tokens and seconds."""
+        not finished, each stored as it finishes. A seed another worker claimed to train for this
+        trial (:mod:`spanmix.search.sharing`) is left to it and taken when it is done; if that
+        worker lets go of it or dies, this trial trains it. The result holds the mean scores and
+        the summed tokens and seconds of what was trained for this attempt."""
         done, curves = record.seed_scores_of(trial.user_attrs), record.seed_curves_of(trial.user_attrs)
-        runs = []
+        tokens, seconds, precisions = 0, 0.0, []
+
+        def store(r: int, scores: dict[str, float], curve: dict[int, dict[str, float]], trained: int, took: float,
+                  precision: str) -> None:
+            nonlocal tokens, seconds
+            done[r], tokens, seconds = scores, tokens + trained, seconds + took
+            precisions.append(precision)
+            if curve:
+                curves[r] = curve
+            record.seeds_done(trial, done, curves)
+
+        def take_help() -> None:
+            for r, h in sharing.finished(trial.study.get_trials(deepcopy=False), key).items():
+                if r not in done and r < measure.replicates:
+                    store(r, h["scores"], {int(s): v for s, v in h["curve"].items()}, h["tokens_seen"], h["train_seconds"],
+                          h["precision"])
+
+        deferred: set[int] = set()
         for r in range(measure.replicates):
+            take_help()
             if r in done:
                 continue
-            runs.append(measure(schedule, r))
-            done[r] = runs[-1].scores
-            if runs[-1].curve:
-                curves[r] = runs[-1].curve
-            record.seeds_done(trial, done, curves)
+            record.seed_started(trial, r)
+            if r in sharing.claims(trial.study.get_trials(deepcopy=False), key, trial.number):
+                deferred.add(r)  # a helper claimed it first: its result is taken below
+                continue
+            run = measure(schedule, r)
+            store(r, run.scores, run.curve, run.tokens_seen, run.train_seconds, run.precision)
+        while deferred - set(done):
+            take_help()
+            live = sharing.claims(trial.study.get_trials(deepcopy=False), key, trial.number)
+            for r in sorted(deferred - set(done) - set(live)):  # let go of, or its helper died
+                run = measure(schedule, r)
+                store(r, run.scores, run.curve, run.tokens_seen, run.train_seconds, run.precision)
+            if deferred - set(done):
+                with stable_enough():  # a dead helper's claim dies with its trial
+                    optuna.storages.fail_stale_trials(trial.study)
+                time.sleep(self.wait_seconds)
         common = set.intersection(*(set(s) for s in done.values()))
         scores = {k: sum(s[k] for s in done.values()) / len(done) for k in sorted(common)}
-        tokens, seconds = sum(r.tokens_seen for r in runs), sum(r.train_seconds for r in runs)
         # a retry of an attempt killed after its last seed trains nothing, and keeps its precision
-        precision = runs[-1].precision if runs else trial.user_attrs.get(record.PRECISION, "unknown")
+        precision = precisions[-1] if precisions else trial.user_attrs.get(record.PRECISION, "unknown")
         return ProxyResult(schedule=schedule.text, scores=scores, cost={}, tokens_seen=tokens,
-                           steps=sum(r.steps for r in runs), train_seconds=seconds,
+                           steps=0, train_seconds=seconds,
                            tokens_per_second=tokens / seconds if seconds else 0.0, seed=0, precision=precision)
+
+    def _help(self, trial: Trial, owner: int, key: str, measure: Measure, schedule: Schedule) -> int | None:
+        """Train a seed of ``key`` that trial ``owner`` is measuring and has not begun, for it;
+        the seed trained, or None when none was left to take."""
+        trials = trial.study.get_trials(deepcopy=False)
+        seed = sharing.free_seed(trials, trials[owner], key, measure.replicates)
+        if seed is None:
+            return None
+        record.claim(trial, key, seed)
+        if not sharing.still_mine(trial.study, trial, owner, key, seed):
+            return None
+        log.info("trial %d: training seed %d of %s for trial %d", trial.number, seed, schedule.text, owner)
+        run = measure(schedule, seed)
+        record.helped(trial, key, seed, {"scores": run.scores, "curve": {str(s): v for s, v in run.curve.items()},
+                                         "tokens_seen": run.tokens_seen, "train_seconds": run.train_seconds,
+                                         "precision": run.precision})
+        return seed
 
     @staticmethod
     def _failed(trial: Trial, key: str) -> FrozenTrial | None:
@@ -211,7 +257,7 @@ class Objective:
                 return t
         return None
 
-    def _measured(self, trial: Trial, key: str) -> FrozenTrial | None:
+    def _measured(self, trial: Trial, key: str, measure: Measure, schedule: Schedule) -> FrozenTrial | None:
         """A finished trial with this key, or None when this trial should measure it.
 
         When another worker is measuring the key, a sampled trial is skipped (pruned) so that its
@@ -221,6 +267,7 @@ class Objective:
         key yet (otherwise each could look before the other named it, and both would train).
         """
         study = trial.study
+        helped = False
         while True:
             trials = study.get_trials(deepcopy=False)
             queued = record.is_queued(trials[trial.number])
@@ -239,6 +286,15 @@ class Objective:
                 continue
             if not running:
                 return None
+            if not helped:  # rather than wait or draw again, train a seed the measuring trial has not begun
+                helped = True
+                seed = self._help(trial, running[0].number, key, measure, schedule)
+                if seed is not None and not queued:
+                    reason = f"helped trial {running[0].number}: trained its seed {seed}"
+                    record.skip(trial, reason)
+                    raise optuna.TrialPruned(reason)
+                if seed is not None:
+                    continue  # a queued trial then waits for the result, as before
             if not queued:
                 reason = f"being measured in trial {running[0].number}"
                 record.skip(trial, reason)

@@ -38,12 +38,15 @@ SCORES, TOKENS_SEEN, TRAIN_SECONDS, TOKENS_PER_SECOND = "scores", "tokens_seen",
 PRECISION = "precision"  # what it trained (or was scored) in: fp32 or bf16
 SEED_SCORES = "seed_scores"  # each training seed's scores, by replicate ("0", "1", ...), as each finishes
 SEED_CURVES = "seed_curves"  # each seed's scores on the way, by replicate then step: its learning curve
+SEEDS_STARTED = "seeds_started"  # the training seeds this attempt began itself, as each begins
+HELPING = "helping"  # a seed this trial trains for another trial measuring the same key: {"key", "seed"}
+HELPED = "helped"  # what it trained for it: {"key", "seed", "scores", "curve", "tokens_seen", "train_seconds"}
 
 # what a trial that reuses another's measurement copies from it
 MEASURED = (COST_RATIO, COST_REPORT, CONSTRAINT, SCORES, TOKENS_SEEN, TRAIN_SECONDS, TOKENS_PER_SECOND, PRECISION,
             SEED_SCORES, SEED_CURVES)
 # what describes one attempt, not the schedule: a retried trial starts without them
-ATTEMPT = (FAILURE, FAILED_BY, WORKER)
+ATTEMPT = (FAILURE, FAILED_BY, WORKER, SEEDS_STARTED)
 
 FAILED_BY_ERROR = "error"  # measuring the schedule raised: remembered, not trained again
 FAILED_BY_REMEMBERED = "remembered"  # not trained: an earlier trial failed under the same key
@@ -135,6 +138,37 @@ def seeds_done(trial: TrialLike, by_replicate: dict[int, dict[str, float]],
     if curves:
         trial.set_user_attr(SEED_CURVES, {str(r): {str(step): s for step, s in sorted(c.items())}
                                           for r, c in sorted(curves.items())})
+
+
+def seed_started(trial: TrialLike, seed: int) -> None:
+    """This attempt begins training ``seed`` itself (a helper that claimed it too then lets go)."""
+    trial.set_user_attr(SEEDS_STARTED, sorted({*trial.user_attrs.get(SEEDS_STARTED, []), seed}))
+
+
+def claim(trial: TrialLike, key: str, seed: int | None) -> None:
+    """This trial trains ``seed`` of ``key`` for the trial measuring it (None: lets go of it)."""
+    trial.set_user_attr(HELPING, None if seed is None else {"key": key, "seed": seed})
+
+
+def helped(trial: TrialLike, key: str, seed: int, result: dict[str, Any]) -> None:
+    trial.set_user_attr(HELPED, {"key": key, "seed": seed, **result})
+
+
+def started_of(attrs: Mapping[str, Any]) -> set[int]:
+    return set(attrs.get(SEEDS_STARTED) or [])
+
+
+def claim_of(trial: FrozenTrial) -> tuple[str, int] | None:
+    """The (key, seed) a running trial is training for another, until it has finished it."""
+    held = trial.user_attrs.get(HELPING)
+    if trial.state != TrialState.RUNNING or not held or HELPED in trial.user_attrs:
+        return None
+    return held["key"], held["seed"]
+
+
+def help_of(trial: FrozenTrial) -> dict[str, Any] | None:
+    """What a trial trained for another: key, seed, scores, curve, tokens and seconds."""
+    return trial.user_attrs.get(HELPED)
 
 
 def seed_curves_of(attrs: Mapping[str, Any]) -> dict[int, dict[int, dict[str, float]]]:

@@ -30,6 +30,11 @@ def print_summary(view: StudyView, score: str | None = None) -> None:
               "set [study] seeds = 2 or more to measure it")
     else:
         print_noisy_front(view, front, noise, quality, chosen)
+    if view.ladder is not None:
+        ladder = view.ladder
+        rungs = ", ".join(f"{n} at {steps} steps ({name})" for name, steps, n in ladder.rungs)
+        print(f"halving: schedules trained {rungs}; {ladder.tokens:,} tokens, {ladder.share:.0%} of training "
+              "every first-rung schedule to the full budget")
     if view.stage_seconds:
         print("wall time by stage: " + ", ".join(f"{k} {v:.0f} s" for k, v in view.stage_seconds.items()))
     for cheap, dear, report in view.comparisons:
