@@ -42,10 +42,12 @@ from spanmix.studies.config import load_config  # noqa: E402
 from spanmix.studies.report import print_summary  # noqa: E402
 
 
-def run(cfg: StudyConfig, folder: Path) -> tuple[StudyView, float]:
-    """Run ``cfg`` into a fresh ``folder``; the finished study and its wall seconds."""
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
+def run(cfg: StudyConfig, folder: Path, fresh: bool) -> tuple[StudyView, float]:
+    """Run ``cfg`` into ``folder`` (emptied first when ``fresh``, else resumed there); the finished
+    study and its wall seconds."""
+    if fresh:
+        shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     study = run_study(cfg, f"sqlite:///{folder / 'study.db'}", workdir=folder)
     return StudyView(study, cfg), time.perf_counter() - start
@@ -62,6 +64,8 @@ def main() -> None:
     parser.add_argument("--ladder", action="append", help="eta:rungs of a halving run (default: 3:3 and 3:2)")
     parser.add_argument("--out", default="runs/bench-halving")
     parser.add_argument("--reference-only", action="store_true")
+    parser.add_argument("--resume", action="store_true", help="resume the studies in --out instead of starting afresh "
+                        "(the wall times then count only what was left)")
     parser.add_argument("--save", help="write the reference's per-seed scores to this JSON file")
     args = parser.parse_args()
     quiet_libraries()
@@ -75,7 +79,7 @@ def main() -> None:
     print(describe())
     print(f"preset {args.preset}: {size} schedules, {base.train.steps} steps, {args.seeds} seeds each; {date.today()}")
 
-    reference, seconds = run(replace(base, name="reference", strategy="standalone", **common), out / "reference")
+    reference, seconds = run(replace(base, name="reference", strategy="standalone", **common), out / "reference", not args.resume)
     print(f"\nreference: every schedule standalone, {tokens(reference):,} tokens, {seconds / 60:.1f} min")
     print_summary(reference)
     front = {p.schedule for p in reference.front()}
@@ -94,7 +98,7 @@ def main() -> None:
     for ladder in args.ladder or ["3:3", "3:2"]:
         eta, rungs = map(int, ladder.split(":"))
         cfg = replace(base, name=f"halving-{eta}-{rungs}", strategy="halving", halving=HalvingConfig(eta, rungs), **common)
-        view, seconds = run(cfg, out / cfg.name)
+        view, seconds = run(cfg, out / cfg.name, not args.resume)
         found = {p.schedule for p in view.front(STANDALONE)}
         top = view.points(STANDALONE)
         exact = all(p.seed_scores == means[p.schedule].seed_scores for p in top)

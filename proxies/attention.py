@@ -300,6 +300,13 @@ def local_attention(q: Tensor, k: Tensor, v: Tensor, window: int, block: bool = 
     return _local_attention_op(q, k, v, window, block)[0]
 
 
+def local_attention_with_lse(q: Tensor, k: Tensor, v: Tensor, window: int, block: bool = False) -> tuple[Tensor, Tensor]:
+    """:func:`local_attention` (CPU kernels) with each query's log-sum-exp of its scores (float32),
+    for what renormalises the softmax afterwards (attention sinks). A window of the whole sequence
+    is full causal attention. The gradient flows through the output only."""
+    return _local_attention_op(q, k, v, window, block)
+
+
 def full_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """Causal attention over the whole prefix (fused SDPA)."""
     return F.scaled_dot_product_attention(q, k, v, is_causal=True)

@@ -46,11 +46,14 @@ class Measure(Protocol):
     """How a trial turns a schedule into scores. ``name`` labels the measurement in each trial
     (``standalone``, ``standalone-4x``, ``supernet``); ``key`` is everything that makes two
     measurements of one schedule interchangeable; ``replicates`` is how many runs that differ only
-    in their seed make one measurement (1 where the measurement has no seed to vary)."""
+    in their seed make one measurement (1 where the measurement has no seed to vary); ``training``
+    names one seed's training, so a seed trained for another measurement with the same training
+    (a calibration's, a larger seed count's) is taken instead of trained again (None: never)."""
 
     name: str
     key: dict[str, Any]
     replicates: int
+    training: str | None
 
     def __call__(self, schedule: Schedule, replicate: int = 0) -> ProxyResult: ...
 
@@ -72,11 +75,17 @@ class Standalone:
                     **({"seeds": self.replicates} if self.replicates > 1 else {})}
         if precision is not None:  # after the key: a pinned precision does not change what is measured
             self.train = replace(self.train, precision=precision)
+        self.training: str | None = digest({**cfg.measurement_key(), "train": self.train.to_dict()})
 
     def __call__(self, schedule: Schedule, replicate: int = 0) -> ProxyResult:
         """Replicate ``r`` trains with seed ``train.seed + r`` on its own stream of batches."""
         return train_and_score(schedule, self.cfg.proxy, self.cfg.data, self.train, seed=self.train.seed + replicate,
                                stream=replicate, curve_at=self.curve_at)
+
+
+def digest(key: dict[str, Any]) -> str:
+    """A short stable hash of a JSON-able key."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
 @functools.lru_cache(maxsize=32)
@@ -118,7 +127,7 @@ class Objective:
         self.default = next(iter(self.measures))
         self.config_hashes = {
             # "fidelity": the measurement's name under its 0.1 key, so keys of older studies still match
-            name: hashlib.sha256(json.dumps({"fidelity": name, **m.key}, sort_keys=True).encode()).hexdigest()[:12]
+            name: digest({"fidelity": name, **m.key})
             for name, m in self.measures.items()
         }
 
@@ -149,7 +158,7 @@ class Objective:
                               f"{sorted(self.measures)}")
         schedule = cfg.space.suggest(trial).canonical(cfg.data.seq_len)
         key = f"{schedule.hash}-{self.config_hashes[measurement]}"
-        record.drawn(trial, schedule.text, measurement, key)
+        record.drawn(trial, schedule.text, measurement, key, self.measures[measurement].training)
         failed = None if self.retry_failed else self._failed(trial, key)
         if failed is not None:
             reason = (f"not trained again: trial {failed.number} failed under the same measurement "
@@ -201,6 +210,10 @@ class Objective:
                     store(r, h["scores"], {int(s): v for s, v in h["curve"].items()}, h["tokens_seen"], h["train_seconds"],
                           h["precision"])
 
+        for r, (other, scores, curve, precision) in self._same_training(trial, measure, schedule).items():
+            if r not in done:
+                log.info("trial %d: seed %d of %s is trial %d's (the same training)", trial.number, r, schedule.text, other)
+                store(r, scores, curve, 0, 0.0, precision)
         deferred: set[int] = set()
         for r in range(measure.replicates):
             take_help()
@@ -229,6 +242,24 @@ class Objective:
         return ProxyResult(schedule=schedule.text, scores=scores, cost={}, tokens_seen=tokens,
                            steps=0, train_seconds=seconds,
                            tokens_per_second=tokens / seconds if seconds else 0.0, seed=0, precision=precision)
+
+    @staticmethod
+    def _same_training(trial: Trial, measure: Measure,
+                       schedule: Schedule) -> dict[int, tuple[int, dict[str, float], dict[int, dict[str, float]], str]]:
+        """Seeds below ``measure.replicates`` that finished trials of another measurement trained
+        exactly as this one would (same schedule, same training): seed -> (trial, scores, curve,
+        precision)."""
+        if measure.training is None:
+            return {}
+        found = {}
+        for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            r = record.TrialRecord.read(t)
+            if r.training == measure.training and r.schedule == schedule.text and r.reused_from is None:
+                curves = record.seed_curves_of(t.user_attrs)
+                for seed, scores in record.seed_scores_of(t.user_attrs).items():
+                    if seed < measure.replicates:
+                        found.setdefault(seed, (t.number, scores, curves.get(seed, {}), r.precision or "unknown"))
+        return found
 
     def _help(self, trial: Trial, owner: int, key: str, measure: Measure, schedule: Schedule) -> int | None:
         """Train a seed of ``key`` that trial ``owner`` is measuring and has not begun, for it;

@@ -28,6 +28,7 @@ SCHEDULE = "schedule"  # canonical text of the schedule measured
 MEASUREMENT = "measurement"  # how it was measured: standalone, standalone-4x, supernet, ...
 LEGACY_MEASUREMENT = "fidelity"  # the same, as studies written by spanmix 0.1 name it
 KEY = "key"  # schedule hash + measurement hash: equal keys are interchangeable measurements
+TRAINING = "training"  # hash of one seed's training: equal ones trained alike, whatever the measurement
 WORKER = "worker"  # host:pid of the process measuring it
 FAILURE = "failure"  # why it failed, one line
 FAILED_BY = "failed_by"  # who failed it (see FAILED_BY_* below)
@@ -92,10 +93,12 @@ def start(trial: TrialLike, worker: str) -> None:
     trial.set_user_attr(WORKER, worker)
 
 
-def drawn(trial: TrialLike, schedule: str, measurement: str, key: str) -> None:
+def drawn(trial: TrialLike, schedule: str, measurement: str, key: str, training: str | None = None) -> None:
     trial.set_user_attr(SCHEDULE, schedule)
     trial.set_user_attr(MEASUREMENT, measurement)
     trial.set_user_attr(KEY, key)
+    if training is not None:
+        trial.set_user_attr(TRAINING, training)
 
 
 def fail(trial: TrialLike, reason: str, by: str) -> None:
@@ -286,6 +289,7 @@ class TrialRecord:
     schedule: str | None
     measurement: str | None
     key: str | None
+    training: str | None
     worker: str | None
     failure: str | None
     failed_by: str | None
@@ -308,7 +312,7 @@ class TrialRecord:
         return cls(
             number=trial.number, state=trial.state, values=tuple(trial.values) if trial.values else None,
             params=dict(trial.params), duration=trial.duration,
-            schedule=a.get(SCHEDULE), measurement=measurement_of(a), key=a.get(KEY), worker=a.get(WORKER),
+            schedule=a.get(SCHEDULE), measurement=measurement_of(a), key=a.get(KEY), training=a.get(TRAINING), worker=a.get(WORKER),
             failure=a.get(FAILURE), failed_by=a.get(FAILED_BY), reused_from=a.get(REUSED_FROM),
             skipped=a.get(SKIPPED), cost_ratio=a.get(COST_RATIO), cost_report=a.get(COST_REPORT) or {},
             constraint=a.get(CONSTRAINT) or [0.0], scores=a.get(SCORES) or {}, tokens_seen=a.get(TOKENS_SEEN),

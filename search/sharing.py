@@ -44,10 +44,11 @@ def finished(trials: list[FrozenTrial], key: str) -> dict[int, dict[str, Any]]:
 
 def free_seed(trials: list[FrozenTrial], owner: FrozenTrial, key: str, replicates: int) -> int | None:
     """The seed a helper may claim: the highest the owner has neither finished nor begun and no
-    one claimed or finished (the owner works upward from seed 0, so the two rarely meet)."""
+    one claimed or finished. Seed 0 is always the owner's (it begins it at once, and with one seed
+    there is nothing to share); above it the owner works upward, so the two rarely meet."""
     taken = (set(record.seed_scores_of(owner.user_attrs)) | record.started_of(owner.user_attrs)
              | set(claims(trials, key, -1)) | set(finished(trials, key)))
-    free = [r for r in range(replicates) if r not in taken]
+    free = [r for r in range(1, replicates) if r not in taken]
     return free[-1] if free else None
 
 

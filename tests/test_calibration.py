@@ -98,6 +98,13 @@ def test_launch_calibrates_first_and_stops_before_the_space_is_spent_unless_forc
     # the calibration found again, not retrained; then the study's own three schedules at its one seed
     assert _trained(study) == [("calibration", "F F"), ("calibration", "S8 S8"),
                                ("standalone", "F F"), ("standalone", "F S8"), ("standalone", "S8 S8")]
+    # of which the calibration's two are its seed 0, taken from it: the same training, not trained again
+    done = {(t.user_attrs["measurement"], t.user_attrs["schedule"]): t.user_attrs
+            for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    for schedule in ("F F", "S8 S8"):
+        mine, calibration = done["standalone", schedule], done["calibration", schedule]
+        assert mine["seed_scores"]["0"] == calibration["seed_scores"]["0"] and mine["tokens_seen"] == 0
+    assert done["standalone", "F S8"]["tokens_seen"] == 60 * 32 * 128
 
 
 @pytest.mark.parametrize("steps", [8])

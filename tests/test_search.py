@@ -20,6 +20,7 @@ from spanmix.search import (
     points,
     run_study,
 )
+from spanmix.space import Schedule
 from spanmix.studies.config import load_config
 
 
@@ -107,19 +108,20 @@ def test_a_sampled_draw_of_a_schedule_in_training_is_skipped_and_a_queued_one_wa
     cfg = load_config(path=tiny_config(sampler="random"))
     study = open_study(cfg, optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}"))  # no heartbeat thread
     objective = trial_objective.Objective(cfg, wait_seconds=0.05)
+    args = (objective.measures["standalone"], Schedule.parse("F F"))  # one seed: nothing to help with
     running = study.ask()  # measuring "key" in another worker
     running.set_user_attr("key", "key")
     sampled = study.ask()
     assert "fixed_params" not in study.trials[sampled.number].system_attrs
     with pytest.raises(optuna.TrialPruned, match=f"being measured in trial {running.number}"):
-        objective._measured(sampled, "key")
+        objective._measured(sampled, "key", *args)
     study.enqueue_trial({"n_full": 2})
     queued = study.ask()
     study.ask()  # another worker's trial, created but not drawn yet: it holds no schedule to leave out
     assert [text for _, text in queue.unmeasured(study, cfg.space, "standalone")] == [
         s.text for s in cfg.space.enumerate() if s.text != "F F"]
     assert "fixed_params" in study.trials[queued.number].system_attrs
-    waited = concurrent.futures.ThreadPoolExecutor(1).submit(objective._measured, queued, "key")
+    waited = concurrent.futures.ThreadPoolExecutor(1).submit(objective._measured, queued, "key", *args)
     time.sleep(0.3)
     assert not waited.done()  # waits instead of training the schedule a second time
     study.tell(running, [3.0, 1.0])

@@ -19,6 +19,7 @@ from spanmix.search.queue import enqueue
 from spanmix.space import Schedule
 from spanmix.studies.cli import main
 
+
 class Slow(Standalone):
     """The standalone measurement's name and key, with a training that takes ``seconds`` and
     scores each seed by its number; every call is logged as (thread, seed)."""

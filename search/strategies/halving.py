@@ -25,8 +25,6 @@ which gives the same numbers at a higher cost.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import shutil
@@ -41,7 +39,7 @@ from spanmix.search import record
 from spanmix.search.config import StudyConfig
 from spanmix.search.front import ranked
 from spanmix.search.logs import stable_enough
-from spanmix.search.objective import STANDALONE, Objective
+from spanmix.search.objective import STANDALONE, Objective, digest
 from spanmix.search.objective import Standalone as StandaloneMeasure
 from spanmix.search.queue import finished, measure_schedules, work
 from spanmix.search.record import Point, TrialRecord
@@ -64,12 +62,12 @@ class Rung(StandaloneMeasure):
         super().__init__(cfg, precision=precision, name=STANDALONE if last else record.rung(index))
         self.until, self.previous = steps[index], steps[index - 1] if index else None
         self.last = last
-        # every rung of one schedule continues one training: the full one's key names its folder
-        family = json.dumps({**self.key, "precision": self.train.precision}, sort_keys=True)
-        self.family = hashlib.sha256(family.encode()).hexdigest()[:12]
+        # every rung of one schedule continues one training: the full one names its folder
+        self.family = self.training
         self.folder = workdir / "halving" if workdir is not None else None
         if not last:
             self.key = {**self.key, "until": self.until}
+            self.training = digest({"training": self.training, "until": self.until})
 
     def checkpoint(self, schedule: Schedule, replicate: int, step: int) -> Path | None:
         """The folder of the checkpoint at ``step`` of ``schedule``'s training seed ``replicate``."""

@@ -28,8 +28,6 @@ Stages, and where each keeps its state:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import random
@@ -51,7 +49,7 @@ from spanmix.search import record
 from spanmix.search.config import StudyConfig
 from spanmix.search.fidelity import confirm_set
 from spanmix.search.front import fronts
-from spanmix.search.objective import STANDALONE, Objective, Standalone
+from spanmix.search.objective import STANDALONE, Objective, Standalone, digest
 from spanmix.search.queue import enqueue_space, measure_schedules, work
 from spanmix.search.strategies.base import RunOptions, Strategy
 from spanmix.search.study import open_study
@@ -90,7 +88,7 @@ def shared_key(cfg: StudyConfig) -> dict[str, Any]:
 
 
 def supernet_key(cfg: StudyConfig) -> str:
-    return hashlib.sha256(json.dumps(shared_key(cfg), sort_keys=True).encode()).hexdigest()[:12]
+    return digest(shared_key(cfg))
 
 
 @dataclass(frozen=True)
@@ -154,6 +152,7 @@ class SupernetScore:
 
     name = SUPERNET
     replicates = 1  # the shared weights are scored as they are: no seed to vary
+    training = None  # nothing of it is a seed of a standalone training
 
     def __init__(self, cfg: StudyConfig, weights: SupernetWeights, precision: str | None = None) -> None:
         self.cfg, self.weights = cfg, weights

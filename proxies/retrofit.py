@@ -1,0 +1,92 @@
+"""A pretrained Hugging Face decoder run under any spanmix schedule.
+
+:func:`apply_schedule` makes each decoder layer of a transformers causal LM attend as a schedule
+says, through transformers' attention interface: spanmix registers an attention function
+(``"spanmix"``) that reads its layer's kind (set on the layer's attention module by
+``layer_idx``) and runs full causal attention or spanmix's own local kernels (sliding window or
+MASFormer blocks), with grouped-query heads. The checkpoint's weights, its rotary embeddings (per
+layer type, as Gemma 3 has them), norms and scaling stay the family's own; only which keys each
+query sees changes, so every schedule spanmix can express runs, several windows included.
+Attention sinks (GPT-OSS) are honoured through the kernels' log-sum-exp.
+
+Scoring a schedule evaluates whole sequences, so the function serves full forward passes
+(prefill) without a padding mask; a generation step with a KV cache is refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from spanmix.proxies.attention import (
+    full_attention,
+    local_attention,
+    local_attention_with_lse,
+)
+from spanmix.space import ConfigError, Layer, Schedule
+
+ATTENTION = "spanmix"  # the name spanmix's attention function is registered under in transformers
+
+
+def spanmix_attention(module: torch.nn.Module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,
+                      dropout: float = 0.0, scaling: float | None = None, **kwargs: Any) -> tuple[Tensor, None]:
+    """transformers' attention signature: (batch, heads, T, head_dim) queries, (batch, kv_heads,
+    T, head_dim) keys and values, already rotated; returns (batch, T, heads, head_dim)."""
+    layer: Layer | None = getattr(module, "spanmix_layer", None)
+    if layer is None:
+        raise ConfigError(f"layer {getattr(module, 'layer_idx', '?')} has no spanmix schedule; call apply_schedule first")
+    if query.shape[2] != key.shape[2]:
+        raise ConfigError("spanmix attention scores whole sequences (a full forward pass); generation with a KV "
+                          "cache is not supported")
+    groups = query.shape[1] // key.shape[1]
+    if groups > 1:  # grouped-query attention: each key-value head serves `groups` query heads
+        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    head_dim = query.shape[-1]
+    if scaling is not None:  # the kernels scale by head_dim ** -0.5; the family may scale otherwise
+        query = query * (scaling * head_dim**0.5)
+    sinks = getattr(module, "sinks", None)
+    if sinks is not None:  # a learned logit per head in every softmax's denominator (GPT-OSS)
+        window = layer.window if layer.window is not None else query.shape[2]
+        out, lse = local_attention_with_lse(query, key, value, window, layer.kind == "block")
+        out = out * torch.sigmoid(lse - sinks.view(1, -1, 1).to(lse.dtype)).unsqueeze(-1).to(out.dtype)
+    elif layer.is_full:
+        out = full_attention(query, key, value)
+    else:
+        out = local_attention(query, key, value, layer.window, layer.kind == "block")
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _no_mask(*args: Any, **kwargs: Any) -> None:
+    """The masks transformers would build for this implementation: none, the kernels know their pattern."""
+    return None
+
+
+def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The decoder layers of a transformers causal LM (``model.model.layers`` in every supported family)."""
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    if not isinstance(layers, torch.nn.ModuleList):
+        raise ConfigError(f"{type(model).__name__} is not a decoder spanmix can retrofit (no model.layers)")
+    return layers
+
+
+def apply_schedule(model: torch.nn.Module, schedule: Schedule | str) -> torch.nn.Module:
+    """Run ``model`` (a transformers causal LM) under ``schedule`` from now on, in place; returns it."""
+    from transformers import AttentionInterface, AttentionMaskInterface
+
+    if isinstance(schedule, str):
+        schedule = Schedule.parse(schedule)
+    layers = decoder_layers(model)
+    if len(layers) != schedule.n_layers:
+        raise ConfigError(f"the schedule has {schedule.n_layers} layers and the model {len(layers)} "
+                          f"(num_hidden_layers); they must match")
+    for block, layer in zip(layers, schedule.layers):
+        attention = getattr(block, "self_attn", None)
+        if attention is None:
+            raise ConfigError(f"{type(block).__name__} has no self_attn: not a decoder layer spanmix can retrofit")
+        attention.spanmix_layer = layer
+    AttentionInterface.register(ATTENTION, spanmix_attention)
+    AttentionMaskInterface.register(ATTENTION, _no_mask)
+    model.set_attn_implementation(ATTENTION)
+    return model
