@@ -25,6 +25,8 @@ from spanmix.proxies.attention import (
     local_attention,
     local_attention_with_lse,
 )
+from spanmix.proxies.data import DataConfig
+from spanmix.proxies.scoring import evaluate, val_batches
 from spanmix.space import ConfigError, Layer, Schedule
 
 ATTENTION = "spanmix"  # the name spanmix's attention function is registered under in transformers
@@ -90,3 +92,31 @@ def apply_schedule(model: torch.nn.Module, schedule: Schedule | str) -> torch.nn
     AttentionMaskInterface.register(ATTENTION, _no_mask)
     model.set_attn_implementation(ATTENTION)
     return model
+
+
+class Retrofitted(torch.nn.Module):
+    """A transformers causal LM called as spanmix calls its proxies, ``(ids, schedule) -> logits``,
+    so spanmix's scoring runs on it unchanged."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model, self.schedule = model, None
+
+    def forward(self, idx: Tensor, schedule: Schedule | None = None) -> Tensor:
+        if schedule is not None and schedule != self.schedule:
+            apply_schedule(self.model, schedule)
+            self.schedule = schedule
+        return self.model(input_ids=idx).logits
+
+
+def zero_shot(model: torch.nn.Module, schedule: Schedule | str, data: DataConfig, batch_size: int = 8) -> dict[str, float]:
+    """The scores spanmix gives a proxy (loss, by position, each probe's answer loss and accuracy)
+    for a pretrained ``model`` run under ``schedule`` as it is, with no training: ``data``'s
+    validation sequences, the same for every schedule. Deterministic."""
+    if isinstance(schedule, str):
+        schedule = Schedule.parse(schedule)
+    vocab = model.get_input_embeddings().num_embeddings
+    if data.vocab_needed() > vocab:
+        raise ConfigError(f"data: token ids up to {data.vocab_needed() - 1} do not fit the model's vocabulary of {vocab}; "
+                          "give data.tokenizer the checkpoint's own tokenizer.json")
+    return evaluate(Retrofitted(model), schedule, data, val_batches(data, batch_size), "fp32")

@@ -22,8 +22,8 @@ IDS = torch.randint(0, 128, (2, T), generator=torch.Generator().manual_seed(0))
 
 
 def _model(family: str, schedule: str, **overrides) -> torch.nn.Module:
-    config = transformers.AutoConfig.for_model(**hf_fragment(Schedule.parse(schedule), family), **TINY,
-                                               **EXTRA.get(family, {}), **overrides)
+    config = transformers.AutoConfig.for_model(**hf_fragment(Schedule.parse(schedule), family),
+                                               **{**TINY, **EXTRA.get(family, {}), **overrides})
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(config).eval()
     if family == "gpt_oss":  # sinks start at zero; make them matter
@@ -66,3 +66,17 @@ def test_a_schedule_of_the_wrong_length_or_a_cached_generation_step_is_refused()
     apply_schedule(model, "S8 F")
     with torch.no_grad(), pytest.raises(ConfigError, match="generation with a KV cache is not supported"):
         model.generate(IDS[:1, :10], max_new_tokens=2, do_sample=False)
+
+
+def test_zero_shot_scores_of_a_schedule_are_the_hybrid_models_own():
+    from spanmix.proxies.data import DataConfig
+    from spanmix.proxies.retrofit import zero_shot
+
+    data = DataConfig(tasks=("recall", "code"), seq_len=128, min_distance=48, val_samples=4)
+    native = _model("qwen2", "F S37 S37 F", vocab_size=256)
+    scores = zero_shot(native, "F F F F", data, batch_size=4)  # the all-full model first: the schedule is applied
+    hybrid = zero_shot(_model("qwen2", "F S37 S37 F", vocab_size=256), "F S37 S37 F", data, batch_size=4)
+    assert hybrid == zero_shot(native, "F S37 S37 F", data, batch_size=4) != scores  # same weights, same numbers
+    assert {"loss", "recall/acc", "code/loss"} <= set(hybrid)
+    with pytest.raises(ConfigError, match="do not fit the model's vocabulary of 128"):
+        zero_shot(_model("qwen2", "F F"), "F F", data)
