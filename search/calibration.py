@@ -89,6 +89,14 @@ class Calibration:
     def probes_learned(self) -> bool:
         return all(self.last.probes.get(t, 0.0) >= PROBE_FACTOR * c for t, c in self.chance.items())
 
+    def earliest_separating(self) -> CurvePoint | None:
+        """The first point of the curve from which on the extremes stay at least
+        :data:`SEPARATION` noise units apart (None: not even at the full budget)."""
+        for i, p in enumerate(self.points):
+            if all(q.units >= SEPARATION for q in self.points[i:]):
+                return p
+        return None
+
     def table(self) -> list[str]:
         """The report, a line each."""
         probes = list(self.chance)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -105,3 +106,19 @@ def test_two_workers_promote_asynchronously_and_train_no_rung_twice(tiny_config,
     # a relaunch finds everything done and trains nothing
     assert main(["launch", "--config", str(config), "--out", str(out), "--no-progress", "--no-report"]) == 0
     assert len(_trials(out)) == len(trials)
+
+
+def test_calibration_warns_when_the_first_rung_comes_before_the_budget_separates(tiny_config):
+    from spanmix.search.calibration import Calibration, CurvePoint
+    from spanmix.search.strategies.halving import Halving
+
+    def point(fraction: float, gap: float) -> CurvePoint:  # seed noise 0.1: gap / 0.1 noise units
+        return CurvePoint(fraction, round(fraction * 240), [1.0, 1.2], [1.0 + gap, 1.2 + gap], {})
+
+    # the quick preset's curve, measured: 0.2, 17.5 and 28 units at 1/4, 1/2 and all of 240 steps
+    calibration = Calibration("F F F", "B8 B8 B8", "loss", 2, [point(0.25, 0.028), point(0.5, 2.47), point(1.0, 3.96)], {})
+    assert calibration.earliest_separating().steps == 120
+    cfg = StudyConfig.from_dict(tomllib.loads(tiny_config(steps=240, n_trials=7).read_text()))
+    warning = Halving().advise(replace(cfg, halving=HalvingConfig(eta=3, rungs=3)), calibration)
+    assert "first rung trains 27 steps" in warning and "from 120 steps (50%) on" in warning
+    assert Halving().advise(replace(cfg, halving=HalvingConfig(eta=2, rungs=2)), calibration) is None

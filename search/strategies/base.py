@@ -17,6 +17,7 @@ import optuna
 from spanmix.space import ConfigError
 
 if TYPE_CHECKING:  # the configuration lists strategies by name: it imports this package
+    from spanmix.search.calibration import Calibration
     from spanmix.search.config import StudyConfig
 
 Progress = Callable[[optuna.Study], None]
@@ -72,6 +73,11 @@ class Strategy(ABC):
     def target(self, cfg: StudyConfig, n_trials: int) -> int:
         """The distinct schedules its search will have measured when ``n_trials`` are asked for."""
         return min(n_trials, cfg.space.size())
+
+    def advise(self, cfg: StudyConfig, calibration: Calibration) -> str | None:
+        """What the study's calibration says about this strategy's settings, as a warning (None:
+        nothing)."""
+        return None
 
     @abstractmethod
     def run(self, cfg: StudyConfig, storage_url: str, target: int, options: RunOptions) -> optuna.Study:

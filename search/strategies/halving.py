@@ -36,6 +36,7 @@ from optuna.trial import TrialState
 
 from spanmix.proxies.train import ProxyResult, train_and_score
 from spanmix.search import record
+from spanmix.search.calibration import Calibration
 from spanmix.search.config import StudyConfig
 from spanmix.search.front import ranked
 from spanmix.search.logs import stable_enough
@@ -127,6 +128,18 @@ class Halving(Standalone):
                               f"{cfg.space.size()}) are too few for any to reach the full budget through "
                               f"{cfg.halving.rungs} rungs of eta={cfg.halving.eta}; allowed: at least {least}, "
                               "or a smaller eta or fewer rungs")
+
+    def advise(self, cfg: StudyConfig, calibration: Calibration) -> str | None:
+        """A first rung shorter than the budget at which calibration separates the extremes ranks
+        schedules by seed noise: say so, with the figures."""
+        first = cfg.halving.steps(cfg.train.steps)[0]
+        point = calibration.earliest_separating()
+        if point is not None and first >= point.steps:
+            return None
+        where = (f"from {point.steps} steps ({point.fraction:.0%}) on" if point is not None else "not even at the full budget")
+        return (f"halving: the first rung trains {first} steps, but calibration separates the dearest and cheapest "
+                f"schedules {where}: rungs below that rank by seed noise; use fewer rungs or a smaller eta "
+                f"([halving] rungs = {cfg.halving.rungs}, eta = {cfg.halving.eta})")
 
     def search(self, study: optuna.Study, cfg: StudyConfig, target: int, options: RunOptions, precision: str | None,
                seed: int) -> None:

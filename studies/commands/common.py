@@ -21,6 +21,7 @@ from spanmix.search import (
     finished,
     open_storage,
     pareto_front,
+    strategies,
 )
 from spanmix.search.calibration import calibrate
 from spanmix.search.logs import quiet_libraries
@@ -131,11 +132,14 @@ def progress_bar(name: str, total: int, measurement: str, disabled: bool) -> Ite
 
 def check_budget(cfg: StudyConfig, storage: str, force: bool, no_progress: bool) -> None:
     """The calibration stage: train (or find) the space's dearest and cheapest schedules, print
-    what their learning curves separate, and refuse the budget when it separates nothing, unless
-    ``force``."""
+    what their learning curves separate and what that says of the strategy's settings, and refuse
+    the budget when it separates nothing, unless ``force``."""
     with tqdm(total=2, unit="schedule", desc="calibration", disable=no_progress, dynamic_ncols=True) as bar:
         result = calibrate(cfg, storage, callbacks=[lambda study, trial: bar.update(1)])
     print("\n".join(result.table()))
+    advice = strategies.get(cfg.strategy).advise(cfg, result)
+    if advice:
+        print(f"warning: {advice}")
     if result.separated:
         print(result.verdict())
     elif force:

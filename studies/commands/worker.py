@@ -22,8 +22,9 @@ def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "worker", help="join a running study as one more worker (on this machine or another)",
         description="Join an existing study and measure schedules for it until it holds its n_trials. The "
         "configuration is read from the study itself, so a worker on another machine needs only the storage "
-        "URL and the study name. Each worker draws from its own seed stream, skips schedules another worker is "
-        "measuring, and never trains a schedule already measured. Ctrl-C or a kill loses no finished trial; "
+        "URL and the study name. Each worker draws from its own seed stream; a schedule another worker is "
+        "measuring it helps with (it trains one of its seeds not yet begun) or leaves, and it never trains a "
+        "schedule (or a seed) already measured. Ctrl-C or a kill loses no finished trial; "
         "the trial it was running is failed by the heartbeat and retried. A study whose strategy trains in one "
         "process refuses extra workers.",
         epilog="example, on every machine:\n  spanmix worker --study masformer --storage "
