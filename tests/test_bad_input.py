@@ -19,13 +19,13 @@ import pytest
 from spanmix.proxies.data import DataConfig
 from spanmix.proxies.model import ProxyConfig
 from spanmix.proxies.train import TrainConfig
-from spanmix.search.config import StudyConfig, SupernetConfig
+from spanmix.search.config import HalvingConfig, StudyConfig, SupernetConfig
 from spanmix.space import SearchSpace
 from spanmix.studies.cli import main
 from spanmix.studies.commands import launch
 
 SECTIONS = {"study": StudyConfig, "space": SearchSpace, "proxy": ProxyConfig, "data": DataConfig,
-            "train": TrainConfig, "supernet": SupernetConfig}
+            "train": TrainConfig, "supernet": SupernetConfig, "halving": HalvingConfig}
 # string fields that take one of a few names: a made-up name must be refused too
 CHOICES = {("study", "quality"), ("study", "cost"), ("study", "sampler"), ("study", "strategy"), ("train", "precision")}
 
