@@ -204,6 +204,10 @@ class Objective:
                 curves[r] = curve
             record.seeds_done(trial, done, curves)
 
+        def train(r: int) -> None:
+            run = measure(schedule, r)
+            store(r, run.scores, run.curve, run.tokens_seen, run.train_seconds, run.precision)
+
         def take_help() -> None:
             for r, h in sharing.finished(trial.study.get_trials(deepcopy=False), key).items():
                 if r not in done and r < measure.replicates:
@@ -223,14 +227,12 @@ class Objective:
             if r in sharing.claims(trial.study.get_trials(deepcopy=False), key, trial.number):
                 deferred.add(r)  # a helper claimed it first: its result is taken below
                 continue
-            run = measure(schedule, r)
-            store(r, run.scores, run.curve, run.tokens_seen, run.train_seconds, run.precision)
+            train(r)
         while deferred - set(done):
             take_help()
             live = sharing.claims(trial.study.get_trials(deepcopy=False), key, trial.number)
             for r in sorted(deferred - set(done) - set(live)):  # let go of, or its helper died
-                run = measure(schedule, r)
-                store(r, run.scores, run.curve, run.tokens_seen, run.train_seconds, run.precision)
+                train(r)
             if deferred - set(done):
                 with stable_enough():  # a dead helper's claim dies with its trial
                     optuna.storages.fail_stale_trials(trial.study)
