@@ -13,7 +13,7 @@ import functools
 import statistics
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from fvcore.nn import FlopCountAnalysis
@@ -52,23 +52,60 @@ def _local_handle(inputs: list[Any], outputs: list[Any]) -> int:
     return _attention_macs(get_shape(inputs[0]), Layer("block" if block else "sliding", window))
 
 
-def closed_form(cfg: ProxyConfig, schedule: Schedule, seq_len: int, batch: int = 1) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Shape:
+    """The sizes the cost formulas need: a proxy's or a pretrained checkpoint's.
+
+    Attributes:
+        d_model: residual width.
+        n_heads, kv_heads, head_dim: query heads, key-value heads (grouped-query attention when
+            fewer) and their width.
+        mlp: multiply-adds of each layer's MLP per token (a mixture of experts counts its router
+            and the experts a token is sent to).
+        vocab_size: the LM head's outputs.
+        kv_bytes: bytes per cached key or value number.
+    """
+
+    d_model: int
+    n_heads: int
+    kv_heads: int
+    head_dim: int
+    mlp: tuple[int, ...]
+    vocab_size: int
+    kv_bytes: int = 2
+
+    @classmethod
+    def of(cls, cfg: ProxyConfig | Shape, n_layers: int) -> Shape:
+        """A proxy's shape (its depth is the schedule's); a shape as it is."""
+        if isinstance(cfg, Shape):
+            return cfg
+        return cls(cfg.d_model, cfg.n_heads, cfg.n_heads, cfg.head_dim, (2 * cfg.mlp_ratio * cfg.d_model**2,) * n_layers,
+                   cfg.vocab_size)
+
+    @property
+    def projections(self) -> int:
+        """Multiply-adds of the query, key, value and output projections per token."""
+        return 2 * self.d_model * self.head_dim * (self.n_heads + self.kv_heads)
+
+
+def closed_form(cfg: ProxyConfig | Shape, schedule: Schedule, seq_len: int, batch: int = 1) -> dict[str, Any]:
     """Multiply-adds per layer part, by formula alone (no model)."""
-    d, t = cfg.d_model, seq_len
+    shape, t = Shape.of(cfg, len(schedule)), seq_len
+    width = shape.n_heads * shape.head_dim  # every query head scores its keys (grouped KV heads are shared, not fewer)
     per_layer = [
         {
-            "attention": batch * 2 * d * layer.attended_pairs(t),
-            "projections": batch * 4 * d * d * t,
-            "mlp": batch * 2 * cfg.mlp_ratio * d * d * t,
+            "attention": batch * 2 * width * layer.attended_pairs(t),
+            "projections": batch * shape.projections * t,
+            "mlp": batch * mlp * t,
         }
-        for layer in schedule.layers
+        for layer, mlp in zip(schedule.layers, shape.mlp)
     ]
-    lm_head = batch * t * d * cfg.vocab_size
+    lm_head = batch * t * shape.d_model * shape.vocab_size
     total = lm_head + sum(sum(p.values()) for p in per_layer)
     # generating token t: one token through every projection, MLP and the head, and its attention
     # to the keys its layer lets it see
-    decode = batch * (d * cfg.vocab_size + sum(
-        (4 + 2 * cfg.mlp_ratio) * d * d + 2 * d * layer.decode_keys(t) for layer in schedule.layers))
+    decode = batch * (shape.d_model * shape.vocab_size + sum(
+        shape.projections + mlp + 2 * width * layer.decode_keys(t) for layer, mlp in zip(schedule.layers, shape.mlp)))
     return {"layers": per_layer, "lm_head": lm_head, "total": total, "decode": decode}
 
 
@@ -165,10 +202,28 @@ class CostReport:
         return "\n".join(rows)
 
 
-def kv_cache_bytes(cfg: ProxyConfig, schedule: Schedule, context: int, batch: int = 1, bytes_per_value: int = 2) -> int:
-    """Keys and values held to decode at position ``context`` (bf16 by default): a full layer keeps
-    every token, a local layer at most ``window`` (a block layer restarts at each block)."""
-    return batch * 2 * cfg.d_model * bytes_per_value * sum(schedule.kv_tokens(context))
+def kv_cache_bytes(cfg: ProxyConfig | Shape, schedule: Schedule, context: int, batch: int = 1,
+                   bytes_per_value: int | None = None) -> int:
+    """Keys and values held to decode at position ``context`` (in the shape's bytes per value, bf16
+    for a proxy, unless given): a full layer keeps every token, a local layer at most ``window``
+    (a block layer restarts at each block)."""
+    shape = Shape.of(cfg, len(schedule))
+    per_token = 2 * shape.kv_heads * shape.head_dim * (bytes_per_value or shape.kv_bytes)
+    return batch * per_token * sum(schedule.kv_tokens(context))
+
+
+def fvcore_by_module(model: torch.nn.Module, idx: torch.Tensor, uncounted: frozenset[str] = UNCOUNTED_OPS) -> dict[str, Any]:
+    """fvcore's multiply-adds by module and operator for ``model(idx)``, with spanmix's attention
+    handles; any operator it cannot count outside ``uncounted`` is an error."""
+    analysis = FlopCountAnalysis(model, (idx,))
+    analysis.set_op_handle("aten::scaled_dot_product_attention", _sdpa_handle, "spanmix::local_attention", _local_handle)
+    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+    with torch.no_grad():
+        by_module = analysis.by_module_and_operator()
+    unknown = set(analysis.unsupported_ops()) - uncounted
+    if unknown:
+        raise CountError(f"fvcore cannot count {sorted(unknown)}; add a handle or extend the convention")
+    return by_module
 
 
 @functools.lru_cache(maxsize=256)
@@ -179,42 +234,40 @@ def _analyse(cfg: ProxyConfig, schedule: Schedule, seq_len: int, batch: int) -> 
     with torch.device("meta"):
         model = build_model(cfg, schedule).eval()
         idx = torch.zeros(batch, seq_len, dtype=torch.long)
-    analysis = FlopCountAnalysis(model, (idx,))
-    analysis.set_op_handle("aten::scaled_dot_product_attention", _sdpa_handle, "spanmix::local_attention", _local_handle)
-    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
-    with torch.no_grad():
-        by_module = analysis.by_module_and_operator()
-    unknown = set(analysis.unsupported_ops()) - UNCOUNTED_OPS
-    if unknown:
-        raise CountError(f"fvcore cannot count {sorted(unknown)}; add a handle or extend the convention")
-    return by_module
+    return fvcore_by_module(model, idx)
 
 
-@functools.lru_cache(maxsize=256)
-def _count(cfg: ProxyConfig, schedule: Schedule, seq_len: int, batch: int) -> CostReport:
-    by_module = _analyse(cfg, schedule, seq_len, batch)
+Analyse = Callable[[int], dict[str, Any]]
+
+
+def report(shape: Shape, schedule: Schedule, seq_len: int, batch: int = 1, analyse: Analyse | None = None,
+           modules: tuple[str, str] = ("", "")) -> CostReport:
+    """A schedule's cost report: counted by fvcore where ``analyse`` gives its by-module count at a
+    sequence length (``modules`` name a layer's attention and MLP modules, formatted with its
+    index), else by the closed form alone."""
+    mine = closed_form(shape, schedule, seq_len, batch)
+    width = shape.n_heads * shape.head_dim
     layers = []
+    by_module = analyse(seq_len) if analyse else None
     for i, layer in enumerate(schedule.layers):
-        attn, mlp = by_module[f"blocks.{i}.attn"], by_module[f"blocks.{i}.mlp"]
         if layer.window is None or layer.window >= seq_len:
             kernel = seq_len * (seq_len + 1) // 2
         else:
             kernel = kernel_pairs(seq_len, layer.window, layer.kind == "block")
-        layers.append(
-            LayerCost(
-                index=i,
-                token=layer.token,
-                attention=sum(attn[op] for op in ATTENTION_OPS),
-                attention_kernel=batch * 2 * cfg.d_model * kernel,
-                projections=attn["linear"],
-                mlp=sum(mlp.values()),
-            )
-        )
-    total = sum(by_module[""].values())
-    before = sum(_analyse(cfg, schedule, seq_len - 1, batch)[""].values()) if seq_len > 1 else 0
+        if by_module is None:
+            attention, projections, mlp = (mine["layers"][i][part] for part in ("attention", "projections", "mlp"))
+        else:
+            attn = by_module[modules[0].format(i)]
+            attention, projections, mlp = sum(attn[op] for op in ATTENTION_OPS), attn["linear"], sum(by_module[modules[1].format(i)].values())
+        layers.append(LayerCost(index=i, token=layer.token, attention=attention, attention_kernel=batch * 2 * width * kernel,
+                                projections=projections, mlp=mlp))
+    if by_module is None or analyse is None:
+        total, decode = mine["total"], mine["decode"]
+    else:
+        total = sum(by_module[""].values())
+        decode = total - (sum(analyse(seq_len - 1)[""].values()) if seq_len > 1 else 0)
     all_full = Schedule((Layer("full"),) * len(schedule))
-    full = closed_form(cfg, all_full, seq_len, batch)
-    mine = closed_form(cfg, schedule, seq_len, batch)
+    full = closed_form(shape, all_full, seq_len, batch)
     return CostReport(
         schedule=schedule.text,
         seq_len=seq_len,
@@ -225,12 +278,18 @@ def _count(cfg: ProxyConfig, schedule: Schedule, seq_len: int, batch: int) -> Co
         closed_form_total=mine["total"],
         full_total=full["total"],
         full_attention=sum(p["attention"] for p in full["layers"]),
-        decode=total - before,
+        decode=decode,
         closed_form_decode=mine["decode"],
         full_decode=full["decode"],
-        kv_cache_bytes=kv_cache_bytes(cfg, schedule, seq_len, batch),
-        full_kv_cache_bytes=kv_cache_bytes(cfg, all_full, seq_len, batch),
+        kv_cache_bytes=kv_cache_bytes(shape, schedule, seq_len, batch),
+        full_kv_cache_bytes=kv_cache_bytes(shape, all_full, seq_len, batch),
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _count(cfg: ProxyConfig, schedule: Schedule, seq_len: int, batch: int) -> CostReport:
+    return report(Shape.of(cfg, len(schedule)), schedule, seq_len, batch,
+                  lambda t: _analyse(cfg, schedule, t, batch), ("blocks.{}.attn", "blocks.{}.mlp"))
 
 
 def count(cfg: ProxyConfig, schedule: Schedule, seq_len: int | None = None, batch: int = 1) -> CostReport:

@@ -90,25 +90,21 @@ class TrainConfig:
         return from_section(cls, data, "train")
 
 
-class ProxyLM(L.LightningModule):
-    """Next-token training of a proxy.
+class ScheduleLM(L.LightningModule):
+    """Next-token training of ``self.model``, an ``(ids, schedule) -> logits`` module that a subclass
+    sets: a proxy, or a pretrained checkpoint under a schedule. Only parameters that require a
+    gradient are optimised.
 
     ``draw`` (optional) maps the global step to the schedule that step trains, so one set of
-    weights can learn every schedule of a space (a supernet); without it every step runs
-    ``schedule``.
+    weights can learn every schedule of a space (a supernet); without it every step runs the
+    model's own schedule.
     """
 
-    def __init__(
-        self,
-        proxy: ProxyConfig,
-        schedule: Schedule,
-        data: DataConfig,
-        train: TrainConfig,
-        draw: Callable[[int], Schedule] | None = None,
-    ) -> None:
+    model: torch.nn.Module
+
+    def __init__(self, data: DataConfig, train: TrainConfig, draw: Callable[[int], Schedule] | None = None) -> None:
         super().__init__()
-        self.proxy_cfg, self.data_cfg, self.train_cfg, self.draw = proxy, data, train, draw
-        self.model = build_model(proxy, schedule)
+        self.data_cfg, self.train_cfg, self.draw = data, train, draw
 
     def forward(self, idx: Tensor, schedule: Schedule | None = None) -> Tensor:
         return self.model(idx, schedule)
@@ -124,8 +120,9 @@ class ProxyLM(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         cfg = self.train_cfg
-        decay = [p for p in self.parameters() if p.dim() >= 2]
-        other = [p for p in self.parameters() if p.dim() < 2]
+        trained = [p for p in self.parameters() if p.requires_grad]
+        decay = [p for p in trained if p.dim() >= 2]
+        other = [p for p in trained if p.dim() < 2]
         opt = torch.optim.AdamW(
             [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": other, "weight_decay": 0.0}],
             lr=cfg.lr,
@@ -140,6 +137,21 @@ class ProxyLM(L.LightningModule):
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class ProxyLM(ScheduleLM):
+    """Next-token training of a proxy built from ``schedule`` (see :class:`ScheduleLM`)."""
+
+    def __init__(
+        self,
+        proxy: ProxyConfig,
+        schedule: Schedule,
+        data: DataConfig,
+        train: TrainConfig,
+        draw: Callable[[int], Schedule] | None = None,
+    ) -> None:
+        super().__init__(data, train, draw)
+        self.model = build_model(proxy, schedule)
 
 
 @dataclass
@@ -206,7 +218,7 @@ def _quiet_lightning() -> Iterator[None]:
             logger.setLevel(level)
 
 
-class _Curve(L.Callback):
+class Curve(L.Callback):
     """Scores at given steps of one training (a learning curve). Scoring runs without gradients
     and draws no random numbers, so the training goes on exactly as it would without it."""
 
@@ -230,7 +242,7 @@ class _StartStep(L.Callback):
 
 
 def fit(
-    module: ProxyLM,
+    module: ScheduleLM,
     train: TrainConfig,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 50,
@@ -339,7 +351,7 @@ def train_and_score(
     stop = until or train.steps
     if not 0 < stop <= train.steps:
         raise ConfigError(f"until={stop} must be a step in 1..train.steps={train.steps}")
-    curve = _Curve(tuple(s for s in curve_at if 0 < s < stop), schedule, data, train.batch_size, train.precision)
+    curve = Curve(tuple(s for s in curve_at if 0 < s < stop), schedule, data, train.batch_size, train.precision)
     fitted = fit(module, train, checkpoint_dir, checkpoint_every=stop, name=schedule.hash, stream=stream,
                  extra=(curve,) if curve.steps else (), until=stop, start_from=start_from)
     scores = evaluate(module.model, schedule, data, val_batches(data, train.batch_size), train.precision)
