@@ -88,10 +88,38 @@ def apply_schedule(model: torch.nn.Module, schedule: Schedule | str) -> torch.nn
         if attention is None:
             raise ConfigError(f"{type(block).__name__} has no self_attn: not a decoder layer spanmix can retrofit")
         attention.spanmix_layer = layer
+    _follow_layer_types(model, schedule)
     AttentionInterface.register(ATTENTION, spanmix_attention)
     AttentionMaskInterface.register(ATTENTION, _no_mask)
     model.set_attn_implementation(ATTENTION)
     return model
+
+
+TYPE_NAMES = {"full": "full_attention", "sliding": "sliding_attention", "block": "chunked_attention"}
+
+
+def _follow_layer_types(model: torch.nn.Module, schedule: Schedule) -> None:
+    """Set the config's ``layer_types`` to the schedule's, where the family knows the type: what a
+    family reads per layer type besides the mask (Gemma 3's rotary base: its ``rope_parameters``
+    are keyed by type) then follows the schedule, as it will in a config exported with it. A type
+    the family does not know (a block layer in Gemma 3) keeps the checkpoint's own."""
+    config = model.config
+    own = getattr(model, "spanmix_layer_types", None) or getattr(config, "layer_types", None)
+    if not own:
+        return
+    model.spanmix_layer_types = list(own)
+    rope = getattr(config, "rope_parameters", None)
+    by_type = isinstance(rope, dict) and all(isinstance(v, dict) for v in rope.values())
+    known = set(own) | (set(rope) if by_type else set())
+    config.layer_types = [TYPE_NAMES[layer.kind] if TYPE_NAMES[layer.kind] in known else original
+                          for layer, original in zip(schedule.layers, own)]
+    rotary = getattr(model.model, "rotary_emb", None)
+    built = getattr(rotary, "rope_type", None)
+    if by_type and isinstance(built, dict) and not set(config.layer_types) <= set(built):
+        # the family builds a rotary table per type present at construction; a type new to this
+        # checkpoint gets its table from rope_parameters, as loading the exported config would
+        device = next(iter(rotary.buffers())).device
+        model.model.rotary_emb = type(rotary)(config=config, device=device)
 
 
 class Retrofitted(torch.nn.Module):

@@ -39,6 +39,7 @@ SEPARATION = 3.0  # noise units at the full budget: a starting point, not yet se
 PROBE_FACTOR = 2.0  # a probe counts as learned at this many times chance accuracy
 CALIBRATION = "calibration"  # the measurement's name when the study itself has one seed
 HELP = "more steps (train.steps), a larger proxy (proxy.d_model)"
+CHECKPOINT_HELP = "more healing steps (base.heal_steps)"
 PROBE_HELP = ", more fact copies (data.fact_copies) or a shorter distance (data.min_distance)"
 
 
@@ -76,6 +77,7 @@ class Calibration:
     seeds: int
     points: list[CurvePoint]
     chance: dict[str, float]
+    helps: str = HELP  # what a larger budget means for this study
 
     @property
     def last(self) -> CurvePoint:
@@ -120,7 +122,7 @@ class Calibration:
         missing = [f"{t} accuracy {self.last.probes.get(t, 0.0):.3f} against chance {c:.3f}"
                    for t, c in self.chance.items() if self.last.probes.get(t, 0.0) < PROBE_FACTOR * c]
         learned = f"; the dearest schedule did not learn the probe ({', '.join(missing)})" if missing else ""
-        helps = f"{HELP}{PROBE_HELP}" if self.chance else f"{HELP} or more data"
+        helps = f"{self.helps}{PROBE_HELP}" if self.chance else f"{self.helps} or more data"
         return f"the budget does not separate schedules: {figures}{learned}; try {helps}"
 
 
@@ -129,6 +131,9 @@ def calibrate(cfg: StudyConfig, storage_url: str,
     """Train (or find) the space's dearest and cheapest schedules with ``max(2, study.seeds)``
     seeds in the study at ``storage_url``, and read what their learning curves can separate.
     ``callbacks`` are Optuna's, called as each schedule's trainings finish."""
+    if not cfg.trains:
+        raise ConfigError("nothing to calibrate: base.heal_steps=0 scores the checkpoint as it is, with no training "
+                          "budget or seed (its interval comes from the evaluation sequences)")
     study = open_study(cfg, storage_url)
     seeds = max(2, cfg.seeds)
     precision = record.pinned_precision(study.user_attrs)
@@ -158,4 +163,5 @@ def read_calibration(study: optuna.Study, cfg: StudyConfig, dear: str, cheap: st
             continue  # a measurement made before curves were recorded has only its end
         probes = {t: statistics.fmean(done[dear].samples(f"{t}/acc", step)) for t in chance}
         points.append(CurvePoint(fraction, round(fraction * steps), d, c, probes))
-    return Calibration(dear, cheap, cfg.quality, len(done[dear].seed_scores), points, chance)
+    helps = HELP if cfg.base.model is None else CHECKPOINT_HELP
+    return Calibration(dear, cheap, cfg.quality, len(done[dear].seed_scores), points, chance, helps)

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
+from spanmix.proxies import checkpoint
+from spanmix.proxies.checkpoint import BaseConfig
+from spanmix.proxies.cost import CostReport
+from spanmix.proxies.cost import count as count_proxy
 from spanmix.proxies.data import PROBES, DataConfig
 from spanmix.proxies.model import ProxyConfig
 from spanmix.proxies.train import TrainConfig
@@ -12,6 +17,7 @@ from spanmix.search import strategies
 from spanmix.search.front import maximized
 from spanmix.space import (
     ConfigError,
+    Schedule,
     ScheduleError,
     SearchSpace,
     check_types,
@@ -121,6 +127,10 @@ class StudyConfig:
     Attributes:
         name: the Optuna study name (relaunching it resumes).
         space, proxy, data, train: the candidates and how each is measured.
+        base: a pretrained checkpoint whose layers are searched instead of proxies trained from
+            scratch (see :class:`~spanmix.proxies.checkpoint.BaseConfig`): ``proxy`` is then unused,
+            ``space.n_layers`` defaults to the checkpoint's, and ``train`` sets its healing (its
+            ``steps`` become ``base.heal_steps``).
         quality: the score to optimise: ``loss``, ``long_loss``, ``ppl``, ``recall``, or any
             per-task score such as ``code/loss@1024-2048`` or ``mqar/acc``.
         cost: ``flops``, ``attention_flops``, ``kv_cache`` or ``latency``.
@@ -164,9 +174,12 @@ class StudyConfig:
     strategy: str = "standalone"
     supernet: SupernetConfig = field(default_factory=SupernetConfig)
     halving: HalvingConfig = field(default_factory=HalvingConfig)
+    base: BaseConfig = field(default_factory=BaseConfig)
 
     def __post_init__(self) -> None:
-        if self.data.tokenizer is not None:  # the proxy's vocabulary follows the user's tokenizer
+        if self.base.model is not None:
+            self._check_base()
+        elif self.data.tokenizer is not None:  # the proxy's vocabulary follows the user's tokenizer
             object.__setattr__(self, "proxy", replace(self.proxy, vocab_size=max(self.proxy.vocab_size, self.data.vocab_needed())))
         strategies.check(self.strategy)
         require_name(self.name, "study.name")
@@ -190,8 +203,61 @@ class StudyConfig:
         require_whole(self, "study", ("seed",), minimum=0)
         if self.space.context != self.data.seq_len:
             raise ConfigError(f"space.context={self.space.context} must equal data.seq_len={self.data.seq_len}")
-        if self.data.seq_len > self.proxy.context:
+        if self.base.model is None and self.data.seq_len > self.proxy.context:
             raise ConfigError(f"data.seq_len={self.data.seq_len} is longer than proxy.context={self.proxy.context}")
+
+    def _check_base(self) -> None:
+        """What a checkpoint study cannot do, refused before any weight is read."""
+        base, model = self.base, self.base.model
+        if self.seeds > 1 and not base.healed:
+            raise ConfigError(f"study.seeds={self.seeds} with base.heal_steps=0: zero-shot scoring has no seed to vary "
+                              "(every seed gives the same numbers); use seeds = 1, or heal_steps > 0")
+        if self.cost == "latency":
+            raise ConfigError("study.cost 'latency' is measured on proxies only; allowed with base.model: "
+                              + ", ".join(c for c in COSTS if c != "latency"))
+        if base.healed:  # healing is the training a measurement makes: its budget is train.steps everywhere
+            object.__setattr__(self, "train", replace(self.train, steps=base.heal_steps))
+        if self.space.n_layers != checkpoint.n_layers(model):
+            raise ConfigError(f"space.n_layers={self.space.n_layers} but base.model {model!r} has "
+                              f"{checkpoint.n_layers(model)} layers (num_hidden_layers); leave space.n_layers out to take them")
+        own = Path(model).expanduser() / "tokenizer.json"
+        if self.data.files and self.data.tokenizer is None and own.is_file():  # the checkpoint's own tokens
+            object.__setattr__(self, "data", replace(self.data, tokenizer=str(own)))
+        limit = checkpoint.context(model)
+        if limit and self.data.seq_len > limit:
+            raise ConfigError(f"data.seq_len={self.data.seq_len} is longer than base.model's max_position_embeddings={limit}")
+        if self.data.vocab_needed() > checkpoint.vocab_size(model):
+            raise ConfigError(f"data: token ids up to {self.data.vocab_needed() - 1} do not fit base.model's vocabulary of "
+                              f"{checkpoint.vocab_size(model)}; give data.tokenizer the checkpoint's own tokenizer.json")
+
+    def count(self, schedule: Schedule) -> CostReport:
+        """The schedule's counted cost at the study's context: its proxy's, or its checkpoint's."""
+        if self.base.model is not None:
+            return checkpoint.count(self.base, schedule, self.data.seq_len)
+        return count_proxy(self.proxy, schedule, self.data.seq_len)
+
+    @property
+    def trains(self) -> bool:
+        """Whether measuring a schedule trains anything (a proxy, or a checkpoint's healing): a
+        zero-shot checkpoint study has no training budget and no seed."""
+        return self.base.model is None or self.base.healed
+
+    @property
+    def subject(self) -> str:
+        """What the study's schedules run on, for headers: empty for proxies."""
+        if self.base.model is None:
+            return ""
+        how = f"healed {self.base.heal_steps} steps ({self.base.heal} weights)" if self.base.healed else "zero-shot"
+        return f" on checkpoint {self.base.model}, {how}"
+
+    @property
+    def unmeasured_noise(self) -> str:
+        """Why a one-seed study's differences cannot be read against its noise, and what would help."""
+        if not self.trains:
+            return ("noise: unmeasured: zero-shot scores are deterministic, and their sampling error over the evaluation "
+                    "sequences is not computed yet; read small differences as ties, or raise data.val_samples")
+        return ("noise: unmeasured (study.seeds = 1): a difference between these schedules may be seed noise; "
+                "set [study] seeds = 2 or more to measure it")
 
     @property
     def directions(self) -> list[str]:
@@ -199,6 +265,9 @@ class StudyConfig:
 
     def measurement_key(self) -> dict[str, Any]:
         """What makes two standalone trials of one schedule interchangeable (the dedup key, with the schedule)."""
+        if self.base.model is not None:
+            healing = {"train": self.train.to_dict()} if self.base.healed else {}
+            return {"base": checkpoint.identity(self.base), "data": self.data.to_dict(), **healing, "cost": self.cost}
         return {"proxy": self.proxy.to_dict(), "data": self.data.to_dict(), "train": self.train.to_dict(), "cost": self.cost}
 
     def to_dict(self) -> dict[str, Any]:
@@ -210,6 +279,7 @@ class StudyConfig:
             "train": self.train.to_dict(),
             "supernet": self.supernet.to_dict(),
             "halving": self.halving.to_dict(),
+            "base": self.base.to_dict(),
         }
 
     @classmethod
@@ -223,8 +293,12 @@ class StudyConfig:
         study = check_types(cls, data.get("study", {}), "study", skip=_SECTIONS)
         if "name" not in study:
             raise ConfigError("study.name is missing")
+        base = BaseConfig.from_dict(data.get("base", {}))
+        space_section = data.get("space", {})
+        if base.model is not None and isinstance(space_section, dict) and "n_layers" not in space_section:
+            space_section = {**space_section, "n_layers": checkpoint.n_layers(base.model)}
         try:
-            space = SearchSpace.from_dict(data.get("space", {}))
+            space = SearchSpace.from_dict(space_section)
         except ScheduleError as err:
             raise ConfigError(f"space: {err}") from None
         return cls(
@@ -234,8 +308,9 @@ class StudyConfig:
             train=TrainConfig.from_dict(data.get("train", {})),
             supernet=SupernetConfig.from_dict(data.get("supernet", {})),
             halving=HalvingConfig.from_dict(data.get("halving", {})),
+            base=base,
             **study,
         )
 
 
-_SECTIONS = ("space", "proxy", "data", "train", "supernet", "halving")
+_SECTIONS = ("space", "proxy", "data", "train", "supernet", "halving", "base")

@@ -23,7 +23,8 @@ from typing import Any, Protocol
 import optuna
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from spanmix.proxies.cost import count, measure_latency
+from spanmix.proxies import checkpoint
+from spanmix.proxies.cost import measure_latency
 from spanmix.proxies.train import ProxyResult, train_and_score
 from spanmix.search import record, sharing
 from spanmix.search.config import StudyConfig
@@ -78,7 +79,11 @@ class Standalone:
         self.training: str | None = digest({**cfg.measurement_key(), "train": self.train.to_dict()})
 
     def __call__(self, schedule: Schedule, replicate: int = 0) -> ProxyResult:
-        """Replicate ``r`` trains with seed ``train.seed + r`` on its own stream of batches."""
+        """Replicate ``r`` trains with seed ``train.seed + r`` on its own stream of batches (on a
+        checkpoint: heals with them, or scores it as it is)."""
+        if self.cfg.base.model is not None:
+            return checkpoint.score(self.cfg.base, schedule, self.cfg.data, self.train, seed=self.train.seed + replicate,
+                                    stream=replicate, curve_at=self.curve_at)
         return train_and_score(schedule, self.cfg.proxy, self.cfg.data, self.train, seed=self.train.seed + replicate,
                                stream=replicate, curve_at=self.curve_at)
 
@@ -95,7 +100,7 @@ def _full_latency(cfg: StudyConfig, n_layers: int) -> float:
 
 def cost_of(cfg: StudyConfig, schedule: Schedule) -> tuple[float, float, dict[str, Any]]:
     """(cost, cost relative to the all-full schedule, the counted report)."""
-    report = count(cfg.proxy, schedule, cfg.data.seq_len)
+    report = cfg.count(schedule)
     if cfg.cost == "latency":
         ms = measure_latency(cfg.proxy, schedule, cfg.data.seq_len)
         return ms, ms / _full_latency(cfg, len(schedule)), report.to_dict()

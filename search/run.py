@@ -81,6 +81,9 @@ def run_fidelity(cfg: StudyConfig, study: optuna.Study, budget: int, k: int,
                  on_progress: strategies.base.Progress | None = None) -> list[Fidelity]:
     """Retrain ``k`` of the study's standalone schedules at ``budget`` times the steps and report
     the rank fidelity of the 1x numbers against them (resumable: done schedules are kept)."""
+    if not cfg.trains:
+        raise ConfigError("spanmix fidelity retrains at a larger budget; a zero-shot checkpoint study trains nothing "
+                          "(its fidelity against healing is not built yet)")
     if not isinstance(budget, int) or budget < 2:
         raise ConfigError(f"--budget must be a whole number >= 2 (got {budget!r}); 1 is the study's own budget")
     view = StudyView(study, cfg)

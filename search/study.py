@@ -15,6 +15,7 @@ import numpy as np
 import optuna
 from optuna.storages import RDBStorage
 
+from spanmix.proxies import checkpoint
 from spanmix.proxies.resources import resolve_precision, why_precision
 from spanmix.search import record
 from spanmix.search.config import StudyConfig
@@ -94,6 +95,11 @@ def pin_precision(study: optuna.Study, cfg: StudyConfig) -> str:
     """Resolve ``train.precision`` once, here, and store it in the study: every worker that joins
     later trains in it, whatever its own machine would choose, so a study never mixes
     measurements made in fp32 with ones made in bf16."""
+    if cfg.base.model is not None:  # a checkpoint runs in its own dtype
+        precision = checkpoint.precision(cfg.base)
+        study.set_user_attr(record.PINNED_PRECISION, precision)
+        log.info("study %r scores %s in %s (base.dtype=%s)", cfg.name, cfg.base.model, precision, cfg.base.dtype)
+        return precision
     precision = resolve_precision(cfg.train.precision, cfg.proxy, cfg.data.seq_len, cfg.train.batch_size,
                                   cfg.space.local)
     study.set_user_attr(record.PINNED_PRECISION, precision)

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import optuna
 
+from spanmix.proxies import checkpoint
 from spanmix.proxies.resources import check_fits
 from spanmix.search import strategies
 from spanmix.search.config import StudyConfig
@@ -27,7 +28,10 @@ def preflight(cfg: StudyConfig, workers: int = 1, progress: bool = False) -> Non
     if workers < 1:
         raise ConfigError(f"workers must be >= 1 (got {workers})")
     strategies.get(cfg.strategy).check(cfg, workers)
-    check_fits(cfg.proxy, cfg.data, cfg.train, cfg.space.n_layers, workers)
+    if cfg.base.model is not None:
+        checkpoint.check_fits(cfg.base, cfg.train.batch_size, cfg.data.seq_len, workers)
+    else:
+        check_fits(cfg.proxy, cfg.data, cfg.train, cfg.space.n_layers, workers)
     if cfg.data.files:  # trials and workers then open the cached token files
         cfg.data.user_corpus(progress)
 

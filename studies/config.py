@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -23,15 +24,19 @@ def _read(text: str, origin: str) -> dict[str, Any]:
 
 
 def _anchor_paths(data: dict[str, Any], folder: Path) -> None:
-    """Make ``[data] files`` and ``tokenizer`` relative to the config file's folder, not to wherever
-    the command runs, and absolute, so a worker started elsewhere reads the same files."""
+    """Make ``[data] files`` and ``tokenizer`` and ``[base] model`` relative to the config file's
+    folder, not to wherever the command runs, and absolute, so a worker started elsewhere reads the
+    same files."""
+
+    def anchor(path: Any) -> Any:
+        return os.path.normpath((folder / Path(path).expanduser()).absolute()) if isinstance(path, str) and path else path
+
+    base = data.get("base")
+    if isinstance(base, dict) and "model" in base:
+        base["model"] = anchor(base["model"])
     section = data.get("data")
     if not isinstance(section, dict):
         return  # its shape is reported by the section's validation
-
-    def anchor(path: Any) -> Any:
-        return str((folder / Path(path).expanduser()).absolute()) if isinstance(path, str) and path else path
-
     if isinstance(section.get("files"), list):
         section["files"] = [anchor(p) for p in section["files"]]
     if "tokenizer" in section:

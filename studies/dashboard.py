@@ -65,9 +65,9 @@ def trial_table(view: StudyView, front: list[Point]) -> str:
     return f'<table class="trials"><thead><tr>{header}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
-def _noise_summary(noise: Noise) -> str:
+def _noise_summary(noise: Noise, cfg: StudyConfig) -> str:
     if not noise.measured:
-        return "; noise unmeasured (study.seeds = 1): a difference between schedules may be seed noise"
+        return "; " + cfg.unmeasured_noise
     knee = f", knee in {noise.knee_share:.0%} of seed resamples" if noise.knee_share is not None else ""
     return (f"; means of {noise.seeds}+ seeds with 95% intervals, {len(noise.tied)} schedule(s) tied with the front "
             f"(one-sided Welch t-test, 5%){knee}")
@@ -95,9 +95,9 @@ def page(view: StudyView, refresh_seconds: int | None = None, plotly_src: str | 
     refresh = f'<meta http-equiv="refresh" content="{refresh_seconds}">' if refresh_seconds else ""
     summary = (
         f"{len(view.records)} trials, {len(pts)} finished, {view.finished()} schedules measured, front of {len(front)} "
-        f"(measured {view.final})"
+        f"(measured {view.final}{html.escape(cfg.subject)})"
         + (f"; knee: trial {chosen.number} <code>{html.escape(chosen.schedule)}</code>" if chosen else "")
-        + _noise_summary(view.noise())
+        + _noise_summary(view.noise(), view.config)
     )
     data = json.dumps([p.to_dict() for p in front])
     return f"""<!DOCTYPE html>

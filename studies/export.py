@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spanmix.proxies import ProxyConfig
-from spanmix.search import Point, StudyView
+from spanmix.proxies import checkpoint
+from spanmix.search import Point, StudyConfig, StudyView
 from spanmix.space import ConfigError, Schedule
 
 PER_LAYER = ("several windows, or sliding and block layers together, need a size per layer; transformers' "
@@ -109,11 +109,57 @@ def hf_fragment(schedule: Schedule, family: str = DEFAULT_FAMILY) -> dict[str, A
     return fragment
 
 
-def python_line(proxy: ProxyConfig, schedule: Schedule) -> str:
+def python_line(cfg: StudyConfig, schedule: Schedule) -> str:
+    """The line that builds the schedule's module: its proxy, or its checkpoint run under it."""
+    if cfg.base.model is not None:
+        return ("from transformers import AutoModelForCausalLM; from spanmix.proxies.retrofit import apply_schedule; "
+                f"model = apply_schedule(AutoModelForCausalLM.from_pretrained({cfg.base.model!r}), {schedule.text!r})")
     return (
         "from spanmix.proxies import ProxyConfig, build_model; "
-        f"model = build_model(ProxyConfig(**{json.dumps(proxy.to_dict())}), {schedule.text!r})"
+        f"model = build_model(ProxyConfig(**{json.dumps(cfg.proxy.to_dict())}), {schedule.text!r})"
     )
+
+
+def checkpoint_family(cfg: StudyConfig) -> str:
+    """The family of the study's checkpoint (``auto`` for a proxy study or a family not in the table)."""
+    if cfg.base.model is None:
+        return DEFAULT_FAMILY
+    model_type = checkpoint.hf_config(cfg.base.model).model_type
+    return next((name for name, f in FAMILIES.items() if f.model_type == model_type), DEFAULT_FAMILY)
+
+
+def write_checkpoint(cfg: StudyConfig, point: Point, out: Path) -> list[Path]:
+    """The study's checkpoint as the hybrid model of ``point``'s schedule, in the folder ``out``:
+    its ``config.json`` with the schedule in the family's keys, and every other file of the
+    checkpoint linked, not copied; when the study healed, the weights healed under the schedule
+    (seed ``train.seed``, recomputed: healing is deterministic on the CPU) are saved instead. Refuses,
+    before writing anything, a schedule the checkpoint's family cannot express."""
+    base, schedule = cfg.base, point.layers
+    if base.model is None:
+        raise ConfigError("--checkpoint exports a checkpoint study ([base] model); this study trained proxies")
+    family = checkpoint_family(cfg)
+    model_type = checkpoint.hf_config(base.model).model_type
+    line = python_line(cfg, schedule)
+    if family == DEFAULT_FAMILY:
+        raise ConfigError(f"--checkpoint: the checkpoint's model_type {model_type!r} has no layer_types spanmix can "
+                          f"write (families: {', '.join(FAMILIES)}); run it under spanmix instead: {line}")
+    try:
+        fragment = hf_fragment(schedule, family)
+    except ConfigError as err:
+        raise ConfigError(f"--checkpoint: {err}; run it under spanmix instead: {line}") from None
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--checkpoint {out}: exists and is not an empty folder; choose a new one")
+    source = Path(base.model).expanduser().resolve()
+    config = json.loads((source / "config.json").read_text()) | {k: v for k, v in fragment.items() if k != "model_type"}
+    out.mkdir(parents=True, exist_ok=True)
+    if base.healed:
+        module, _ = checkpoint.heal(base, schedule, cfg.data, cfg.train, cfg.train.seed)
+        module.model.model.save_pretrained(out)
+    for path in sorted(source.iterdir()):
+        if path.is_file() and path.name != "config.json" and not (out / path.name).exists():
+            (out / path.name).symlink_to(path)
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return [out / "config.json"]
 
 
 def chosen_point(view: StudyView, which: str) -> Point:
@@ -139,11 +185,13 @@ def export_trial(view: StudyView, which: str, out: Path, family: str = DEFAULT_F
     named explicitly that cannot read the schedule is an error, before anything is written."""
     cfg, point = view.config, chosen_point(view, which)
     schedule = point.layers
+    if family == DEFAULT_FAMILY:  # a checkpoint's config is its own family's
+        family = checkpoint_family(cfg)
     name = family_for(schedule, family)  # auto resolved once, for the fragment and its file name
     try:
         fragment, refusal = hf_fragment(schedule, name), None
     except ConfigError as err:
-        if family != DEFAULT_FAMILY:
+        if family != DEFAULT_FAMILY and cfg.base.model is None:
             raise
         fragment, refusal = None, err
     out.mkdir(parents=True, exist_ok=True)
@@ -156,7 +204,7 @@ def export_trial(view: StudyView, which: str, out: Path, family: str = DEFAULT_F
     if which == "knee":
         noise = view.noise()
         if not noise.measured:
-            print("note: the study's noise is unmeasured (study.seeds = 1); a neighbour of the knee may be as good")
+            print(f"note: the knee's neighbours may be as good ({cfg.unmeasured_noise})")
         elif noise.knee_share is not None and noise.knee_share < 0.9:
             print(f"note: the knee is this schedule in only {noise.knee_share:.0%} of resamples of the seeds: it is "
                   "not clearly separated from its neighbours on the front (see spanmix show)")
@@ -166,5 +214,5 @@ def export_trial(view: StudyView, which: str, out: Path, family: str = DEFAULT_F
         hf = stem.with_name(f"{stem.name}.hf-{name}.json")
         hf.write_text(json.dumps(fragment, indent=2) + "\n")
         written.append(hf)
-    print("build it: " + python_line(cfg.proxy, schedule))
+    print("build it: " + python_line(cfg, schedule))
     return written

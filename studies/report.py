@@ -21,13 +21,12 @@ def print_summary(view: StudyView, score: str | None = None) -> None:
     quality = score or cfg.quality
     chosen, noise = view.knee(score), view.noise(score)
     if not noise.measured:
-        print(f"Pareto front ({quality} vs {cfg.cost}, measured {view.final}):")
+        print(f"Pareto front ({quality} vs {cfg.cost}, measured {view.final}{cfg.subject}):")
         print(f"  {'trial':>5}  {'schedule':<40} {quality:>12} {'cost ratio':>10}")
         for p in front:
             mark = "  <- knee" if p == chosen else ""
             print(f"  {p.number:>5}  {p.schedule:<40} {p.quality:>12.4f} {p.cost_ratio:>10.1%}{mark}")
-        print("noise: unmeasured (study.seeds = 1): a difference between these schedules may be seed noise; "
-              "set [study] seeds = 2 or more to measure it")
+        print(cfg.unmeasured_noise)
     else:
         print_noisy_front(view, front, noise, quality, chosen)
     if view.ladder is not None:
@@ -41,8 +40,10 @@ def print_summary(view: StudyView, score: str | None = None) -> None:
         print(f"rank fidelity of {cheap} against {dear} (95% bootstrap intervals):")
         for f in report:
             print("  " + f.line())
-    if not view.comparisons:
+    if not view.comparisons and cfg.trains:
         print("rank fidelity: not measured yet; `spanmix fidelity` retrains schedules at a larger budget to measure it")
+    elif not view.comparisons:
+        print("rank fidelity: not measured (zero-shot against healed scores is not built yet)")
 
 
 def _interval(noise: Noise, p: Point) -> str:
@@ -54,7 +55,7 @@ def print_noisy_front(view: StudyView, front: list[Point], noise: Noise, quality
     """The front with each point's mean and 95% interval over its seeds, the schedules tied with
     it, how stable the knee is and how far apart the front's points are in units of the noise."""
     cfg = view.config
-    print(f"Pareto front ({quality} vs {cfg.cost}, measured {view.final}; mean of {noise.seeds}+ seeds with 95% "
+    print(f"Pareto front ({quality} vs {cfg.cost}, measured {view.final}{cfg.subject}; mean of {noise.seeds}+ seeds with 95% "
           "t-interval):")
     print(f"  {'trial':>5}  {'schedule':<40} {quality:>12} {'95% interval':>20} {'cost ratio':>10}")
     rows = [(p, "  <- knee" if p == chosen else "") for p in front] + [(p, "  (tied)") for p in noise.tied]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from spanmix.proxies.checkpoint import BaseConfig
 from spanmix.proxies.data import DataConfig
 from spanmix.proxies.model import ProxyConfig
 from spanmix.proxies.train import TrainConfig
@@ -25,9 +26,10 @@ from spanmix.studies.cli import main
 from spanmix.studies.commands import launch
 
 SECTIONS = {"study": StudyConfig, "space": SearchSpace, "proxy": ProxyConfig, "data": DataConfig,
-            "train": TrainConfig, "supernet": SupernetConfig, "halving": HalvingConfig}
+            "train": TrainConfig, "supernet": SupernetConfig, "halving": HalvingConfig, "base": BaseConfig}
 # string fields that take one of a few names: a made-up name must be refused too
-CHOICES = {("study", "quality"), ("study", "cost"), ("study", "sampler"), ("study", "strategy"), ("train", "precision")}
+CHOICES = {("study", "quality"), ("study", "cost"), ("study", "sampler"), ("study", "strategy"), ("train", "precision"),
+           ("base", "model"), ("base", "dtype"), ("base", "heal")}
 
 
 def _toml_value(v) -> str:

@@ -118,6 +118,7 @@ class Halving(Standalone):
 
     name = "halving"
     measurement = record.rung(0)
+    takes_checkpoint = False  # its rungs continue proxies' Lightning checkpoints; healings keep none
 
     def check(self, cfg: StudyConfig, workers: int) -> None:
         super().check(cfg, workers)

@@ -4,10 +4,17 @@ line that builds its PyTorch module."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from spanmix.search import StudyView
 from spanmix.studies.commands.common import add_study_args, open_named
-from spanmix.studies.export import FAMILIES, check_family, export_trial
+from spanmix.studies.export import (
+    FAMILIES,
+    check_family,
+    chosen_point,
+    export_trial,
+    write_checkpoint,
+)
 
 
 def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -21,17 +28,30 @@ def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                        epilog="families: qwen2, gemma3, gpt_oss (sliding layers), llama4 (block layers: "
                        "chunked_attention), llama (full attention only); auto picks the first that reads the "
                        "schedule.\n\nexamples:\n  spanmix export --study quick knee\n"
-                       "  spanmix export --study quick 2 --hf-family gemma3",
+                       "  spanmix export --study quick 2 --hf-family gemma3\n"
+                       "  spanmix export --study retrofit knee --checkpoint hybrid/",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_study_args(p)
     p.add_argument("trial", help="a trial number, or 'knee' for the front's best quality per cost")
-    p.add_argument("--hf-family", default="auto", metavar="FAMILY", help=f"auto (default), {', '.join(FAMILIES)}")
+    p.add_argument("--hf-family", default="auto", metavar="FAMILY",
+                   help=f"auto (default: a checkpoint study's own family, else the first that reads the schedule), "
+                   f"{', '.join(FAMILIES)}")
+    p.add_argument("--checkpoint", type=Path, metavar="OUT",
+                   help="a checkpoint study ([base] model): also write the hybrid model to the new folder OUT, the "
+                   "checkpoint's config.json with the schedule in its family's keys and its other files linked (the "
+                   "healed weights when the study healed); AutoModelForCausalLM.from_pretrained(OUT) loads it")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     check_family(args.hf_family)
     study, cfg, out = open_named(args)
-    for path in export_trial(StudyView(study, cfg), args.trial, out, args.hf_family):
+    view = StudyView(study, cfg)
+    if args.checkpoint is not None:  # refused before anything is written
+        point = chosen_point(view, args.trial)
+        for path in write_checkpoint(cfg, point, args.checkpoint):
+            print(f"wrote {path} (the {point.layers.text} model: AutoModelForCausalLM.from_pretrained("
+                  f"{str(args.checkpoint)!r}))")
+    for path in export_trial(view, args.trial, out, args.hf_family):
         print(f"wrote {path}")
     return 0

@@ -63,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
     quiet_libraries()
     with undone_on_error(out, *filter(None, [sqlite_file(storage)])):
         open_study(cfg, storage)  # connects, and refuses a resume under another configuration
-    if cfg.calibrate:  # outside the clean-up: a refused budget keeps the trainings that showed it
+    if cfg.calibrate and not cfg.trains:
+        print("calibration: skipped, zero-shot scoring of a checkpoint has no training budget to check")
+    elif cfg.calibrate:  # outside the clean-up: a refused budget keeps the trainings that showed it
         check_budget(cfg, storage, args.force, args.no_progress)
     strategy = strategies.get(cfg.strategy)
     target = strategy.target(cfg, cfg.n_trials)

@@ -1,0 +1,373 @@
+"""A pretrained Hugging Face checkpoint as the model under search (the ``[base]`` section).
+
+A study with ``[base] model`` searches the schedules of a local checkpoint's own layers instead of
+training proxies: each schedule is applied to the checkpoint (:mod:`spanmix.proxies.retrofit`),
+optionally healed by a short fine-tuning under it, and scored on the study's data, as a proxy is.
+Everything that can be refused is refused before any weight is read: a missing folder, a family
+that is not a decoder spanmix can retrofit, weights that would not fit in this machine's memory.
+Nothing is downloaded: transformers runs with ``local_files_only``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import struct
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from spanmix.proxies.cost import CostReport, Shape, fvcore_by_module, report
+from spanmix.proxies.data import DataConfig
+from spanmix.proxies.retrofit import Retrofitted, apply_schedule, decoder_layers
+from spanmix.proxies.scoring import evaluate, val_batches
+from spanmix.proxies.train import (
+    Curve,
+    Fitted,
+    ProxyResult,
+    ScheduleLM,
+    TrainConfig,
+    fit,
+)
+from spanmix.space import ConfigError, Schedule, from_section, require_whole
+
+HEALS = ("all", "attention")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# what the checkpoint's element-wise work adds to the proxies' uncounted operators (cost convention)
+UNCOUNTED = frozenset({"aten::pow", "aten::mean", "aten::rsqrt", "aten::repeat_interleave", "aten::silu", "aten::tanh",
+                       "aten::div", "aten::gelu", "aten::mul", "aten::add", "aten::sub", "aten::neg", "aten::rms_norm",
+                       "aten::embedding", "aten::cos", "aten::sin", "aten::sigmoid"})
+
+
+@dataclass(frozen=True)
+class BaseConfig:
+    """The pretrained checkpoint whose layers a study searches (``[base]``; no ``model``: proxies).
+
+    Attributes:
+        model: a local folder with ``config.json`` and ``*.safetensors`` weights (a
+            ``save_pretrained`` folder); a study config's relative path is relative to its folder.
+        dtype: the dtype the weights are loaded, healed and scored in: ``auto`` (the checkpoint's
+            own ``dtype``, float32 when it names none), ``float32``, ``bfloat16`` or ``float16``.
+        heal_steps: fine-tuning steps under the schedule before it is scored (0: zero-shot, the
+            weights as they are). Batch size, learning rate and warm-up come from ``[train]``.
+        heal: which weights healing trains: ``all``, or ``attention`` (the attention projections
+            only, the rest frozen).
+    """
+
+    model: str | None = None
+    dtype: str = "auto"
+    heal_steps: int = 0
+    heal: str = "all"
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("auto", *DTYPES):
+            raise ConfigError(f"base.dtype {self.dtype!r} is unknown; allowed: auto, {', '.join(DTYPES)}")
+        if self.heal not in HEALS:
+            raise ConfigError(f"base.heal {self.heal!r} is unknown; allowed: {', '.join(HEALS)}")
+        require_whole(self, "base", ("heal_steps",), minimum=0)
+        if self.model is not None:
+            require_file(self.model)
+
+    @property
+    def healed(self) -> bool:
+        return self.heal_steps > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BaseConfig:
+        return from_section(cls, data, "base")
+
+
+def require_file(folder: str) -> None:
+    """Refuse a checkpoint folder without a readable config and safetensors weights, or a machine
+    without transformers."""
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        raise ConfigError("base.model needs transformers: pip install 'spanmix[retrofit]'") from None
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise ConfigError(f"base.model: {folder!r} is not a folder; allowed: a local checkpoint folder "
+                          "(config.json and *.safetensors, as save_pretrained writes it)")
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"base.model: {folder!r} has no config.json")
+    if not _weights(path):
+        raise ConfigError(f"base.model: {folder!r} has no *.safetensors weights (other formats are not read)")
+
+
+def _weights(path: Path) -> list[Path]:
+    return sorted(path.glob("*.safetensors"))
+
+
+@functools.lru_cache(maxsize=8)
+def hf_config(folder: str) -> Any:
+    """The checkpoint's transformers config, read offline; refuses a family spanmix cannot retrofit
+    (not a causal decoder with ``model.layers`` of ``self_attn``), found by building it on the meta
+    device (no memory, no weights)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(Path(folder).expanduser(), local_files_only=True)
+    except (OSError, ValueError, KeyError) as err:
+        raise ConfigError(f"base.model: {folder!r}: config.json is not a transformers config: {err}") from None
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except ValueError as err:
+        raise ConfigError(f"base.model: {folder!r}: model_type {config.model_type!r} is not a causal decoder "
+                          f"transformers can build ({str(err).splitlines()[0]})") from None
+    layers = decoder_layers(model)
+    if not all(hasattr(block, "self_attn") for block in layers):
+        raise ConfigError(f"base.model: {folder!r}: {type(model).__name__}'s layers have no self_attn")
+    return config
+
+
+def n_layers(folder: str) -> int:
+    return int(hf_config(folder).num_hidden_layers)
+
+
+def context(folder: str) -> int:
+    """The longest sequence the checkpoint was configured for."""
+    return int(getattr(hf_config(folder), "max_position_embeddings", 0) or 0)
+
+
+def vocab_size(folder: str) -> int:
+    return int(hf_config(folder).vocab_size)
+
+
+def torch_dtype(base: BaseConfig) -> torch.dtype:
+    if base.dtype != "auto":
+        return DTYPES[base.dtype]
+    named = getattr(hf_config(base.model), "dtype", None)
+    named = str(named).removeprefix("torch.") if named is not None else "float32"
+    return DTYPES.get(named, torch.float32)
+
+
+def precision(base: BaseConfig) -> str:
+    """The precision a checkpoint is scored in, under spanmix's names (``fp32`` or ``bf16``; float16
+    is recorded as ``fp16``)."""
+    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[torch_dtype(base)]
+
+
+def n_parameters(folder: str) -> int:
+    """Numbers stored in the checkpoint's weights, read from the safetensors headers alone."""
+    total = 0
+    for path in _weights(Path(folder).expanduser()):
+        with path.open("rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(size))
+        total += sum(_product(t["shape"]) for name, t in header.items() if name != "__metadata__")
+    return total
+
+
+def _product(shape: list[int]) -> int:
+    out = 1
+    for n in shape:
+        out *= n
+    return out
+
+
+def available_memory() -> int:
+    """Bytes the kernel says can be allocated without swapping (``MemAvailable``), or all of RAM."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def activation_bytes(base: BaseConfig, batch_size: int, seq_len: int) -> int:
+    """About the fp32 activations one healing step keeps for its backward pass (per token and
+    layer ~10 residual-width and 2 MLP-width values, plus three copies of the logits): an
+    estimate, as for proxies."""
+    c = hf_config(base.model)
+    per_token = c.num_hidden_layers * (10 * c.hidden_size + 2 * c.intermediate_size) + 3 * c.vocab_size
+    return 4 * batch_size * seq_len * per_token
+
+
+def memory_needed(base: BaseConfig, batch_size: int, seq_len: int) -> int:
+    """About the bytes scoring (or healing) holds: the weights in their dtype, and for healing their
+    gradients, AdamW's two fp32 moments and the activations (those of one layer at a time where
+    they would fill a quarter of the memory: see :func:`checkpointing`)."""
+    params = n_parameters(base.model)
+    weights = params * torch.tensor([], dtype=torch_dtype(base)).element_size()
+    if not base.healed:
+        return weights
+    activations = activation_bytes(base, batch_size, seq_len)
+    if checkpointing(base, batch_size, seq_len):
+        activations //= hf_config(base.model).num_hidden_layers
+    return 2 * weights + 8 * params + activations
+
+
+def checkpointing(base: BaseConfig, batch_size: int, seq_len: int) -> bool:
+    """Whether healing recomputes each layer's activations in the backward pass (gradient
+    checkpointing) instead of keeping them: where they would take a quarter of the available
+    memory, it trades about a third more compute for holding one layer's instead of all."""
+    return activation_bytes(base, batch_size, seq_len) > available_memory() // 4
+
+
+def check_fits(base: BaseConfig, batch_size: int, seq_len: int, processes: int = 1) -> None:
+    need, have = processes * memory_needed(base, batch_size, seq_len), available_memory()
+    if need > have:
+        what = f"healing at train.batch_size={batch_size}" if base.healed else "scoring"
+        raise ConfigError(f"base.model {base.model!r}: {what} needs about {need / 2**30:.1f} GiB ({processes} "
+                          f"process(es)), more than the {have / 2**30:.1f} GiB available; use base.dtype = 'bfloat16', "
+                          "fewer workers, a smaller batch or a smaller checkpoint")
+
+
+@functools.lru_cache(maxsize=8)
+def fingerprint(folder: str, stamp: tuple[tuple[str, int, int], ...]) -> str:
+    """A content hash of the checkpoint's config and weights (``stamp``: names, sizes and
+    modification times, so an edited checkpoint is hashed again)."""
+    path = Path(folder).expanduser()
+    digest = hashlib.sha256((path / "config.json").read_bytes())
+    for name, _, _ in stamp:
+        with (path / name).open("rb") as f:
+            while chunk := f.read(1 << 24):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def identity(base: BaseConfig) -> dict[str, Any]:
+    """What makes two measurements on a checkpoint interchangeable: the settings and the weights."""
+    path = Path(base.model).expanduser()
+    stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in _weights(path))
+    return {**base.to_dict(), "model": str(path.resolve()), "weights": fingerprint(str(path.resolve()), stamp)}
+
+
+def shape(base: BaseConfig) -> Shape:
+    """The sizes of the checkpoint's cost formulas, from its config: grouped-query heads, gated
+    MLPs, and for a mixture of experts its router and the experts each token is sent to."""
+    c = hf_config(base.model)
+    d, heads = c.hidden_size, c.num_attention_heads
+    head_dim = getattr(c, "head_dim", None) or d // heads
+    experts = getattr(c, "num_local_experts", None) or getattr(c, "num_experts", None) or 0
+    moe = set(getattr(c, "moe_layers", None) or range(c.num_hidden_layers)) if experts else set()
+    dense = 3 * d * getattr(c, "intermediate_size_mlp", c.intermediate_size)  # gate, up and down projections
+    routed = d * experts + (getattr(c, "num_experts_per_tok", 1) + getattr(c, "n_shared_experts", 0)) * 3 * d * c.intermediate_size
+    mlp = tuple(routed if i in moe else dense for i in range(c.num_hidden_layers))
+    return Shape(d, heads, getattr(c, "num_key_value_heads", None) or heads, head_dim, mlp, c.vocab_size,
+                 torch.tensor([], dtype=torch_dtype(base)).element_size())
+
+
+def is_dense(base: BaseConfig) -> bool:
+    c = hf_config(base.model)
+    return not (getattr(c, "num_local_experts", None) or getattr(c, "num_experts", None))
+
+
+@functools.lru_cache(maxsize=64)
+def _meta_count(folder: str, schedule: Schedule, seq_len: int) -> dict[str, Any]:
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(hf_config(folder)).eval()
+        idx = torch.zeros(1, seq_len, dtype=torch.long)
+    apply_schedule(model, schedule)
+    return fvcore_by_module(Retrofitted(model), idx, UNCOUNTED)
+
+
+def count(base: BaseConfig, schedule: Schedule, seq_len: int) -> CostReport:
+    """The checkpoint's cost under ``schedule``: prefill and decode multiply-adds and KV-cache
+    bytes (its key-value heads, its dtype). Dense families are counted by fvcore on the meta
+    device and carry the closed form beside it; a mixture of experts (whose routing the meta
+    device cannot trace) by the closed form alone."""
+    analyse = (lambda t: _meta_count(base.model, schedule, t)) if is_dense(base) else None
+    return report(shape(base), schedule, seq_len, 1, analyse,
+                  ("model.model.layers.{}.self_attn", "model.model.layers.{}.mlp"))
+
+
+def load(base: BaseConfig) -> torch.nn.Module:
+    """The checkpoint's model in ``base.dtype``, offline, in evaluation mode."""
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # the load report lists every tied or unused key; scores say what matters
+    hf_logging.disable_progress_bar()  # a bar per schedule scored, inside the study's own bar
+    model = AutoModelForCausalLM.from_pretrained(Path(base.model).expanduser(), local_files_only=True,
+                                                 dtype=torch_dtype(base))
+    return model.eval()
+
+
+@functools.lru_cache(maxsize=1)
+def _loaded(base: BaseConfig) -> torch.nn.Module:
+    """One copy per process for zero-shot scoring: applying a schedule only sets attributes, and
+    scoring changes no weight."""
+    return load(base)
+
+
+class HealLM(ScheduleLM):
+    """Fine-tuning a checkpoint under one schedule: all its weights, or its attention projections."""
+
+    def __init__(self, base: BaseConfig, schedule: Schedule, data: DataConfig, train: TrainConfig) -> None:
+        super().__init__(data, train)
+        model = load(base)
+        self.model = Retrofitted(apply_schedule(model, schedule))
+        self.model.schedule = schedule
+        if checkpointing(base, train.batch_size, data.seq_len):
+            model.gradient_checkpointing_enable()
+        if base.heal == "attention":
+            for name, p in self.model.named_parameters():
+                p.requires_grad_(".self_attn." in name)
+        self.model.model.train()
+
+
+def check(base: BaseConfig, schedule: Schedule, data: DataConfig) -> Schedule:
+    """What would fail on the checkpoint, refused before any weight is read."""
+    if schedule.n_layers != n_layers(base.model):
+        raise ConfigError(f"the schedule has {schedule.n_layers} layers and base.model {n_layers(base.model)} "
+                          "(num_hidden_layers); they must match")
+    limit = context(base.model)
+    if limit and data.seq_len > limit:
+        raise ConfigError(f"data.seq_len={data.seq_len} is longer than base.model's max_position_embeddings={limit}")
+    if data.vocab_needed() > vocab_size(base.model):
+        raise ConfigError(f"data: token ids up to {data.vocab_needed() - 1} do not fit base.model's vocabulary of "
+                          f"{vocab_size(base.model)}")
+    return schedule.canonical(data.seq_len)
+
+
+def heal(base: BaseConfig, schedule: Schedule, data: DataConfig, train: TrainConfig, seed: int = 0, stream: int = 0,
+         extra: tuple[L.Callback, ...] = ()) -> tuple[HealLM, Fitted]:
+    """The checkpoint fine-tuned under ``schedule`` for ``base.heal_steps`` steps, with seed
+    ``seed`` and batch stream ``stream`` (``train`` gives batch size, learning rate and warm-up).
+    Deterministic on the CPU: the same arguments give the same weights."""
+    train = replace(train, steps=base.heal_steps, seed=seed, precision="fp32")  # the weights' own dtype, no autocast
+    L.seed_everything(seed, workers=True, verbose=False)
+    module = HealLM(base, schedule, data, train)
+    return module, fit(module, train, name=schedule.hash, stream=stream, extra=extra)
+
+
+def score(base: BaseConfig, schedule: Schedule, data: DataConfig, train: TrainConfig, seed: int = 0, stream: int = 0,
+          curve_at: tuple[int, ...] = ()) -> ProxyResult:
+    """The checkpoint under ``schedule``, healed for ``base.heal_steps`` (seed ``seed``: batch
+    order on stream ``stream``) or as it is, scored on ``data``'s validation sequences as a proxy is.
+    Deterministic on the CPU."""
+    schedule = check(base, schedule, data)
+    steps, seconds, curve, tokens = 0, 0.0, {}, 0
+    batches = val_batches(data, train.batch_size)
+    if base.healed:
+        curves = Curve(tuple(s for s in curve_at if 0 < s < base.heal_steps), schedule, data, train.batch_size, "fp32")
+        module, fitted = heal(base, schedule, data, train, seed, stream, (curves,) if curves.steps else ())
+        model, steps, seconds, curve = module.model, fitted.steps, fitted.seconds, curves.scores
+        tokens = steps * train.batch_size * data.seq_len
+    else:
+        model = Retrofitted(_loaded(base))
+    start = time.perf_counter()
+    scores = evaluate(model, schedule, data, batches, "fp32")
+    scored = time.perf_counter() - start
+    return ProxyResult(
+        schedule=schedule.text, scores=scores, cost=count(base, schedule, data.seq_len).to_dict(), tokens_seen=tokens,
+        steps=steps, train_seconds=seconds if base.healed else scored,
+        tokens_per_second=(tokens / seconds if seconds else sum(b["x"].numel() for b in batches) / scored),
+        seed=seed, precision=precision(base), curve=curve,
+        config={"base": base.to_dict(), "data": data.to_dict(), "train": train.to_dict()},
+    )

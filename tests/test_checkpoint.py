@@ -1,0 +1,216 @@
+"""A pretrained checkpoint as the model under search (``[base] model``), on tiny random checkpoints
+of the real transformers classes saved with ``save_pretrained``: its cost counted exactly, its
+refusals before any weight is read, healing, and a study whose exported hybrid model loads in
+transformers and gives the score spanmix measured."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+import transformers
+
+from spanmix.proxies import checkpoint
+from spanmix.proxies.checkpoint import BaseConfig
+from spanmix.proxies.cost import closed_form
+from spanmix.proxies.data import DataConfig
+from spanmix.proxies.scoring import evaluate, val_batches
+from spanmix.proxies.train import TrainConfig
+from spanmix.search import (
+    Point,
+    StudyConfig,
+    StudyView,
+    config_of,
+    preflight,
+    run_study,
+)
+from spanmix.space import ConfigError, Schedule
+
+README = Path(__file__).parent.parent / "README.md"
+TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+            head_dim=16, vocab_size=256, max_position_embeddings=512)
+DATA = DataConfig(tasks=("recall", "code"), seq_len=96, min_distance=40, val_samples=4)
+TRAIN = TrainConfig(steps=10, batch_size=4, lr=3e-3, warmup=2)
+
+
+def save_tiny(folder: Path, family: str = "qwen2", **overrides) -> str:
+    config = transformers.AutoConfig.for_model(family, **{**TINY, **overrides})
+    torch.manual_seed(0)
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    return str(folder)
+
+
+class Native(torch.nn.Module):
+    """A transformers model as spanmix's scoring calls a model, running its own attention."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, idx: torch.Tensor, schedule: Schedule | None = None) -> torch.Tensor:
+        return self.model(input_ids=idx).logits
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma3_text"])
+def test_the_cost_counted_by_fvcore_on_the_checkpoint_equals_its_closed_form(tmp_path, family):
+    base = BaseConfig(model=save_tiny(tmp_path / family, family), dtype="bfloat16")
+    schedule = Schedule.parse("F S16 B32 F")
+    report = checkpoint.count(base, schedule, 96)
+    assert report.total == report.closed_form_total and report.decode == report.closed_form_decode
+    # by hand: q and o projections 32x64 each, k and v 32x32 each (2 key-value heads), a gated MLP
+    # of three 32x64 matrices, the head 32x256, and attention 2 * 4 heads * 16 per query-key pair
+    pairs = 96 * 97 // 2 + Schedule.parse("S16").layers[0].attended_pairs(96) + Schedule.parse("B32").layers[0].attended_pairs(96) + 96 * 97 // 2
+    assert report.total == 96 * (4 * (2 * 32 * 64 + 2 * 32 * 32 + 3 * 32 * 64) + 32 * 256) + 2 * 4 * 16 * pairs
+    # the KV cache: 2 key-value heads of 16 in bf16 (2 bytes), keys and values, per token held
+    assert report.kv_cache_bytes == 2 * 2 * 16 * 2 * (96 + 16 + 32 + 96)
+    assert report.full_kv_cache_bytes == 2 * 2 * 16 * 2 * 4 * 96
+
+
+def test_a_mixture_of_experts_is_costed_by_its_closed_form(tmp_path):
+    base = BaseConfig(model=save_tiny(tmp_path / "moe", "gpt_oss", num_local_experts=4, num_experts_per_tok=2,
+                                      layer_types=["full_attention"] * 4))
+    report = checkpoint.count(base, Schedule.parse("F S16 S16 F"), 96)
+    per_token_mlp = 32 * 4 + 2 * 3 * 32 * 64  # the router, then 2 of the 4 experts
+    assert report.layers[0].mlp == 96 * per_token_mlp and report.total == report.closed_form_total
+    assert report.total == closed_form(checkpoint.shape(base), Schedule.parse("F S16 S16 F"), 96)["total"]
+
+
+def _cfg(model: str, **base) -> dict:
+    return {"study": {"name": "ck", "sampler": "grid", "cost": "kv_cache", "calibrate": False},
+            "base": {"model": model, **base}, "space": {"context": 96, "windows": [16], "local": ["sliding"]},
+            "data": {"tasks": ["recall", "code"], "seq_len": 96, "min_distance": 40, "val_samples": 4},
+            "train": {"batch_size": 4, "steps": 10, "lr": 3e-3, "warmup": 2}}
+
+
+def test_a_checkpoint_study_takes_the_checkpoints_depth(tmp_path):
+    cfg = StudyConfig.from_dict(_cfg(save_tiny(tmp_path / "m")))
+    assert cfg.space.n_layers == 4 and cfg.count(Schedule.parse("F S16 S16 F")).kv_ratio == 0.5 + 2 * 16 / 96 / 4
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c, m: c["base"].update(model=str(m.parent / "nowhere")), r"base.model: '.*nowhere' is not a folder"),
+    (lambda c, m: (m / "config.json").unlink(), r"has no config.json"),
+    (lambda c, m: [p.unlink() for p in m.glob("*.safetensors")], r"has no \*.safetensors weights"),
+    (lambda c, m: (m / "config.json").write_text(json.dumps({"model_type": "t5", "num_layers": 2})),
+     r"model_type 't5' is not a causal decoder"),
+    (lambda c, m: c["space"].update(n_layers=6), r"space.n_layers=6 but base.model .* has 4 layers"),
+    (lambda c, m: c["data"].update(seq_len=1024) or c["space"].update(context=1024),
+     r"data.seq_len=1024 is longer than base.model's max_position_embeddings=512"),
+    (lambda c, m: c["study"].update(seeds=2), r"study.seeds=2 with base.heal_steps=0: zero-shot scoring has no seed"),
+    (lambda c, m: c["study"].update(cost="latency"), r"study.cost 'latency' is measured on proxies only"),
+    (lambda c, m: c["base"].update(heal="mlp"), r"base.heal 'mlp' is unknown; allowed: all, attention"),
+    (lambda c, m: c["base"].update(dtype="fp8"), r"base.dtype 'fp8' is unknown"),
+])
+def test_what_a_checkpoint_cannot_do_is_refused_in_one_line(tmp_path, change, message):
+    model = Path(save_tiny(tmp_path / "m"))
+    cfg = _cfg(str(model))
+    change(cfg, model)
+    checkpoint.hf_config.cache_clear()
+    with pytest.raises(ConfigError, match=message):
+        StudyConfig.from_dict(cfg)
+
+
+@pytest.mark.parametrize("strategy", ["supernet", "halving"])
+def test_a_strategy_that_cannot_search_a_checkpoint_is_refused_before_any_work(tmp_path, strategy):
+    data = _cfg(save_tiny(tmp_path / "m"))
+    cfg = StudyConfig.from_dict({**data, "study": {**data["study"], "strategy": strategy}})
+    with pytest.raises(ConfigError, match=rf"study.strategy '{strategy}' does not take a \[base\] checkpoint yet; "
+                                          "allowed with base.model: standalone"):
+        preflight(cfg)
+
+
+def test_weights_that_do_not_fit_are_refused_before_loading(tmp_path, monkeypatch):
+    cfg = StudyConfig.from_dict(_cfg(save_tiny(tmp_path / "m")))
+    monkeypatch.setattr(checkpoint, "available_memory", lambda: 1000)
+    with pytest.raises(ConfigError, match=r"scoring needs about 0.0 GiB .* more than the 0.0 GiB available"):
+        preflight(cfg)
+
+
+def test_healing_changes_the_weights_lowers_the_training_loss_and_is_repeatable(tmp_path):
+    base = BaseConfig(model=save_tiny(tmp_path / "m"), heal_steps=10)
+    schedule = Schedule.parse("F S16 S16 F")
+    before = checkpoint.score(BaseConfig(model=base.model), schedule, DATA, TRAIN)
+    healed = checkpoint.score(base, schedule, DATA, TRAIN, curve_at=(5,))
+    assert healed.scores["loss"] < before.scores["loss"] - 0.1 and healed.steps == 10 and 5 in healed.curve
+    assert checkpoint.score(base, schedule, DATA, TRAIN).scores == healed.scores  # same seed, same numbers
+    module, _ = checkpoint.heal(BaseConfig(model=base.model, heal_steps=3, heal="attention"), schedule, DATA, TRAIN)
+    original = checkpoint.load(BaseConfig(model=base.model))
+    changed = {n for n, p in module.model.model.named_parameters() if not torch.equal(p, original.get_parameter(n))}
+    assert changed and all(".self_attn." in n for n in changed)  # attention healed, the rest frozen
+
+
+def _readme_block(after: str, lang: str, index: int = 0) -> str:
+    body = README.read_text()
+    return re.findall(rf"```{lang}\n(.*?)```", body[body.index(after):], re.S)[index]
+
+
+def _run(command: str, cwd: Path) -> subprocess.CompletedProcess:
+    argv = command.split()
+    argv = [sys.executable, "-m", "spanmix.studies.cli", *argv[1:]] if argv[0] == "spanmix" else ["bash", "-c", command]
+    done = subprocess.run(argv, cwd=cwd, env={**os.environ, "SPANMIX_CACHE": str(cwd / "cache")}, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stdout + done.stderr
+    return done
+
+
+def test_readme_retrofit_study_exports_a_hybrid_model_that_transformers_loads(tmp_path):
+    """The README's "Retrofit a pretrained model" as a user runs it: its snippet makes the tiny
+    checkpoint, its config and two commands search and export; the exported folder loads with
+    AutoModelForCausalLM and, running transformers' own attention, scores what spanmix measured."""
+    (tmp_path / "retrofit.toml").write_text(_readme_block("## Retrofit a pretrained model", "toml"))
+    _run(_readme_block("## Retrofit a pretrained model", "bash").strip(), tmp_path)
+    commands = _readme_block("## Retrofit a pretrained model", "bash", 1).strip().splitlines()
+    assert [c.split()[:2] for c in commands] == [["spanmix", "launch"], ["spanmix", "export"]]
+    launched = _run(commands[0], tmp_path)
+    assert "on checkpoint" in launched.stdout and "calibration: skipped" in launched.stdout
+    exported = _run(commands[1], tmp_path)
+    out = tmp_path / commands[1].split("--checkpoint")[1].split()[0]
+    assert (out / "model.safetensors").is_symlink() and "wrote" in exported.stdout
+
+    study = optuna.load_study(study_name="retrofit", storage=f"sqlite:///{tmp_path / 'runs/retrofit/study.db'}")
+    cfg = config_of(study)
+    knee = json.loads(next((tmp_path / "runs/retrofit").glob("knee-*.json")).read_text())
+    measured = next(t for t in study.trials if t.number == knee["trial"])
+    hybrid = transformers.AutoModelForCausalLM.from_pretrained(out, attn_implementation="eager").eval()
+    assert hybrid.config.layer_types == [{"F": "full_attention"}.get(t[0], "sliding_attention")
+                                         for t in measured.user_attrs["schedule"].split()]
+    scores = evaluate(Native(hybrid), Schedule.parse(measured.user_attrs["schedule"]), cfg.data,
+                      val_batches(cfg.data, cfg.train.batch_size), "fp32")
+    assert scores[cfg.quality] == pytest.approx(measured.values[0], abs=1e-5)
+
+
+def test_a_healed_study_exports_its_healed_weights(tmp_path):
+    """Gemma 3 picks its rotary base by layer type: the exported config's types must be the ones
+    spanmix scored with, and the healed weights the ones it measured."""
+    from spanmix.studies.commands.common import default_storage
+    from spanmix.studies.export import write_checkpoint
+
+    data = _cfg(save_tiny(tmp_path / "g", "gemma3_text", layer_types=["full_attention"] * 4), heal_steps=3)
+    cfg = StudyConfig.from_dict({**data, "study": {**data["study"], "n_trials": 2}})
+    study = run_study(cfg, default_storage(tmp_path / "run"))
+    point = next(p for p in StudyView(study, cfg).points() if p.layers.n_full < 4)
+    write_checkpoint(cfg, point, tmp_path / "hybrid")
+    assert not (tmp_path / "hybrid" / "model.safetensors").is_symlink()  # healed weights, saved
+    with pytest.raises(ConfigError, match="exists and is not an empty folder"):
+        write_checkpoint(cfg, point, tmp_path / "hybrid")
+    hybrid = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hybrid", attn_implementation="eager").eval()
+    scores = evaluate(Native(hybrid), point.layers, cfg.data, val_batches(cfg.data, cfg.train.batch_size), "fp32")
+    assert scores[cfg.quality] == pytest.approx(point.quality, abs=1e-5)
+
+
+def test_a_schedule_the_checkpoints_family_cannot_express_is_refused_with_the_module_line(tmp_path):
+    from spanmix.studies.export import write_checkpoint
+
+    cfg = StudyConfig.from_dict(_cfg(save_tiny(tmp_path / "m", "llama")))
+    point = Point(number=0, schedule="F S16 S16 F", quality=1.0, cost=1.0, cost_ratio=0.5, feasible=True,
+                  reused_from=None, scores={})
+    with pytest.raises(ConfigError, match=r"llama has no local attention.*run it under spanmix instead: .*apply_schedule"):
+        write_checkpoint(cfg, point, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
