@@ -321,11 +321,15 @@ class HealLM(ScheduleLM):
         self.model.model.train()
 
 
+def check_layers(base: BaseConfig, schedule: Schedule) -> None:
+    if schedule.n_layers != n_layers(base.model):
+        raise ConfigError(f"the schedule {schedule.text!r} has {schedule.n_layers} layers and the checkpoint "
+                          f"{n_layers(base.model)} (num_hidden_layers); they must match")
+
+
 def check(base: BaseConfig, schedule: Schedule, data: DataConfig) -> Schedule:
     """What would fail on the checkpoint, refused before any weight is read."""
-    if schedule.n_layers != n_layers(base.model):
-        raise ConfigError(f"the schedule has {schedule.n_layers} layers and base.model {n_layers(base.model)} "
-                          "(num_hidden_layers); they must match")
+    check_layers(base, schedule)
     limit = context(base.model)
     if limit and data.seq_len > limit:
         raise ConfigError(f"data.seq_len={data.seq_len} is longer than base.model's max_position_embeddings={limit}")

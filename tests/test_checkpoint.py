@@ -214,3 +214,17 @@ def test_a_schedule_the_checkpoints_family_cannot_express_is_refused_with_the_mo
     with pytest.raises(ConfigError, match=r"llama has no local attention.*run it under spanmix instead: .*apply_schedule"):
         write_checkpoint(cfg, point, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_spanmix_cost_counts_a_checkpoint(tmp_path, capsys):
+    from spanmix.studies.cli import main
+
+    model = save_tiny(tmp_path / "m", "qwen2")
+    assert main(["cost", "--checkpoint", model, "--context", "96", "-s", "F S16 S16 F", "-s", "F F F F"]) == 0
+    printed = capsys.readouterr().out
+    assert "kv_heads=2" in printed and "counted by fvcore (equal to the closed form: True)" in printed
+    report = checkpoint.count(BaseConfig(model=model), Schedule.parse("F S16 S16 F"), 96)
+    line = next(row for row in printed.splitlines() if row.startswith("F S16 S16 F "))
+    assert line.split()[4:6] == [f"{report.total / 1e9:.3f}", f"{report.ratio:.1%}"]
+    assert main(["cost", "--checkpoint", model, "-s", "F F"]) == 2
+    assert "the schedule 'F F' has 2 layers and the checkpoint 4" in capsys.readouterr().err
