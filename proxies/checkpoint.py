@@ -23,7 +23,13 @@ from typing import Any
 import lightning as L
 import torch
 
-from spanmix.proxies.cost import CostReport, Shape, fvcore_by_module, report
+from spanmix.proxies.cost import (
+    UNCOUNTED_OPS,
+    CostReport,
+    Shape,
+    fvcore_by_module,
+    report,
+)
 from spanmix.proxies.data import DataConfig
 from spanmix.proxies.retrofit import Retrofitted, apply_schedule, decoder_layers
 from spanmix.proxies.scoring import evaluate, val_batches
@@ -40,9 +46,8 @@ from spanmix.space import ConfigError, Schedule, from_section, require_whole
 HEALS = ("all", "attention")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # what the checkpoint's element-wise work adds to the proxies' uncounted operators (cost convention)
-UNCOUNTED = frozenset({"aten::pow", "aten::mean", "aten::rsqrt", "aten::repeat_interleave", "aten::silu", "aten::tanh",
-                       "aten::div", "aten::gelu", "aten::mul", "aten::add", "aten::sub", "aten::neg", "aten::rms_norm",
-                       "aten::embedding", "aten::cos", "aten::sin", "aten::sigmoid"})
+UNCOUNTED = UNCOUNTED_OPS | {"aten::pow", "aten::mean", "aten::rsqrt", "aten::repeat_interleave", "aten::silu",
+                             "aten::tanh", "aten::div", "aten::sigmoid"}
 
 
 @dataclass(frozen=True)
