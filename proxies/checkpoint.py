@@ -332,15 +332,20 @@ def check_layers(base: BaseConfig, schedule: Schedule) -> None:
                           f"{n_layers(base.model)} (num_hidden_layers); they must match")
 
 
-def check(base: BaseConfig, schedule: Schedule, data: DataConfig) -> Schedule:
-    """What would fail on the checkpoint, refused before any weight is read."""
-    check_layers(base, schedule)
+def check_data(base: BaseConfig, data: DataConfig) -> None:
+    """Sequences the checkpoint cannot take: longer than its context, or with ids beyond its vocabulary."""
     limit = context(base.model)
     if limit and data.seq_len > limit:
         raise ConfigError(f"data.seq_len={data.seq_len} is longer than base.model's max_position_embeddings={limit}")
     if data.vocab_needed() > vocab_size(base.model):
         raise ConfigError(f"data: token ids up to {data.vocab_needed() - 1} do not fit base.model's vocabulary of "
-                          f"{vocab_size(base.model)}")
+                          f"{vocab_size(base.model)}; give data.tokenizer the checkpoint's own tokenizer.json")
+
+
+def check(base: BaseConfig, schedule: Schedule, data: DataConfig) -> Schedule:
+    """What would fail on the checkpoint, refused before any weight is read."""
+    check_layers(base, schedule)
+    check_data(base, data)
     return schedule.canonical(data.seq_len)
 
 

@@ -223,12 +223,7 @@ class StudyConfig:
         own = Path(model).expanduser() / "tokenizer.json"
         if self.data.files and self.data.tokenizer is None and own.is_file():  # the checkpoint's own tokens
             object.__setattr__(self, "data", replace(self.data, tokenizer=str(own)))
-        limit = checkpoint.context(model)
-        if limit and self.data.seq_len > limit:
-            raise ConfigError(f"data.seq_len={self.data.seq_len} is longer than base.model's max_position_embeddings={limit}")
-        if self.data.vocab_needed() > checkpoint.vocab_size(model):
-            raise ConfigError(f"data: token ids up to {self.data.vocab_needed() - 1} do not fit base.model's vocabulary of "
-                              f"{checkpoint.vocab_size(model)}; give data.tokenizer the checkpoint's own tokenizer.json")
+        checkpoint.check_data(base, self.data)
 
     def count(self, schedule: Schedule) -> CostReport:
         """The schedule's counted cost at the study's context: its proxy's, or its checkpoint's."""
