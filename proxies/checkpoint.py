@@ -32,7 +32,7 @@ from spanmix.proxies.cost import (
 )
 from spanmix.proxies.data import DataConfig
 from spanmix.proxies.retrofit import Retrofitted, apply_schedule, decoder_layers
-from spanmix.proxies.scoring import evaluate, val_batches
+from spanmix.proxies.scoring import score_batches, val_batches
 from spanmix.proxies.train import (
     Curve,
     Fitted,
@@ -376,7 +376,8 @@ def score(base: BaseConfig, schedule: Schedule, data: DataConfig, train: TrainCo
     else:
         model = Retrofitted(_loaded(base))
     start = time.perf_counter()
-    scores = evaluate(model, schedule, data, batches, "fp32")
+    scorer = score_batches(model, schedule, data, batches, "fp32")
+    scores = scorer.scores()
     scored = time.perf_counter() - start
     return ProxyResult(
         schedule=schedule.text, scores=scores, cost=count(base, schedule, data.seq_len).to_dict(), tokens_seen=tokens,
@@ -384,4 +385,6 @@ def score(base: BaseConfig, schedule: Schedule, data: DataConfig, train: TrainCo
         tokens_per_second=(tokens / seconds if seconds else sum(b["x"].numel() for b in batches) / scored),
         seed=seed, precision=precision(base), curve=curve,
         config={"base": base.to_dict(), "data": data.to_dict(), "train": train.to_dict()},
+        # healed weights carry training noise too, which resampling the sequences would not show
+        resamples={} if base.healed else scorer.resamples(),
     )

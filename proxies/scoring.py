@@ -12,13 +12,15 @@ import functools
 import math
 from collections import defaultdict
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from spanmix.proxies.data import IGNORE, DataConfig, TaskData
-from spanmix.proxies.model import ProxyGPT
 from spanmix.space import Schedule
+
+RESAMPLES = 400  # bootstrap resamples of the validation sequences a deterministic score is given
 
 
 class TrainingDiverged(RuntimeError):
@@ -36,49 +38,85 @@ def bucket_names(seq_len: int) -> list[str]:
 
 
 class Scorer:
-    """Accumulates validation loss and accuracy per task and bucket, then reduces to scores."""
+    """Accumulates validation loss and accuracy per sequence, task and bucket, then reduces them
+    to scores: over every sequence (:meth:`scores`), or over bootstrap resamples of the sequences
+    (:meth:`resamples`), the sampling error of scores that have no other noise."""
 
     def __init__(self, data: DataConfig) -> None:
         self.data = data
-        self.sums: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+        # per validation sequence, in order: its task, and (loss sum, correct, count) by (task, bucket)
+        self.tasks: list[str] = []
+        self.rows: list[dict[tuple[str, str], tuple[float, float, int]]] = []
 
     def update(self, logits: Tensor, batch: dict[str, Tensor]) -> None:
         y, dist = batch["y"], batch["dist"]
         scored = y != IGNORE
         loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE, reduction="none")
         loss = loss.view_as(y)
-        correct = (logits.argmax(-1) == y) & scored
+        correct = ((logits.argmax(-1) == y) & scored).float()
         edges = torch.tensor(bucket_edges(self.data.seq_len))
         names = bucket_names(self.data.seq_len)
-        positions = torch.arange(y.shape[1]).expand_as(y)
+        positions = torch.arange(y.shape[1]).expand_as(y).contiguous()
+        rows: list[dict[tuple[str, str], tuple[float, float, int]]] = [{} for _ in range(len(y))]
         for task_id, task in enumerate(self.data.tasks):
-            rows = batch["task"] == task_id
-            mask = scored & rows[:, None]
+            mask = scored & (batch["task"] == task_id)[:, None]
             if not mask.any():
                 continue
-            self._add(task, "all", loss[mask], correct[mask])
             bucket = self.data.task(task).bucket
             if bucket == "hops":
-                keys = [f"{int(h)}hop" for h in dist[mask]]
+                keys = {f"{h}hop": dist == h for h in sorted(set(dist[mask].tolist()))}
             else:
-                by = positions if bucket == "position" else dist
-                keys = [names[i] for i in (torch.bucketize(by[mask], edges, right=True) - 1).tolist()]
-            for key in sorted(set(keys)):
-                sel = torch.tensor([k == key for k in keys])
-                self._add(task, key, loss[mask][sel], correct[mask][sel])
-
-    def _add(self, task: str, key: str, loss: Tensor, correct: Tensor) -> None:
-        s = self.sums[(task, key)]
-        s[0] += float(loss.sum())
-        s[1] += float(correct.sum())
-        s[2] += loss.numel()
+                index = torch.bucketize(positions if bucket == "position" else dist, edges, right=True) - 1
+                keys = {names[i]: index == i for i in sorted(set(index[mask].tolist()))}
+            for key, where in {"all": mask, **{k: mask & w for k, w in keys.items()}}.items():
+                sums = zip((loss * where).sum(1).tolist(), (correct * where).sum(1).tolist(), where.sum(1).tolist())
+                for row, (lo, co, n) in zip(rows, sums):
+                    if n:
+                        row[(task, key)] = (lo, co, n)
+        self.tasks += [self.data.tasks[int(t)] for t in batch["task"]]
+        self.rows += rows
 
     def scores(self) -> dict[str, float]:
         """``loss`` (mean of the tasks' losses), ``ppl``, ``long_loss`` (text: positions past T/2;
         recall tasks: the answers, all long-range), ``recall`` (mean answer accuracy over the recall
-        tasks), and per task ``<task>/loss``, ``<task>/acc``, ``<task>/loss@<bucket>``, ``<task>/acc@<bucket>``."""
+        tasks), and per task ``<task>/loss``, ``<task>/acc``, ``<task>/loss@<bucket>``, ``<task>/acc@<bucket>``.
+        Raises :class:`TrainingDiverged` when any is not finite."""
+        sums: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+        for row in self.rows:
+            for k, values in row.items():
+                sums[k] = [a + b for a, b in zip(sums[k], values)]
+        scores = self._reduce(sums)
+        if not all(math.isfinite(v) for v in scores.values()):
+            raise TrainingDiverged(f"validation produced non-finite scores {scores}")
+        return scores
+
+    def resamples(self, n: int = RESAMPLES, seed: int = 0) -> dict[str, list[float]]:
+        """The scores without a bucket (``loss``, ``long_loss``, ``recall``, ``<task>/loss``, ...)
+        on ``n`` bootstrap resamples of the validation sequences, drawn with replacement within
+        each task so that every resample keeps the tasks' shares. The draws depend only on
+        ``seed`` and the sequences' tasks, so resample ``i`` of two schedules scored on the same
+        sequences is the same resample: their difference is a paired bootstrap."""
+        keys = sorted({k for row in self.rows for k in row})
+        table = np.array([[row.get(k, (0.0, 0.0, 0)) for k in keys] for row in self.rows], dtype=np.float64)
+        rng, weights = np.random.default_rng(seed), np.zeros((n, len(self.rows)))
+        for task in self.data.tasks:
+            members = np.array([i for i, t in enumerate(self.tasks) if t == task])
+            if len(members):
+                drawn = members[rng.integers(len(members), size=(n, len(members)))]
+                np.add.at(weights, (np.arange(n)[:, None], drawn), 1.0)
+        resampled = np.einsum("nr,rkc->nkc", weights, table)
+        out: dict[str, list[float]] = defaultdict(list)
+        for sums in resampled:
+            for name, value in self._reduce(dict(zip(keys, sums.tolist()))).items():
+                if "@" not in name:
+                    out[name].append(value)
+        return dict(out)
+
+    def _reduce(self, sums: dict[tuple[str, str], list[float]]) -> dict[str, float]:
         out: dict[str, float] = {}
-        for (task, key), (loss, correct, n) in sorted(self.sums.items()):
+        for (task, key), (loss, correct, n) in sorted(sums.items()):
+            if not n:  # a bucket no sequence of a resample reaches
+                continue
             suffix = "" if key == "all" else f"@{key}"
             out[f"{task}/loss{suffix}"] = loss / n
             if not self.data.is_text(task):
@@ -104,8 +142,9 @@ def val_batches(data: DataConfig, batch_size: int) -> list[dict[str, Tensor]]:
 
 
 @torch.no_grad()
-def evaluate(model: ProxyGPT, schedule: Schedule, data: DataConfig, batches: list[dict[str, Tensor]], precision: str) -> dict[str, float]:
-    """Score ``model``'s weights run under ``schedule`` on ``batches`` (see :meth:`Scorer.scores`)."""
+def score_batches(model: torch.nn.Module, schedule: Schedule, data: DataConfig, batches: list[dict[str, Tensor]],
+                  precision: str) -> Scorer:
+    """Run ``model``'s weights under ``schedule`` on ``batches``, scored (see :class:`Scorer`)."""
     was_training = model.training
     model.eval()
     scorer = Scorer(data)
@@ -115,7 +154,10 @@ def evaluate(model: ProxyGPT, schedule: Schedule, data: DataConfig, batches: lis
             batch = {k: v.to(device) for k, v in batch.items()}
             scorer.update(model(batch["x"], schedule).cpu(), {k: v.cpu() for k, v in batch.items()})
     model.train(was_training)
-    scores = scorer.scores()
-    if not all(math.isfinite(v) for v in scores.values()):
-        raise TrainingDiverged(f"validation produced non-finite scores {scores}")
-    return scores
+    return scorer
+
+
+def evaluate(model: torch.nn.Module, schedule: Schedule, data: DataConfig, batches: list[dict[str, Tensor]],
+             precision: str) -> dict[str, float]:
+    """``model``'s scores under ``schedule`` on ``batches`` (see :meth:`Scorer.scores`)."""
+    return score_batches(model, schedule, data, batches, precision).scores()

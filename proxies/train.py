@@ -157,7 +157,9 @@ class ProxyLM(ScheduleLM):
 @dataclass
 class ProxyResult:
     """What one proxy run measured: ``steps`` is the step the model reached, ``start_step`` the
-    one this run continued from (0 for a fresh training), ``tokens_seen`` what this run trained."""
+    one this run continued from (0 for a fresh training), ``tokens_seen`` what this run trained,
+    ``resamples`` the scores on bootstrap resamples of the validation sequences where they are
+    the score's only noise (a checkpoint scored as it is; see :meth:`Scorer.resamples`)."""
 
     schedule: str
     scores: dict[str, float]
@@ -171,6 +173,7 @@ class ProxyResult:
     start_step: int = 0
     curve: dict[int, dict[str, float]] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    resamples: dict[str, list[float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

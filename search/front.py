@@ -57,10 +57,14 @@ def crowding(front: list[Point]) -> dict[str, float]:
 
 
 def standard_error(p: Point, score: str) -> float:
-    """The standard error of ``p``'s mean ``score`` over its seeds (infinite with fewer than 2:
-    a schedule whose noise is unmeasured is the least sure)."""
+    """The standard error of ``p``'s ``score``: of its mean over its seeds, or with one seed the
+    spread of its resamples of the validation sequences (infinite with neither: a schedule whose
+    noise is unmeasured is the least sure)."""
     samples = p.samples(score)
-    return statistics.stdev(samples) / math.sqrt(len(samples)) if len(samples) > 1 else math.inf
+    if len(samples) > 1:
+        return statistics.stdev(samples) / math.sqrt(len(samples))
+    resampled = p.resamples(score)
+    return statistics.stdev(resampled) if len(resampled) > 1 else math.inf
 
 
 def ranked(pts: list[Point], maximize: bool, score: str) -> list[Point]:

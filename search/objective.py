@@ -197,32 +197,35 @@ class Objective:
         trial (:mod:`spanmix.search.sharing`) is left to it and taken when it is done; if that
         worker lets go of it or dies, this trial trains it. The result holds the mean scores and
         the summed tokens and seconds of what was trained for this attempt."""
-        done, curves = record.seed_scores_of(trial.user_attrs), record.seed_curves_of(trial.user_attrs)
+        attrs = trial.user_attrs
+        done, curves, resamples = record.seed_scores_of(attrs), record.seed_curves_of(attrs), record.seed_resamples_of(attrs)
         tokens, seconds, precisions = 0, 0.0, []
 
         def store(r: int, scores: dict[str, float], curve: dict[int, dict[str, float]], trained: int, took: float,
-                  precision: str) -> None:
+                  precision: str, resampled: dict[str, list[float]]) -> None:
             nonlocal tokens, seconds
             done[r], tokens, seconds = scores, tokens + trained, seconds + took
             precisions.append(precision)
             if curve:
                 curves[r] = curve
-            record.seeds_done(trial, done, curves)
+            if resampled:
+                resamples[r] = resampled
+            record.seeds_done(trial, done, curves, resamples)
 
         def train(r: int) -> None:
             run = measure(schedule, r)
-            store(r, run.scores, run.curve, run.tokens_seen, run.train_seconds, run.precision)
+            store(r, run.scores, run.curve, run.tokens_seen, run.train_seconds, run.precision, run.resamples)
 
         def take_help() -> None:
             for r, h in sharing.finished(trial.study.get_trials(deepcopy=False), key).items():
                 if r not in done and r < measure.replicates:
                     store(r, h["scores"], {int(s): v for s, v in h["curve"].items()}, h["tokens_seen"], h["train_seconds"],
-                          h["precision"])
+                          h["precision"], h.get("resamples") or {})
 
-        for r, (other, scores, curve, precision) in self._same_training(trial, measure, schedule).items():
+        for r, (other, scores, curve, precision, resampled) in self._same_training(trial, measure, schedule).items():
             if r not in done:
                 log.info("trial %d: seed %d of %s is trial %d's (the same training)", trial.number, r, schedule.text, other)
-                store(r, scores, curve, 0, 0.0, precision)
+                store(r, scores, curve, 0, 0.0, precision, resampled)
         deferred: set[int] = set()
         for r in range(measure.replicates):
             take_help()
@@ -251,11 +254,11 @@ class Objective:
                            tokens_per_second=tokens / seconds if seconds else 0.0, seed=0, precision=precision)
 
     @staticmethod
-    def _same_training(trial: Trial, measure: Measure,
-                       schedule: Schedule) -> dict[int, tuple[int, dict[str, float], dict[int, dict[str, float]], str]]:
+    def _same_training(trial: Trial, measure: Measure, schedule: Schedule
+                       ) -> dict[int, tuple[int, dict[str, float], dict[int, dict[str, float]], str, dict[str, list[float]]]]:
         """Seeds below ``measure.replicates`` that finished trials of another measurement trained
         exactly as this one would (same schedule, same training): seed -> (trial, scores, curve,
-        precision)."""
+        precision, resampled scores)."""
         if measure.training is None:
             return {}
         found = {}
@@ -265,7 +268,8 @@ class Objective:
                 curves = record.seed_curves_of(t.user_attrs)
                 for seed, scores in record.seed_scores_of(t.user_attrs).items():
                     if seed < measure.replicates:
-                        found.setdefault(seed, (t.number, scores, curves.get(seed, {}), r.precision or "unknown"))
+                        found.setdefault(seed, (t.number, scores, curves.get(seed, {}), r.precision or "unknown",
+                                                r.seed_resamples.get(seed, {})))
         return found
 
     def _help(self, trial: Trial, owner: int, key: str, measure: Measure, schedule: Schedule) -> int | None:
@@ -282,7 +286,7 @@ class Objective:
         run = measure(schedule, seed)
         record.helped(trial, key, seed, {"scores": run.scores, "curve": {str(s): v for s, v in run.curve.items()},
                                          "tokens_seen": run.tokens_seen, "train_seconds": run.train_seconds,
-                                         "precision": run.precision})
+                                         "precision": run.precision, "resamples": run.resamples})
         return seed
 
     @staticmethod

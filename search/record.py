@@ -39,13 +39,16 @@ SCORES, TOKENS_SEEN, TRAIN_SECONDS, TOKENS_PER_SECOND = "scores", "tokens_seen",
 PRECISION = "precision"  # what it trained (or was scored) in: fp32 or bf16
 SEED_SCORES = "seed_scores"  # each training seed's scores, by replicate ("0", "1", ...), as each finishes
 SEED_CURVES = "seed_curves"  # each seed's scores on the way, by replicate then step: its learning curve
+# each seed's scores on bootstrap resamples of the validation sequences, by replicate then score, where
+# those are the scores' only noise (a checkpoint scored as it is); resample i is the same for every trial
+SEED_RESAMPLES = "seed_resamples"
 SEEDS_STARTED = "seeds_started"  # the training seeds this attempt began itself, as each begins
 HELPING = "helping"  # a seed this trial trains for another trial measuring the same key: {"key", "seed"}
 HELPED = "helped"  # what it trained for it: {"key", "seed", "scores", "curve", "tokens_seen", "train_seconds"}
 
 # what a trial that reuses another's measurement copies from it
 MEASURED = (COST_RATIO, COST_REPORT, CONSTRAINT, SCORES, TOKENS_SEEN, TRAIN_SECONDS, TOKENS_PER_SECOND, PRECISION,
-            SEED_SCORES, SEED_CURVES)
+            SEED_SCORES, SEED_CURVES, SEED_RESAMPLES)
 # what describes one attempt, not the schedule: a retried trial starts without them
 ATTEMPT = (FAILURE, FAILED_BY, WORKER, SEEDS_STARTED)
 
@@ -134,13 +137,18 @@ def measured(trial: TrialLike, scores: dict[str, float], tokens_seen: int, train
 
 
 def seeds_done(trial: TrialLike, by_replicate: dict[int, dict[str, float]],
-               curves: dict[int, dict[int, dict[str, float]]]) -> None:
-    """Each finished training seed's scores and learning curve, stored as soon as it finishes: a
-    retry of a killed trial (which keeps its user attributes) trains only the seeds that are missing."""
+               curves: dict[int, dict[int, dict[str, float]]],
+               resamples: dict[int, dict[str, list[float]]] | None = None) -> None:
+    """Each finished training seed's scores, learning curve and resampled scores, stored as soon as
+    it finishes: a retry of a killed trial (which keeps its user attributes) trains only the seeds
+    that are missing. Resampled scores are kept to 6 significant digits, far below their spread."""
     trial.set_user_attr(SEED_SCORES, {str(r): s for r, s in sorted(by_replicate.items())})
     if curves:
         trial.set_user_attr(SEED_CURVES, {str(r): {str(step): s for step, s in sorted(c.items())}
                                           for r, c in sorted(curves.items())})
+    if resamples:
+        trial.set_user_attr(SEED_RESAMPLES, {str(r): {k: [float(f"{v:.6g}") for v in vs] for k, vs in sorted(s.items())}
+                                             for r, s in sorted(resamples.items())})
 
 
 def seed_started(trial: TrialLike, seed: int) -> None:
@@ -177,6 +185,11 @@ def help_of(trial: FrozenTrial) -> dict[str, Any] | None:
 def seed_curves_of(attrs: Mapping[str, Any]) -> dict[int, dict[int, dict[str, float]]]:
     """Each finished seed's learning curve, by replicate then step."""
     return {int(r): {int(step): s for step, s in c.items()} for r, c in (attrs.get(SEED_CURVES) or {}).items()}
+
+
+def seed_resamples_of(attrs: Mapping[str, Any]) -> dict[int, dict[str, list[float]]]:
+    """Each finished seed's scores on resamples of the validation sequences, by replicate then score."""
+    return {int(r): s for r, s in (attrs.get(SEED_RESAMPLES) or {}).items()}
 
 
 def seed_scores_of(attrs: Mapping[str, Any]) -> dict[int, dict[str, float]]:
@@ -262,6 +275,7 @@ class Point:
     scores: dict[str, float]
     measurement: str = STANDALONE
     seed_scores: tuple[dict[str, float], ...] = ()
+    resampled: dict[str, list[float]] = field(default_factory=dict, compare=False)
 
     @cached_property
     def layers(self) -> Schedule:
@@ -272,6 +286,11 @@ class Point:
         """``score`` of each training seed (empty for a trial that kept none: one seed of a
         study made before seeds were recorded)."""
         return [s[score] for s in self.seed_scores if score in s]
+
+    def resamples(self, score: str) -> list[float]:
+        """``score`` on each bootstrap resample of the validation sequences (empty unless the
+        trial's one seed kept them: see :data:`SEED_RESAMPLES`)."""
+        return self.resampled.get(score, []) if len(self.seed_scores) == 1 else []
 
     def to_dict(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in self.__dataclass_fields__}
@@ -304,6 +323,7 @@ class TrialRecord:
     precision: str | None
     seed_scores: dict[int, dict[str, float]]
     seed_curves: dict[int, dict[int, dict[str, float]]]
+    seed_resamples: dict[int, dict[str, list[float]]] = field(default_factory=dict, compare=False)
     queued_params: dict[str, Any] | None = field(default=None, compare=False)
 
     @classmethod
@@ -317,7 +337,7 @@ class TrialRecord:
             skipped=a.get(SKIPPED), cost_ratio=a.get(COST_RATIO), cost_report=a.get(COST_REPORT) or {},
             constraint=a.get(CONSTRAINT) or [0.0], scores=a.get(SCORES) or {}, tokens_seen=a.get(TOKENS_SEEN),
             train_seconds=a.get(TRAIN_SECONDS), precision=a.get(PRECISION), seed_scores=seed_scores_of(a),
-            seed_curves=seed_curves_of(a),
+            seed_curves=seed_curves_of(a), seed_resamples=seed_resamples_of(a),
             queued_params=queued_params(trial),
         )
 
@@ -326,6 +346,10 @@ class TrialRecord:
         if step is None:
             return [s[score] for _, s in sorted(self.seed_scores.items()) if score in s]
         return [c[step][score] for _, c in sorted(self.seed_curves.items()) if step in c and score in c[step]]
+
+    def resamples(self, score: str) -> list[float]:
+        """``score`` on each bootstrap resample of the validation sequences (see :meth:`Point.resamples`)."""
+        return self.point.resamples(score) if self.complete and self.values is not None and self.schedule else []
 
     @cached_property
     def layers(self) -> Schedule | None:
@@ -351,6 +375,7 @@ class TrialRecord:
             cost_ratio=self.cost_ratio if self.cost_ratio is not None else float("nan"), feasible=self.feasible,
             reused_from=self.reused_from, scores=self.scores, measurement=self.measurement or STANDALONE,
             seed_scores=tuple(s for _, s in sorted(self.seed_scores.items())),
+            resampled=next(iter(self.seed_resamples.values()), {}),
         )
 
 

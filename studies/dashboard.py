@@ -66,11 +66,10 @@ def trial_table(view: StudyView, front: list[Point]) -> str:
 
 
 def _noise_summary(noise: Noise, cfg: StudyConfig) -> str:
-    if not noise.measured:
+    if noise.basis is None:
         return "; " + cfg.unmeasured_noise
-    knee = f", knee in {noise.knee_share:.0%} of seed resamples" if noise.knee_share is not None else ""
-    return (f"; means of {noise.seeds}+ seeds with 95% intervals, {len(noise.tied)} schedule(s) tied with the front "
-            f"(one-sided Welch t-test, 5%){knee}")
+    knee = f", knee in {noise.knee_share:.0%} of resamples of {noise.basis.resampled}" if noise.knee_share is not None else ""
+    return f"; {noise.estimate}, {len(noise.tied)} schedule(s) tied with the front ({noise.basis.test}, 5%){knee}"
 
 
 def render(study: optuna.Study, cfg: StudyConfig, refresh_seconds: int | None = None, plotly_src: str | None = None) -> str:

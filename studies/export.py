@@ -206,7 +206,7 @@ def export_trial(view: StudyView, which: str, out: Path, family: str = DEFAULT_F
         if not noise.measured:
             print(f"note: the knee's neighbours may be as good ({cfg.unmeasured_noise})")
         elif noise.knee_share is not None and noise.knee_share < 0.9:
-            print(f"note: the knee is this schedule in only {noise.knee_share:.0%} of resamples of the seeds: it is "
+            print(f"note: the knee is this schedule in only {noise.knee_share:.0%} of resamples of {noise.basis.resampled}: it is "
                   "not clearly separated from its neighbours on the front (see spanmix show)")
     if fragment is None:
         print(f"no Hugging Face fragment: {refusal}")

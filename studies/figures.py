@@ -35,7 +35,7 @@ def _hover(p: Point) -> str:
 
 
 def _error_bars(points: list[Point], noise: Noise | None) -> dict[str, Any] | None:
-    """Plotly error bars of the points' 95% intervals over their seeds (None where unmeasured)."""
+    """Plotly error bars of the points' 95% intervals on the study's noise basis (None where unmeasured)."""
     if noise is None or not noise.measured:
         return None
     spans = [noise.intervals.get(p.number, (p.quality, p.quality)) for p in points]
@@ -77,8 +77,7 @@ def front_figure(cfg: StudyConfig, pts: list[Point], scores: list[str] | None = 
                  noise: Noise | None = None) -> go.Figure:
     """Quality against cost ratio for every trial; the Pareto front joined; the knee starred. With
     ``scores``, a selector shows the front on each of those scores instead of the study's quality.
-    With the study's ``noise``, the front and the schedules tied with it carry their 95% intervals
-    over seeds."""
+    With the study's ``noise``, the front and the schedules tied with it carry their 95% intervals."""
     fig = go.Figure()
     names = [cfg.quality] + [s for s in scores or [] if s != cfg.quality]
     spans, buttons = [], []

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from spanmix.search import Point, StudyView
-from spanmix.search.noise import LEVEL, RESAMPLES, Noise, interval
+from spanmix.search.noise import LEVEL, Noise, interval_of
 
 
 def print_summary(view: StudyView, score: str | None = None) -> None:
@@ -52,25 +52,26 @@ def _interval(noise: Noise, p: Point) -> str:
 
 
 def print_noisy_front(view: StudyView, front: list[Point], noise: Noise, quality: str, chosen: Point | None) -> None:
-    """The front with each point's mean and 95% interval over its seeds, the schedules tied with
-    it, how stable the knee is and how far apart the front's points are in units of the noise."""
-    cfg = view.config
-    print(f"Pareto front ({quality} vs {cfg.cost}, measured {view.final}{cfg.subject}; mean of {noise.seeds}+ seeds with 95% "
-          "t-interval):")
+    """The front with each point's value and 95% interval on the study's noise basis (its seeds,
+    or resamples of its validation sequences), the schedules tied with it, how stable the knee is
+    and how far apart the front's points are in units of the noise."""
+    cfg, basis = view.config, noise.basis
+    assert basis is not None
+    print(f"Pareto front ({quality} vs {cfg.cost}, measured {view.final}{cfg.subject}; {noise.estimate}):")
     print(f"  {'trial':>5}  {'schedule':<40} {quality:>12} {'95% interval':>20} {'cost ratio':>10}")
     rows = [(p, "  <- knee" if p == chosen else "") for p in front] + [(p, "  (tied)") for p in noise.tied]
     for p, mark in sorted(rows, key=lambda r: (r[0].cost, r[0].number)):
         print(f"  {p.number:>5}  {p.schedule:<40} {p.quality:>12.4f} {_interval(noise, p):>20} {p.cost_ratio:>10.1%}{mark}")
     if noise.tied:
         print(f"tied: {len(noise.tied)} schedule(s) off the front that no schedule costing no more is better than "
-              f"(one-sided Welch t-test, {LEVEL:.0%} level): the seeds cannot tell them from the front")
+              f"({basis.test}, {LEVEL:.0%} level): {basis.resampled} cannot tell them from the front")
     if chosen is not None and noise.knee_share is not None:
         clear = "" if noise.knee_share >= 0.9 else ": not clearly separated from its neighbours"
-        print(f"knee: trial {chosen.number} in {noise.knee_share:.0%} of {RESAMPLES} resamples of the seeds{clear}")
+        print(f"knee: trial {chosen.number} in {noise.knee_share:.0%} of {noise.draws} resamples of {basis.resampled}{clear}")
     if noise.resolution:
         gaps = ", ".join(f"{g:.1f}" for g in noise.resolution)
         print(f"resolution: neighbouring front points are {gaps} noise units apart "
-              f"(noise unit: seed standard deviation {noise.unit:.4g})")
+              f"(noise unit: {basis.unit} {noise.unit:.4g})")
 
 
 def trials_frame(view: StudyView) -> pd.DataFrame:
@@ -82,9 +83,8 @@ def trials_frame(view: StudyView) -> pd.DataFrame:
     front, tied = {p.number for p in view.front()}, {p.number for p in noise.tied}
     rows = []
     for r in view.records:
-        samples = r.samples(quality)
-        lo, hi = interval(samples) or (None, None)
-        tested = noise.measured and r.complete and r.measurement == view.final and len(samples) >= 2
+        lo, hi = interval_of(r, quality) or (None, None)
+        tested = noise.measured and r.complete and r.measurement == view.final and lo is not None
         standing = "front" if r.number in front else "tied" if r.number in tied else "dominated" if tested else ""
         values = r.values or (None, None)
         row = {"number": r.number, "state": r.state.name, "quality": values[0], "cost": values[1],

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import optuna
+import pandas
 import pytest
 import torch
 import transformers
@@ -170,6 +171,12 @@ def test_readme_retrofit_study_exports_a_hybrid_model_that_transformers_loads(tm
     assert [c.split()[:2] for c in commands] == [["spanmix", "launch"], ["spanmix", "export"]]
     launched = _run(commands[0], tmp_path)
     assert "on checkpoint" in launched.stdout and "calibration: skipped" in launched.stdout
+    # zero-shot scores are deterministic: their interval is a bootstrap over the validation sequences
+    assert "95% bootstrap interval over the validation sequences" in launched.stdout
+    shown = _run("spanmix show --study retrofit --csv trials.csv", tmp_path)
+    trials = pandas.read_csv(tmp_path / "trials.csv")
+    assert (trials.quality_lo < trials.quality).all() and (trials.quality < trials.quality_hi).all()
+    assert set(trials.standing) <= {"front", "tied", "dominated"} and "paired bootstrap" in shown.stdout
     exported = _run(commands[1], tmp_path)
     out = tmp_path / commands[1].split("--checkpoint")[1].split()[0]
     assert (out / "model.safetensors").is_symlink() and "wrote" in exported.stdout

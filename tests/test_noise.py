@@ -4,15 +4,27 @@ schedules tied with the front, the knee's stability, and a retry that trains onl
 from __future__ import annotations
 
 import re
+import statistics
 
 import optuna
 import pandas as pd
 import pytest
+import torch
 from optuna.trial import TrialState
 
 import spanmix.search.objective as trial_objective
+from spanmix.proxies.data import DataConfig
+from spanmix.proxies.scoring import RESAMPLES, Scorer
 from spanmix.search import StudyView, run_study
-from spanmix.search.noise import better, interval, knee_share, noise_of, tied_with_front
+from spanmix.search.noise import (
+    better,
+    interval,
+    knee_share,
+    noise_of,
+    paired_better_than,
+    percentile_interval,
+    tied_with_front,
+)
 from spanmix.search.objective import Objective
 from spanmix.search.record import Point
 from spanmix.search.study import open_study
@@ -131,3 +143,29 @@ def test_seeds_of_a_schedule_resume_in_a_relaunched_study_without_repeats(tiny_c
     run_study(cfg, url, n_trials=4)  # relaunched with a larger target: only new schedules train
     assert len(trained) == len(set(trained)) == 2 * 4
     assert StudyView(optuna.load_study(study_name="tiny", storage=url)).finished() == 4
+
+
+def _scored(logits: torch.Tensor, y: torch.Tensor, data: DataConfig) -> Scorer:
+    scorer = Scorer(data)
+    scorer.update(logits, {"y": y, "dist": torch.zeros_like(y), "task": torch.zeros(len(y), dtype=torch.long)})
+    return scorer
+
+
+def test_resampled_sequences_are_paired_so_a_uniform_gain_shows_inside_overlapping_intervals():
+    """Two models scored on the same sequences: B is A with every sequence's loss a little lower.
+    The resamples of the sequences are the same for both, so B is lower on every one of them and
+    the paired test calls it better, although each one's interval is far wider than the gain."""
+    data = DataConfig(tasks=("code",), seq_len=32, val_samples=24)
+    torch.manual_seed(0)
+    y = torch.randint(0, 256, (24, 32))
+    a = torch.randn(24, 32, 256) * torch.linspace(0.5, 4.0, 24)[:, None, None]  # sequences far apart in loss
+    b = a.clone()
+    b.scatter_add_(-1, y[..., None], torch.full((24, 32, 1), 0.02))
+    ra, rb = _scored(a, y, data).resamples()["loss"], _scored(b, y, data).resamples()["loss"]
+    assert len(ra) == len(rb) == RESAMPLES and all(x > z for x, z in zip(ra, rb))
+    (lo_a, hi_a), (lo_b, hi_b) = percentile_interval(ra), percentile_interval(rb)
+    assert lo_a < _scored(a, y, data).scores()["loss"] < hi_a and hi_a - lo_a > 10 * (statistics.fmean(ra) - statistics.fmean(rb))
+    assert lo_a < hi_b and lo_b < hi_a  # unpaired, the intervals overlap
+    assert paired_better_than([rb, ra], ra, maximize=False) == [True, False]
+    assert _scored(a, y, data).resamples() == _scored(a, y, data).resamples()  # the draws are fixed
+
