@@ -18,7 +18,7 @@ import struct
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import lightning as L
 import torch
@@ -311,10 +311,12 @@ def _loaded(base: BaseConfig) -> torch.nn.Module:
 
 
 class HealLM(ScheduleLM):
-    """Fine-tuning a checkpoint under one schedule: all its weights, or its attention projections."""
+    """Fine-tuning a checkpoint under one schedule, or under the schedule ``draw`` gives each step
+    (shared healing, as a supernet trains): all its weights, or its attention projections."""
 
-    def __init__(self, base: BaseConfig, schedule: Schedule, data: DataConfig, train: TrainConfig) -> None:
-        super().__init__(data, train)
+    def __init__(self, base: BaseConfig, schedule: Schedule, data: DataConfig, train: TrainConfig,
+                 draw: Callable[[int], Schedule] | None = None) -> None:
+        super().__init__(data, train, draw)
         model = load(base)
         self.model = Retrofitted(apply_schedule(model, schedule))
         self.model.schedule = schedule

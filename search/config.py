@@ -232,6 +232,12 @@ class StudyConfig:
         return count_proxy(self.proxy, schedule, self.data.seq_len)
 
     @property
+    def zero_shot(self) -> StudyConfig:
+        """This checkpoint study scoring its checkpoint as it is (one seed, no healing): the
+        measurement shared healing is compared with."""
+        return replace(self, base=replace(self.base, heal_steps=0), seeds=1)
+
+    @property
     def trains(self) -> bool:
         """Whether measuring a schedule trains anything (a proxy, or a checkpoint's healing): a
         zero-shot checkpoint study has no training budget and no seed."""

@@ -23,7 +23,7 @@ import numpy as np
 from scipy import stats
 
 from spanmix.search.front import fronts
-from spanmix.search.record import STANDALONE, Point, rung_index
+from spanmix.search.record import STANDALONE, ZERO_SHOT, Point, rung_index
 
 
 @dataclass(frozen=True)
@@ -131,12 +131,15 @@ def comparisons(by_measurement: dict[str, list[Point]], searched: str, maximize:
     """Every (cheap, dear, report) that points measured several ways hold: the searched
     measurement against standalone training (a cheap strategy's confirmation), each rung of a
     successive halving against the next (the last against standalone training, the full budget),
-    and standalone training against each longer budget (``spanmix fidelity``)."""
+    standalone training against each longer budget (``spanmix fidelity``), and a checkpoint's
+    zero-shot scores against its shared healing and its healing alone."""
     names = set(by_measurement)
     rungs = sorted((n for n in names if rung_index(n) is not None), key=lambda n: rung_index(n) or 0)
     ladder = [*rungs, STANDALONE] if rungs else [searched, STANDALONE] if searched != STANDALONE else []
     pairs = list(zip(ladder, ladder[1:]))
     pairs += [(STANDALONE, n) for n in sorted(names) if n.startswith(f"{STANDALONE}-")]
+    # a checkpoint scored as it is, against its shared healing and against each schedule healed alone
+    pairs += [(ZERO_SHOT, n) for n in dict.fromkeys((searched, STANDALONE)) if n != ZERO_SHOT]
     found = [(cheap, dear, fidelity_report(by_measurement[cheap], by_measurement[dear], maximize))
              for cheap, dear in pairs if {cheap, dear} <= names]
     return [c for c in found if c[2]]

@@ -59,6 +59,8 @@ FAILED_BY_HEARTBEAT = "heartbeat"  # its worker stopped beating: the schedule is
 
 # the measurement of a schedule's own proxy trained from scratch at the study's budget
 STANDALONE = "standalone"
+# the measurement of a checkpoint scored as it is, beside its healed measurements (shared healing)
+ZERO_SHOT = "zero-shot"
 # the measurement of a training stopped at a rung below the full budget (successive halving): rung-0, rung-1, ...
 RUNG = "rung-"
 

@@ -43,7 +43,8 @@ def print_summary(view: StudyView, score: str | None = None) -> None:
     if not view.comparisons and cfg.trains:
         print("rank fidelity: not measured yet; `spanmix fidelity` retrains schedules at a larger budget to measure it")
     elif not view.comparisons:
-        print("rank fidelity: not measured (zero-shot against healed scores is not built yet)")
+        print("rank fidelity: not measured; zero-shot scores are compared with healed ones by shared healing "
+              "([study] strategy = \"supernet\" with [base] heal_steps > 0)")
 
 
 def _interval(noise: Noise, p: Point) -> str:

@@ -118,13 +118,40 @@ def test_what_a_checkpoint_cannot_do_is_refused_in_one_line(tmp_path, change, me
         StudyConfig.from_dict(cfg)
 
 
-@pytest.mark.parametrize("strategy", ["supernet", "halving"])
-def test_a_strategy_that_cannot_search_a_checkpoint_is_refused_before_any_work(tmp_path, strategy):
+def test_a_strategy_that_cannot_search_a_checkpoint_is_refused_before_any_work(tmp_path):
     data = _cfg(save_tiny(tmp_path / "m"))
-    cfg = StudyConfig.from_dict({**data, "study": {**data["study"], "strategy": strategy}})
-    with pytest.raises(ConfigError, match=rf"study.strategy '{strategy}' does not take a \[base\] checkpoint yet; "
-                                          "allowed with base.model: standalone"):
+    cfg = StudyConfig.from_dict({**data, "study": {**data["study"], "strategy": "halving"}})
+    with pytest.raises(ConfigError, match=r"study.strategy 'halving' does not take a \[base\] checkpoint yet; "
+                                          "allowed with base.model: standalone, supernet"):
         preflight(cfg)
+    zero_shot = StudyConfig.from_dict({**data, "study": {**data["study"], "strategy": "supernet"}})
+    with pytest.raises(ConfigError, match=r"study.strategy 'supernet' on a checkpoint is shared healing, .* set "
+                                          r"base.heal_steps > 0"):
+        preflight(zero_shot)
+
+
+def test_shared_healing_scores_every_schedule_healed_once_zero_shot_and_confirms_the_front_healed_alone(tmp_path):
+    """The supernet strategy on a checkpoint (PostNAS's shared healing): one healing with the
+    sandwich's schedules, every schedule scored on it and on the checkpoint as it is, the front
+    healed alone, and rank fidelity between the three measurements."""
+    data = _cfg(save_tiny(tmp_path / "m"), heal_steps=4)
+    data["study"].update(strategy="supernet")
+    data["space"].update(n_full=[2, 4])
+    data["supernet"] = {"steps": 12, "controls": 1}
+    cfg = StudyConfig.from_dict(data)
+    study = run_study(cfg, f"sqlite:///{tmp_path / 'ck.db'}", workdir=tmp_path / "work")
+    view = StudyView(study, cfg)
+    by = {m: {p.schedule: p for p in pts} for m, pts in view.by_measurement.items()}
+    assert set(by) == {"supernet", "zero-shot", "standalone"}
+    assert set(by["zero-shot"]) == set(by["supernet"]) and len(by["supernet"]) == cfg.space.size() == 8
+    # the shared weights are healed: every schedule scores better on them than on the checkpoint as it is
+    assert all(by["supernet"][s].quality < by["zero-shot"][s].quality for s in by["supernet"])
+    assert set(by["standalone"]) >= {p.schedule for p in view.front(measurement="supernet")}
+    healed = checkpoint.score(cfg.base, Schedule.parse(next(iter(by["standalone"]))), cfg.data, cfg.train)
+    assert by["standalone"][healed.schedule].quality == pytest.approx(healed.scores["loss"])  # healed alone
+    assert {(cheap, dear) for cheap, dear, _ in view.comparisons} == {
+        ("supernet", "standalone"), ("zero-shot", "supernet"), ("zero-shot", "standalone")}
+    assert view.final == "standalone"
 
 
 def test_weights_that_do_not_fit_are_refused_before_loading(tmp_path, monkeypatch):

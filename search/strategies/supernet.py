@@ -24,6 +24,12 @@ Stages, and where each keeps its state:
 2. score: one trial per schedule at measurement ``supernet``; every schedule when the space holds at
    most ``exhaustive_limit``, else ``n_trials`` drawn by the study's sampler.
 3. confirm: the front and ``controls`` near-front schedules, trained standalone.
+
+On a pretrained checkpoint (``[base] model`` with ``heal_steps``) this is shared healing, as
+PostNAS heals Jet-Nemotron's Qwen2.5: the checkpoint is fine-tuned once with the sandwich's
+schedules, every schedule is scored on those weights and also as the checkpoint is (zero-shot,
+measurement ``zero-shot``), and the front is confirmed by healing each of its schedules alone
+(``standalone``). Rank fidelity is reported between the three.
 """
 
 from __future__ import annotations
@@ -40,9 +46,10 @@ import lightning as L
 import optuna
 import torch
 
-from spanmix.proxies.cost import count
+from spanmix.proxies import checkpoint
 from spanmix.proxies.model import build_model
 from spanmix.proxies.resources import resolve_precision
+from spanmix.proxies.retrofit import Retrofitted
 from spanmix.proxies.scoring import evaluate, val_batches
 from spanmix.proxies.train import ProxyLM, ProxyResult, fit, train_and_score
 from spanmix.search import record
@@ -51,6 +58,7 @@ from spanmix.search.fidelity import confirm_set
 from spanmix.search.front import fronts
 from spanmix.search.objective import STANDALONE, Objective, Standalone, digest
 from spanmix.search.queue import enqueue_space, measure_schedules, work
+from spanmix.search.record import ZERO_SHOT
 from spanmix.search.strategies.base import RunOptions, Strategy
 from spanmix.search.study import open_study
 from spanmix.search.view import StudyView
@@ -112,6 +120,8 @@ def _finished_weights(cfg: StudyConfig, workdir: Path) -> Path | None:
 
 
 def _precision(cfg: StudyConfig, precision: str | None) -> str:
+    if cfg.base.model is not None:  # a checkpoint trains and scores in its weights' own dtype, without autocast
+        return "fp32"
     return precision or resolve_precision(cfg.train.precision, cfg.proxy, cfg.data.seq_len, cfg.train.batch_size,
                                           cfg.space.local)
 
@@ -133,12 +143,14 @@ def train_supernet(cfg: StudyConfig, workdir: Path, progress: bool = False, prec
              "resuming" if resuming else "training", steps, train.batch_size, cfg.data.seq_len,
              sandwich.dearest, sandwich.cheapest, cfg.supernet.random_draws, folder)
     L.seed_everything(train.seed, workers=True, verbose=False)
-    module = ProxyLM(cfg.proxy, sandwich.dearest, cfg.data, train, draw=sandwich)
+    module = (checkpoint.HealLM(cfg.base, sandwich.dearest, cfg.data, train, draw=sandwich) if cfg.base.model is not None
+              else ProxyLM(cfg.proxy, sandwich.dearest, cfg.data, train, draw=sandwich))
     fitted = fit(module, train, checkpoint_dir=folder, checkpoint_every=cfg.supernet.checkpoint_every, name="supernet")
     tokens_per_second = fitted.tokens_per_second(train.batch_size, cfg.data.seq_len)
     saved = {"state": module.model.state_dict(), "steps": fitted.steps, "seconds": fitted.seconds,
              "tokens_per_second": tokens_per_second, "key": shared_key(cfg)}
     path = folder / "supernet.pt"
+    folder.mkdir(parents=True, exist_ok=True)  # a training shorter than checkpoint_every wrote no checkpoint there
     tmp = path.with_suffix(".tmp")
     torch.save(saved, tmp)
     os.replace(tmp, path)  # a kill while writing leaves no half-written weights behind
@@ -158,7 +170,8 @@ class SupernetScore:
         self.cfg, self.weights = cfg, weights
         self.key = {**shared_key(cfg), "finetune_steps": cfg.supernet.finetune_steps}
         self.precision = _precision(cfg, precision)
-        self.model = build_model(cfg.proxy, cfg.space.extremes()[1])
+        self.model = (Retrofitted(checkpoint.load(cfg.base)) if cfg.base.model is not None
+                      else build_model(cfg.proxy, cfg.space.extremes()[1]))
         self.model.load_state_dict(weights.state)
         self.batches = val_batches(cfg.data, cfg.train.batch_size)
         # fine-tuning continues from where the shared weights' schedule ended (10% of the peak rate)
@@ -172,9 +185,10 @@ class SupernetScore:
         start = time.perf_counter()
         scores = evaluate(self.model, schedule, cfg.data, self.batches, self.precision)
         return ProxyResult(
-            schedule=schedule.text, scores=scores, cost=count(cfg.proxy, schedule, cfg.data.seq_len).to_dict(),
+            schedule=schedule.text, scores=scores, cost=cfg.count(schedule).to_dict(),
             tokens_seen=0, steps=0, train_seconds=time.perf_counter() - start, tokens_per_second=0.0,
-            seed=cfg.train.seed, precision=self.precision,
+            seed=cfg.train.seed,
+            precision=checkpoint.precision(cfg.base) if cfg.base.model is not None else self.precision,
         )
 
 
@@ -191,6 +205,16 @@ class Supernet(Strategy):
     measurement = SUPERNET
     max_workers = 1
     single_process = "trains its shared weights in one process"
+    takes_checkpoint = True
+
+    def check(self, cfg: StudyConfig, workers: int) -> None:
+        super().check(cfg, workers)
+        if cfg.base.model is not None and not cfg.base.healed:
+            raise ConfigError("study.strategy 'supernet' on a checkpoint is shared healing, confirmed by healing each "
+                              "front schedule alone: set base.heal_steps > 0 (or strategy = standalone to score zero-shot)")
+        if cfg.base.model is not None and cfg.supernet.finetune_steps:
+            raise ConfigError(f"supernet.finetune_steps={cfg.supernet.finetune_steps} on a checkpoint: allowed 0 "
+                              "(confirmation heals each front schedule alone instead)")
 
     def target(self, cfg: StudyConfig, n_trials: int) -> int:
         """A space of at most ``exhaustive_limit`` schedules is scored whole."""
@@ -210,7 +234,10 @@ class Supernet(Strategy):
             study.set_user_attr(record.WEIGHTS, {"path": str(weights.path), "steps": weights.steps,
                                                  "tokens_per_second": weights.tokens_per_second})
         callbacks = options.callbacks()
-        objective = Objective(cfg, SupernetScore(cfg, weights, precision), Standalone(cfg, precision=precision))
+        measures = [SupernetScore(cfg, weights, precision), Standalone(cfg, precision=precision)]
+        if cfg.base.model is not None:
+            measures.append(Standalone(cfg.zero_shot, name=ZERO_SHOT))
+        objective = Objective(cfg, *measures)
 
         start = time.perf_counter()
         size, target = cfg.space.size(), self.target(cfg, target)
@@ -220,6 +247,12 @@ class Supernet(Strategy):
                  "" if target == size else f" of {size} (sampler: {cfg.sampler})")
         work(study, objective, target, options.timeout, callbacks, cfg.seed)
         _stage(study, "score", time.perf_counter() - start)
+        if cfg.base.model is not None:
+            start = time.perf_counter()
+            scored = [p.schedule for p in StudyView(study, cfg).points(SUPERNET)]
+            log.info("zero-shot: scoring the %d schedules on the checkpoint as it is, for rank fidelity", len(scored))
+            measure_schedules(study, objective, scored, ZERO_SHOT, options.timeout, callbacks)
+            _stage(study, "zero-shot", time.perf_counter() - start)
 
         start = time.perf_counter()
         view = StudyView(study, cfg)
