@@ -38,6 +38,8 @@ class HFFamily:
         config_class, model_class: the transformers classes the tests build.
         local: the one local kind the family reads (``sliding`` or ``block``), None for none.
         when_local: keys the family also needs when some layer is local.
+        per_layer: whether it reads a type per layer (``layer_types``); False: its window applies to
+            every layer or to none.
     """
 
     model_type: str
@@ -45,6 +47,7 @@ class HFFamily:
     model_class: str
     local: str | None
     when_local: dict[str, Any] = field(default_factory=dict)
+    per_layer: bool = True
 
     @property
     def layer_type(self) -> str:
@@ -63,6 +66,8 @@ FAMILIES: dict[str, HFFamily] = {
     "llama4": HFFamily("llama4_text", "Llama4TextConfig", "Llama4ForCausalLM", "block"),
     # Llama has no local attention: a sliding layer_types entry is silently run as full attention
     "llama": HFFamily("llama", "LlamaConfig", "LlamaForCausalLM", None),
+    # Mistral is Llama with one sliding_window for every layer (null: full attention everywhere)
+    "mistral": HFFamily("mistral", "MistralConfig", "MistralForCausalLM", "sliding", per_layer=False),
 }
 DEFAULT_FAMILY = "auto"
 
@@ -101,6 +106,13 @@ def hf_fragment(schedule: Schedule, family: str = DEFAULT_FAMILY) -> dict[str, A
                               f"families that read {layer.kind} layers: {_able(layer.kind)}")
     fragment: dict[str, Any] = {"model_type": spec.model_type, "num_hidden_layers": schedule.n_layers}
     if spec.local is None:
+        return fragment
+    if not spec.per_layer:
+        if local and len(local) < schedule.n_layers:
+            typed = ", ".join(n for n, f in FAMILIES.items() if f.local == spec.local and f.per_layer)
+            raise ConfigError(f"--hf-family {name} applies one {spec.size_key} to every layer; {schedule.text} mixes "
+                              f"full and local layers; families with a type per layer: {typed}")
+        fragment[spec.size_key] = local[0][1].window if local else None
         return fragment
     fragment["layer_types"] = ["full_attention" if layer.is_full else spec.layer_type for layer in schedule.layers]
     if local:  # all-full: the family's default size stays (Gemma 3's model fails on a null sliding_window)

@@ -8,7 +8,7 @@ import transformers
 
 from spanmix.proxies.attention import allowed_mask
 from spanmix.space import ConfigError, Schedule
-from spanmix.studies.export import FAMILIES, PER_LAYER, hf_fragment
+from spanmix.studies.export import FAMILIES, PER_LAYER, HFFamily, hf_fragment
 
 T = 300
 TINY = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
@@ -16,7 +16,7 @@ TINY = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key
 EXTRA = {"gpt_oss": dict(num_local_experts=2, num_experts_per_tok=1),
          "llama4": dict(intermediate_size_mlp=64, num_local_experts=1, interleave_moe_layer_step=0, moe_layers=[])}
 # windows of 1 and of the whole context, local and full layers mixed, and all-full
-SCHEDULES = {"sliding": ["F S37 S37 F", "S1 S1", "S300 F", "F F"],
+SCHEDULES = {"sliding": ["F S37 S37 F", "S1 S1", "S300 F", "F F", "S37 S37 S37"],
              "block": ["F B37 B37 F", "B1 B1", "B300 F", "F F"],
              None: ["F F"]}
 
@@ -35,7 +35,13 @@ def patterns(model: torch.nn.Module) -> list[torch.Tensor]:
         return [a[0] > 0 for a in model(ids, output_attentions=True).attentions]
 
 
-@pytest.mark.parametrize("family, text", [(f, s) for f, spec in FAMILIES.items() for s in SCHEDULES[spec.local]])
+def _expressible(spec: HFFamily, text: str) -> bool:
+    """A family without layer types takes a schedule whose layers are all alike."""
+    return spec.per_layer or len(set(text.split())) == 1
+
+
+@pytest.mark.parametrize("family, text", [(f, s) for f, spec in FAMILIES.items() for s in SCHEDULES[spec.local]
+                                          if _expressible(spec, s)])
 def test_fragment_attends_like_spanmix_in_every_layer(family, text):
     schedule = Schedule.parse(text)
     fragment = hf_fragment(schedule, family)
@@ -65,14 +71,16 @@ def test_auto_picks_the_family_that_reads_the_schedule():
     ("auto", "S64 S128 F", r"S64 S128 F: several windows, .* no family's masks read it"),
     ("auto", "S64 B64 F", r"S64 B64 F: several windows, or sliding and block layers together"),
     ("gemma3", "B8 B16", r"several windows"),
-    ("mistral", "F F", r"--hf-family 'mistral' is unknown; allowed: auto, qwen2, gemma3, gpt_oss, llama4, llama"),
+    ("phi3", "F F", r"--hf-family 'phi3' is unknown; allowed: auto, qwen2, gemma3, gpt_oss, llama4, llama, mistral"),
+    ("mistral", "F S64", r"--hf-family mistral applies one sliding_window to every layer; F S64 mixes full and local "
+                         r"layers; families with a type per layer: qwen2, gemma3, gpt_oss"),
 ])
 def test_what_a_family_cannot_express_is_refused_with_who_can(family, text, message):
     with pytest.raises(ConfigError, match=message):
         hf_fragment(Schedule.parse(text), family)
 
 
-@pytest.mark.parametrize("family", [f for f, spec in FAMILIES.items() if spec.local])
+@pytest.mark.parametrize("family", [f for f, spec in FAMILIES.items() if spec.local and spec.per_layer])
 def test_per_layer_sizes_are_still_not_read(family):
     """Why several windows are refused: transformers' per_layer_config takes a size per layer, but
     no family's masks read it. If a release makes this fail, export several windows through it."""

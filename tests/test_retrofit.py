@@ -41,6 +41,7 @@ def _logits(model: torch.nn.Module) -> torch.Tensor:
 @pytest.mark.parametrize("family, schedule", [
     ("llama", "F F"), ("qwen2", "F F"),
     ("qwen2", "F S37 S37 F"), ("gemma3", "S37 S37 F"), ("gpt_oss", "S37 F"), ("llama4", "B37 B37 F"),
+    ("mistral", "S37 S37 S37"), ("mistral", "F F"),
 ])
 def test_a_schedule_on_a_pretrained_model_equals_the_familys_own_attention(family, schedule):
     native = _model(family, schedule)
