@@ -255,8 +255,9 @@ class StudyConfig:
     def unmeasured_noise(self) -> str:
         """Why a one-seed study's differences cannot be read against its noise, and what would help."""
         if not self.trains:
-            return ("noise: unmeasured: zero-shot scores are deterministic, and this score keeps no resamples of the "
-                    "validation sequences (scores by bucket, '@', do not); read small differences as ties")
+            return ("noise: unmeasured: zero-shot scores are deterministic, and this score has no resamples of the "
+                    "validation sequences (scores by bucket, '@', keep none, nor trials of studies made before spanmix "
+                    "kept them); read small differences as ties")
         return ("noise: unmeasured (study.seeds = 1): a difference between these schedules may be seed noise; "
                 "set [study] seeds = 2 or more to measure it")
 

@@ -204,6 +204,8 @@ def test_readme_retrofit_study_exports_a_hybrid_model_that_transformers_loads(tm
     trials = pandas.read_csv(tmp_path / "trials.csv")
     assert (trials.quality_lo < trials.quality).all() and (trials.quality < trials.quality_hi).all()
     assert set(trials.standing) <= {"front", "tied", "dominated"} and "paired bootstrap" in shown.stdout
+    by_bucket = _run("spanmix show --study retrofit --quality code/loss@128-256", tmp_path)  # no resamples kept
+    assert "noise: unmeasured: zero-shot scores are deterministic" in by_bucket.stdout
     exported = _run(commands[1], tmp_path)
     out = tmp_path / commands[1].split("--checkpoint")[1].split()[0]
     assert (out / "model.safetensors").is_symlink() and "wrote" in exported.stdout
