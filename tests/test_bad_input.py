@@ -166,7 +166,7 @@ def _cli_cases(tmp_path: Path, config: Path) -> list[tuple[list[str], str]]:
     return [
         (["show", "--study", "nope"], r"there is no database at runs/nope/study.db"),
         (["export", "--study", "nope", "knee"], r"there is no database"),
-        (["export", "--study", "nope", "knee", "--hf-family", "mistral"], r"--hf-family 'mistral' is unknown; allowed: auto, qwen2"),
+        (["export", "--study", "nope", "knee", "--hf-family", "phi3"], r"--hf-family 'phi3' is unknown; allowed: auto, qwen2"),
         (["dashboard", "--study", "nope"], r"there is no database"),
         (["fidelity", "--study", "nope"], r"there is no database"),
         (["worker", "--study", "nope", "--threads", "0"], r"--threads must be a whole number >= 1"),

@@ -67,13 +67,8 @@ class Strategy(ABC):
     takes_checkpoint: ClassVar[bool] = False
 
     def check(self, cfg: StudyConfig, workers: int) -> None:
-        """Refuse, before any work, what this strategy cannot do with ``workers`` processes."""
-        if cfg.base.model is not None and not self.takes_checkpoint:
-            from spanmix.search.strategies import NAMES, get  # the registry imports this module
-
-            takes = [name for name in NAMES if get(name).takes_checkpoint]
-            raise ConfigError(f"study.strategy {self.name!r} does not take a [base] checkpoint yet; allowed with "
-                              f"base.model: {', '.join(takes)}")
+        """Refuse, before any work, what this strategy cannot do with ``workers`` processes (a
+        checkpoint it does not take is refused by :func:`spanmix.search.strategies.checked`)."""
         if self.max_workers is not None and workers > self.max_workers:
             raise ConfigError(f"--workers {workers}: the {self.name} strategy {self.single_process}; use "
                               f"{self.max_workers}")
