@@ -79,10 +79,14 @@ def enqueue(study: optuna.Study, todo: list[tuple[dict[str, Any], str]], measure
 
 def enqueue_space(study: optuna.Study, space: SearchSpace, measurement: str | None = None) -> None:
     """Queue every schedule of ``space`` once (a resumed run queues nothing twice); without a
-    measurement each goes to whatever measures untagged trials (a grid sampler's search)."""
-    for params, schedule in space.all_params():
-        attrs = record.queued(measurement, schedule.canonical(space.context).text) if measurement else None
-        study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=True)
+    measurement each goes to whatever measures untagged trials (a grid sampler's search). With
+    one, a schedule is left out only when a trial at that measurement holds it: trials of the same
+    parameters at another (a calibration's) do not count, as Optuna's ``skip_if_exists`` would."""
+    if measurement is not None:
+        enqueue(study, unmeasured(study, space, measurement), measurement)
+        return
+    for params, _ in space.all_params():
+        study.enqueue_trial(params, skip_if_exists=True)
 
 
 def _fill(study: optuna.Study, objective: Objective, remaining: int, rng: random.Random) -> int:

@@ -16,6 +16,7 @@ import torch
 from spanmix.proxies.model import ProxyConfig, build_model
 from spanmix.search import STANDALONE, points, rank_fidelity
 from spanmix.search.fidelity import confirm_set, top_overlap
+from spanmix.search.queue import enqueue, enqueue_space
 from spanmix.search.record import Point
 from spanmix.search.strategies.supernet import SUPERNET, Sandwich, train_supernet
 from spanmix.space import Schedule, SearchSpace
@@ -186,3 +187,18 @@ def test_finetune_steps_train_a_copy_before_scoring(tiny_config, tmp_path):
     assert tuned.scores["loss"] != plain.scores["loss"]
     for name, tensor in weights.state.items():  # the shared weights are untouched
         assert torch.equal(tensor, train_supernet(cfg, tmp_path / "ft").state[name])
+
+
+def test_the_space_is_queued_whole_at_the_supernet_although_calibration_measured_its_extremes(tmp_path):
+    """Calibration measures the dearest and cheapest schedules first, with the same parameters the
+    space queues them with: they must still be queued at the supernet, not skipped as existing
+    (the sampler would then draw and redraw until it stumbled on them)."""
+    space = SearchSpace(n_layers=3, context=64, n_full=(1, 3), windows=(8,))
+    study = optuna.create_study(directions=["minimize", "minimize"], storage=f"sqlite:///{tmp_path / 's.db'}")
+    extremes = [(p, s.canonical(64).text) for p, s in space.all_params()
+                if s.canonical(64) in {e.canonical(64) for e in space.extremes()}]
+    enqueue(study, extremes, "calibration")
+    enqueue_space(study, space, SUPERNET)
+    enqueue_space(study, space, SUPERNET)  # a resumed run queues nothing twice
+    queued = [t.user_attrs["schedule"] for t in study.get_trials() if t.user_attrs["measurement"] == SUPERNET]
+    assert sorted(queued) == sorted({s.canonical(64).text for _, s in space.all_params()})

@@ -249,7 +249,7 @@ class Supernet(Strategy):
         _stage(study, "score", time.perf_counter() - start)
         if cfg.base.model is not None:
             start = time.perf_counter()
-            scored = [p.schedule for p in StudyView(study, cfg).points(SUPERNET)]
+            scored = sorted({p.schedule for p in StudyView(study, cfg).points(SUPERNET)})
             log.info("zero-shot: scoring the %d schedules on the checkpoint as it is, for rank fidelity", len(scored))
             measure_schedules(study, objective, scored, ZERO_SHOT, options.timeout, callbacks)
             _stage(study, "zero-shot", time.perf_counter() - start)
