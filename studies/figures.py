@@ -232,6 +232,6 @@ def fidelity_figure(cfg: StudyConfig, pairs: list[tuple[Point, Point]], report: 
 def fidelity_figures(view: StudyView) -> dict[str, go.Figure]:
     """One scatter for each pair of measurements the study made of the same schedules."""
     return {
-        f"fidelity-{dear}": fidelity_figure(view.config, paired(view.points(cheap), view.points(dear)), report, cheap, dear)
+        f"fidelity-{cheap}-{dear}": fidelity_figure(view.config, paired(view.points(cheap), view.points(dear)), report, cheap, dear)
         for cheap, dear, report in view.comparisons
     }

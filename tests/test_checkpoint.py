@@ -33,6 +33,7 @@ from spanmix.search import (
     run_study,
 )
 from spanmix.space import ConfigError, Schedule
+from spanmix.studies.dashboard import render
 
 README = Path(__file__).parent.parent / "README.md"
 TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
@@ -149,9 +150,10 @@ def test_shared_healing_scores_every_schedule_healed_once_zero_shot_and_confirms
     assert set(by["standalone"]) >= {p.schedule for p in view.front(measurement="supernet")}
     healed = checkpoint.score(cfg.base, Schedule.parse(next(iter(by["standalone"]))), cfg.data, cfg.train)
     assert by["standalone"][healed.schedule].quality == pytest.approx(healed.scores["loss"])  # healed alone
-    assert {(cheap, dear) for cheap, dear, _ in view.comparisons} == {
-        ("supernet", "standalone"), ("zero-shot", "supernet"), ("zero-shot", "standalone")}
-    assert view.final == "standalone"
+    pairs = {("supernet", "standalone"), ("zero-shot", "supernet"), ("zero-shot", "standalone")}
+    assert {(cheap, dear) for cheap, dear, _ in view.comparisons} == pairs and view.final == "standalone"
+    page = render(study, cfg)  # one rank-fidelity scatter per pair, none hiding another
+    assert all(f'id="fidelity-{cheap}-{dear}"' in page for cheap, dear in pairs)
 
 
 def test_weights_that_do_not_fit_are_refused_before_loading(tmp_path, monkeypatch):

@@ -141,7 +141,7 @@ def test_supernet_study_through_the_cli(tiny_config, tmp_path, capsys):
     knee = json.loads(next(p for p in out.glob("knee-*.json") if ".hf-" not in p.name).read_text())
     assert study.trials[knee["trial"]].user_attrs["measurement"] == STANDALONE
     page = (out / "dashboard.html").read_text()
-    assert 'id="fidelity-standalone"' in page and "Rank fidelity: supernet vs standalone" in page
+    assert 'id="fidelity-supernet-standalone"' in page and "Rank fidelity: supernet vs standalone" in page
     csv = tmp_path / "trials.csv"
     assert main(["show", "--study", "sn", "--out", str(out), "--csv", str(csv)]) == 0
     frame = pd.read_csv(csv)
