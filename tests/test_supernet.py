@@ -146,6 +146,10 @@ def test_supernet_study_through_the_cli(tiny_config, tmp_path, capsys):
     assert main(["show", "--study", "sn", "--out", str(out), "--csv", str(csv)]) == 0
     frame = pd.read_csv(csv)
     assert set(frame["measurement"].dropna()) == {SUPERNET, STANDALONE}
+    # a supernet score has one replicate: its interval is over the validation sequences
+    shared = frame[(frame.measurement == SUPERNET) & (frame.state == "COMPLETE")]
+    assert (shared.quality_lo <= shared.quality).all() and (shared.quality <= shared.quality_hi).all()
+    assert (shared.quality_hi > shared.quality_lo).all()
     fid = pd.read_csv(tmp_path / "trials-fidelity.csv")
     assert {"kendall_tau", "spearman_rho", "top3_overlap"} <= set(fid.columns)
     assert fid.loc[0, "cheap"] == SUPERNET and fid.loc[0, "n"] == len(confirmed)

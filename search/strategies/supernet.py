@@ -50,7 +50,7 @@ from spanmix.proxies import checkpoint
 from spanmix.proxies.model import build_model
 from spanmix.proxies.resources import resolve_precision
 from spanmix.proxies.retrofit import Retrofitted
-from spanmix.proxies.scoring import evaluate, val_batches
+from spanmix.proxies.scoring import score_batches, val_batches
 from spanmix.proxies.train import ProxyLM, ProxyResult, fit, train_and_score
 from spanmix.search import record
 from spanmix.search.config import StudyConfig
@@ -183,12 +183,14 @@ class SupernetScore:
         if cfg.supernet.finetune_steps:
             return train_and_score(schedule, cfg.proxy, cfg.data, self.finetune, init=self.weights.state)
         start = time.perf_counter()
-        scores = evaluate(self.model, schedule, cfg.data, self.batches, self.precision)
+        scorer = score_batches(self.model, schedule, cfg.data, self.batches, self.precision)
         return ProxyResult(
-            schedule=schedule.text, scores=scores, cost=cfg.count(schedule).to_dict(),
+            schedule=schedule.text, scores=scorer.scores(), cost=cfg.count(schedule).to_dict(),
             tokens_seen=0, steps=0, train_seconds=time.perf_counter() - start, tokens_per_second=0.0,
             seed=cfg.train.seed,
             precision=checkpoint.precision(cfg.base) if cfg.base.model is not None else self.precision,
+            # the shared weights are fixed: which validation sequences scored them is the noise left
+            resamples=scorer.resamples(),
         )
 
 
