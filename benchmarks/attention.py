@@ -9,11 +9,11 @@ SDPA; at T=1024 no slower than full causal.
     python benchmarks/attention.py --quick    # T=1024, 2048 only
     python benchmarks/attention.py --crossover   # where the dense masked path beats the pieces
 
-The crossover table times the two exact CPU paths of ``local_attention`` side by side, the
-window-sized causal pieces and dense attention maths over the whole sequence with the pattern as a mask,
-next to full causal SDPA, at the proxy shapes spanmix trains (fp32 and bf16). Where the pieces'
-fixed cost dominates the dense call is faster; ``proxies.attention.dense_is_faster`` is the rule
-spanmix applies, read off this table, and the last columns show what it takes and how fast that is.
+The crossover table times the two exact CPU paths of ``local_attention`` side by side (the
+window-sized causal pieces on the fused kernel; the band, every chunk of w queries against its own
+and the previous chunk in one batched matmul) next to full causal SDPA, at the proxy shapes spanmix trains (fp32 and
+bf16). ``proxies.attention.kernel_path`` is the rule spanmix applies, read off this table, and the
+last columns show what it takes and how fast that is.
 """
 
 from __future__ import annotations
@@ -55,49 +55,53 @@ def fwd_bwd_seconds(fn: Kernel, t: int, reps: int, shape: tuple[int, int, int] =
 
 
 @contextlib.contextmanager
-def _forced(dense: bool | None) -> Iterator[None]:
+def _forced(path: str | None) -> Iterator[None]:
     """Force local_attention's path for a whole forward and backward (None: its own rule)."""
-    saved = attention.dense_is_faster
-    if dense is not None:
-        attention.dense_is_faster = lambda *args: dense  # type: ignore[assignment]
+    saved = attention.kernel_path
+    if path is not None:
+        attention.kernel_path = lambda *args: path  # type: ignore[assignment]
     try:
         yield
     finally:
-        attention.dense_is_faster = saved  # type: ignore[assignment]
+        attention.kernel_path = saved  # type: ignore[assignment]
 
 
-def _best_in_rounds(paths: list[tuple[Kernel, bool | None]], t: int, reps: int, shape: tuple[int, int, int],
+def _best_in_rounds(paths: list[tuple[Kernel, str | None]], t: int, reps: int, shape: tuple[int, int, int],
                     dtype: torch.dtype) -> list[float]:
     """Best time of each (kernel, forced path), timed in alternating rounds so that a burst of load
     elsewhere on the machine hits every path alike rather than one of them."""
     best = [float("inf")] * len(paths)
     for _ in range(reps):
-        for i, (fn, dense) in enumerate(paths):
-            with _forced(dense):
+        for i, (fn, path) in enumerate(paths):
+            with _forced(path):
                 best[i] = min(best[i], fwd_bwd_seconds(fn, t, 1, shape, dtype))
     return best
 
 
 def crossover(reps: int) -> None:
-    """Pieces vs dense masked call vs full causal at the proxy shapes the presets train, and the
-    path ``local_attention`` takes there (``proxies.attention.dense_is_faster``)."""
+    """Pieces vs band vs full causal at the proxy shapes the presets train, and the path
+    ``local_attention`` takes there (``proxies.attention.kernel_path``)."""
     print("crossover: x = full-causal time / path time (fwd+bwd, best of alternating rounds)\n")
-    print(f"{'dtype':>8} {'B,H,D':>8} {'T':>5} {'w':>4} {'kind':>7} {'full ms':>8} {'pieces x':>8} {'dense x':>8} "
-          f"{'faster':>6} {'taken':>6} {'taken x':>7}")
+    print(f"{'dtype':>8} {'B,H,D':>8} {'T':>5} {'w':>4} {'kind':>7} {'full ms':>8} {'pieces x':>8} {'band x':>8} "
+          f"{'fastest':>7} {'taken':>6} {'taken x':>7}")
     causal: Kernel = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)  # noqa: E731
+    paths = (attention.PIECES, attention.BAND)
+    below = cells = 0
     for dtype in (torch.float32, torch.bfloat16):
         for shape in ((32, 2, 32), (8, 2, 32)):
             for t in (64, 96, 128, 256, 512, 1024):
                 for w in sorted({8, t // 8, t // 4}):
                     for block in (False, True):
                         local: Kernel = lambda q, k, v: local_attention(q, k, v, w, block)  # noqa: E731
-                        full, pieces, dense = _best_in_rounds([(causal, None), (local, False), (local, True)],
-                                                              t, reps, shape, dtype)
-                        taken = attention.dense_is_faster(t, w, block, dtype)
+                        full, *times = _best_in_rounds([(causal, None), *((local, p) for p in paths)], t, reps, shape, dtype)
+                        speed = {p: full / s for p, s in zip(paths, times)}
+                        taken = attention.kernel_path(t, w, block, dtype)
+                        cells, below = cells + 1, below + (speed[taken] < 1.0)
                         print(f"{str(dtype)[6:]:>8} {','.join(map(str, shape)):>8} {t:>5} {w:>4} "
-                              f"{'block' if block else 'sliding':>7} {full * 1e3:>8.2f} {full / pieces:>8.2f} "
-                              f"{full / dense:>8.2f} {'dense' if dense < pieces else 'pieces':>6} "
-                              f"{'dense' if taken else 'pieces':>6} {full / (dense if taken else pieces):>7.2f}", flush=True)
+                              f"{'block' if block else 'sliding':>7} {full * 1e3:>8.2f} "
+                              + " ".join(f"{speed[p]:>8.2f}" for p in paths)
+                              + f" {max(speed, key=speed.get):>7} {taken:>6} {speed[taken]:>7.2f}", flush=True)
+    print(f"\n{below} of {cells} cells below 1.0x with the path taken")
 
 
 def main() -> None:

@@ -11,10 +11,11 @@ causal sub-problems whose size is the window, so its cost grows as T*w, not T^2:
   log-sum-exp. The backward pass feeds the merged output and log-sum-exp to each part's fused
   backward, which gives exact gradients (the same identity ring attention uses).
 
-Short sequences take a third path, chosen by a crossover measured in ``benchmarks/attention.py
---crossover``: below it the pieces' fixed cost dominates, and plain attention maths over the whole
-(T, T) score matrix with the pattern as a mask (the definition, with its exact backward written
-out) is faster than the pieces and, at the ``quick`` shape, than full causal SDPA itself.
+Small windows take a second path, chosen by a crossover measured in ``benchmarks/attention.py
+--crossover`` (:func:`kernel_path`): there the pieces' fixed cost per fused call dominates, and the
+*band* is faster, and faster than full causal SDPA itself: the sequence cut into chunks of ``w``
+queries, each against its own chunk (block) or the previous chunk and its own (sliding) with the
+pattern as a mask, all chunks in one batched matmul, softmax and backward written out.
 
 On CUDA the same patterns run through FlexAttention with a block mask.
 """
@@ -36,15 +37,25 @@ def _sliding(block: bool, window: int) -> bool:
     return not block and window > 1
 
 
-def dense_is_faster(seq_len: int, window: int, block: bool, dtype: torch.dtype = torch.float32) -> bool:
-    """Whether plain masked attention over the whole sequence beats the window-sized pieces.
+PIECES, BAND = "pieces", "band"  # the exact CPU paths of local attention
 
-    Read off ``benchmarks/attention.py --crossover`` (2-core x86 with AMX, torch 2.13; the table is
-    in the README): sliding windows up to T=128 in fp32 and T=256 in bf16 (where the fused kernel
-    is slow on small pieces); block layers, which need no merge, up to half of that.
+
+def kernel_path(seq_len: int, window: int, block: bool, dtype: torch.dtype = torch.float32) -> str:
+    """Which exact CPU path runs this pattern: ``band`` for windows up to 64, ``pieces`` above.
+
+    Read off ``benchmarks/attention.py --crossover`` (2-core AMD EPYC without AMX, torch 2.13;
+    the table is in docs/benchmarks.md). Up to w=64 the band (every chunk of w queries against
+    its own and the previous chunk, one batched matmul) mostly beats the fused kernel's pieces,
+    whose fixed cost per call dominates small windows; from w=128 the pieces skip more masked
+    work than the band's 2w keys per query waste. With this rule 24 of the table's 136 cells run
+    below full causal attention's speed; the faster path in every cell would leave 20, and no
+    rule of window, length and kind tried did better than 24. Attention maths over the whole
+    T x T matrix, the path short sequences took before, lost to the band in 108 of the 136 cells.
     """
-    limit = 256 if dtype == torch.bfloat16 else 128
-    return seq_len <= (limit // 2 if block else limit)
+    return BAND if min(window, seq_len) <= BAND_LIMIT else PIECES
+
+
+BAND_LIMIT = 64  # the largest window (or sequence, when shorter) the band path takes
 
 
 def chunk_size(window: int, block: bool, seq_len: int) -> int:
@@ -57,10 +68,12 @@ def kernel_pairs(seq_len: int, window: int, block: bool, dtype: torch.dtype = to
 
     This is what the kernel computes, next to what the pattern allows (``Layer.attended_pairs``);
     the pieces differ only by the masked part of a ragged tail against its previous chunk; the
-    dense path (short sequences, see :func:`dense_is_faster`) computes all T*T pairs.
+    band path (see :func:`kernel_path`) computes each chunk of c = min(w, T) queries against c keys
+    (block) or 2c (sliding), padded to whole chunks.
     """
-    if dense_is_faster(seq_len, window, block, dtype):
-        return seq_len * seq_len
+    if kernel_path(seq_len, window, block, dtype) == BAND:
+        c = min(window, seq_len)
+        return -(-seq_len // c) * c * (2 * c if _sliding(block, window) else c)
     own, prev = _pieces(seq_len, window, block)
     return sum(p.n * (p.q_len * p.k_len if p.upper else p.q_len * (p.q_len + 1) // 2) for p in own + prev)
 
@@ -149,30 +162,23 @@ def _run(pieces: list[_Piece], q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor,
     return torch.cat(outs, dim=2), torch.cat(lses, dim=2)
 
 
-@functools.cache
-def _additive_mask(seq_len: int, window: int, block: bool, device: torch.device) -> Tensor:
-    return torch.zeros(seq_len, seq_len, device=device).masked_fill(~allowed_mask(seq_len, window, block, device), float("-inf"))
+def _masked_scores(q: Tensor, k: Tensor, mask: Tensor) -> Tensor:
+    return (q @ k.transpose(-1, -2)).float() * q.shape[-1] ** -0.5 + mask
 
 
-def _dense_scores(q: Tensor, k: Tensor, window: int, block: bool) -> Tensor:
-    scores = (q @ k.transpose(-1, -2)).float() * q.shape[-1] ** -0.5
-    return scores + _additive_mask(q.shape[2], window, block, q.device)
-
-
-def _dense_forward(q: Tensor, k: Tensor, v: Tensor, window: int, block: bool) -> tuple[Tensor, Tensor]:
+def _masked_forward(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     # fused softmax, not exp(scores - lse): on x86 exp of -inf (the masked entries) takes a slow
     # path, 25x slower here. The largest probability of a row is 1/Z, so the log-sum-exp is
     # max(scores) - log(max(p)), exactly, and max(p) >= 1/T never underflows.
-    scores = _dense_scores(q, k, window, block)
+    scores = _masked_scores(q, k, mask)
     p = torch.softmax(scores, -1)
     lse = scores.amax(-1) - p.amax(-1).log()
     return p.to(v.dtype) @ v, lse
 
 
-def _dense_backward(grad: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, window: int,
-                    block: bool) -> tuple[Tensor, Tensor, Tensor]:
+def _masked_backward(grad: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     # softmax backward: dS = P * (dP - rowsum(dO * O)), with P recomputed (as in the forward)
-    p = torch.softmax(_dense_scores(q, k, window, block), -1)
+    p = torch.softmax(_masked_scores(q, k, mask), -1)
     dv = p.to(v.dtype).transpose(-1, -2) @ grad
     ds = (grad @ v.transpose(-1, -2)).float()
     ds.sub_((grad.float() * out.float()).sum(-1, keepdim=True)).mul_(p).mul_(q.shape[-1] ** -0.5)
@@ -180,9 +186,49 @@ def _dense_backward(grad: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, 
     return ds @ k, ds.transpose(-1, -2) @ q, dv
 
 
+@functools.cache
+def _band_mask(seq_len: int, window: int, block: bool, device: torch.device) -> Tensor:
+    """(n, c, K) additive mask of each chunk's queries against its band of keys: its own chunk
+    (block), or the previous chunk then its own (sliding; before the first chunk, nothing)."""
+    c, sliding = min(window, seq_len), _sliding(block, window)
+    start = torch.arange(-(-seq_len // c), device=device)[:, None, None] * c
+    query = start + torch.arange(c, device=device)[None, :, None]
+    key = start - (c if sliding else 0) + torch.arange(2 * c if sliding else c, device=device)[None, None, :]
+    ok = (key <= query) & (key > query - window) & (key >= 0)
+    return torch.zeros(ok.shape, device=device).masked_fill(~ok, float("-inf"))
+
+
+def _chunks(x: Tensor, c: int) -> Tensor:
+    """(B, H, T, D) as (B, H, n, c, D), zero-padded to whole chunks."""
+    pad = -x.shape[2] % c
+    return F.pad(x, (0, 0, 0, pad)).unflatten(2, (-1, c))
+
+
+def _band_keys(x: Tensor, sliding: bool) -> Tensor:
+    """Each chunk's keys: the chunk itself, or (sliding) the previous chunk and the chunk."""
+    return torch.cat([F.pad(x, (0, 0, 0, 0, 1, 0))[:, :, :-1], x], dim=3) if sliding else x
+
+
+def _band_forward(q: Tensor, k: Tensor, v: Tensor, window: int, block: bool) -> tuple[Tensor, Tensor]:
+    t, c, sliding = q.shape[2], min(window, q.shape[2]), _sliding(block, window)
+    out, lse = _masked_forward(_chunks(q, c), *(_band_keys(_chunks(x, c), sliding) for x in (k, v)),
+                              _band_mask(t, window, block, q.device))
+    return out.flatten(2, 3)[:, :, :t], lse.flatten(2, 3)[:, :, :t]
+
+
+def _band_backward(grad: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, window: int,
+                   block: bool) -> tuple[Tensor, Tensor, Tensor]:
+    t, c, sliding = q.shape[2], min(window, q.shape[2]), _sliding(block, window)
+    dq, dk, dv = _masked_backward(_chunks(grad, c), _chunks(q, c), *(_band_keys(_chunks(x, c), sliding) for x in (k, v)),
+                                 _chunks(out, c), _band_mask(t, window, block, q.device))
+    if sliding:  # a chunk's first c keys are the previous chunk's: fold their gradients back there
+        dk, dv = (d[:, :, :, c:] + F.pad(d[:, :, 1:, :c], (0, 0, 0, 0, 0, 1)) for d in (dk, dv))
+    return dq.flatten(2, 3)[:, :, :t], dk.flatten(2, 3)[:, :, :t], dv.flatten(2, 3)[:, :, :t]
+
+
 def _local_forward(q: Tensor, k: Tensor, v: Tensor, window: int, block: bool) -> tuple[Tensor, Tensor]:
-    if dense_is_faster(q.shape[2], window, block, q.dtype):
-        return _dense_forward(q, k, v, window, block)
+    if kernel_path(q.shape[2], window, block, q.dtype) == BAND:
+        return _band_forward(q, k, v, window, block)
     own, prev = _pieces(q.shape[2], window, block)
     out, lse = _run(own, q, k, v)
     if prev:
@@ -200,8 +246,8 @@ def _local_forward(q: Tensor, k: Tensor, v: Tensor, window: int, block: bool) ->
 def _local_backward(
     grad: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, window: int, block: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
-    if dense_is_faster(q.shape[2], window, block, q.dtype):
-        return _dense_backward(grad, q, k, v, out, lse, window, block)
+    if kernel_path(q.shape[2], window, block, q.dtype) == BAND:
+        return _band_backward(grad, q, k, v, out, window, block)
     b, h = q.shape[:2]
     dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
     own, prev = _pieces(q.shape[2], window, block)

@@ -22,10 +22,10 @@ def _qkv(t: int, seed: int, dtype=torch.float32):
 @pytest.mark.parametrize("t", [1, 9, 32, 33, 100])
 @pytest.mark.parametrize("window", [1, 2, 4, 8, 33, 128])
 @pytest.mark.parametrize("block", [False, True])
-@pytest.mark.parametrize("dense", [False, True], ids=["pieces", "dense"])
-def test_local_attention_matches_masked_reference(t, window, block, dense, monkeypatch):
-    # both exact paths, whichever the crossover picks at this size
-    monkeypatch.setattr(attention, "dense_is_faster", lambda *args: dense)
+@pytest.mark.parametrize("path", [attention.PIECES, attention.BAND])
+def test_local_attention_matches_masked_reference(t, window, block, path, monkeypatch):
+    # every exact path, whichever the crossover picks at this size
+    monkeypatch.setattr(attention, "kernel_path", lambda *args: path)
     q, k, v = _qkv(t, seed=t * 1000 + window)
     grad = torch.randn(2, 3, t, 16, generator=torch.Generator().manual_seed(1))
     out = local_attention(q, k, v, window, block)
