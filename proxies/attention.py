@@ -213,7 +213,8 @@ def _band_forward(q: Tensor, k: Tensor, v: Tensor, window: int, block: bool) -> 
     t, c, sliding = q.shape[2], min(window, q.shape[2]), _sliding(block, window)
     out, lse = _masked_forward(_chunks(q, c), *(_band_keys(_chunks(x, c), sliding) for x in (k, v)),
                               _band_mask(t, window, block, q.device))
-    return out.flatten(2, 3)[:, :, :t], lse.flatten(2, 3)[:, :, :t]
+    # contiguous, as the fake kernel and the pieces path return it (a padded tail makes a strided view)
+    return out.flatten(2, 3)[:, :, :t].contiguous(), lse.flatten(2, 3)[:, :, :t].contiguous()
 
 
 def _band_backward(grad: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, window: int,
@@ -223,7 +224,7 @@ def _band_backward(grad: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, w
                                  _chunks(out, c), _band_mask(t, window, block, q.device))
     if sliding:  # a chunk's first c keys are the previous chunk's: fold their gradients back there
         dk, dv = (d[:, :, :, c:] + F.pad(d[:, :, 1:, :c], (0, 0, 0, 0, 0, 1)) for d in (dk, dv))
-    return dq.flatten(2, 3)[:, :, :t], dk.flatten(2, 3)[:, :, :t], dv.flatten(2, 3)[:, :, :t]
+    return tuple(d.flatten(2, 3)[:, :, :t].contiguous() for d in (dq, dk, dv))  # type: ignore[return-value]
 
 
 def _local_forward(q: Tensor, k: Tensor, v: Tensor, window: int, block: bool) -> tuple[Tensor, Tensor]:
