@@ -352,29 +352,37 @@ def check(base: BaseConfig, schedule: Schedule, data: DataConfig) -> Schedule:
 
 
 def heal(base: BaseConfig, schedule: Schedule, data: DataConfig, train: TrainConfig, seed: int = 0, stream: int = 0,
-         extra: tuple[L.Callback, ...] = ()) -> tuple[HealLM, Fitted]:
+         extra: tuple[L.Callback, ...] = (), until: int | None = None, checkpoint_dir: str | Path | None = None,
+         start_from: str | Path | None = None) -> tuple[HealLM, Fitted]:
     """The checkpoint fine-tuned under ``schedule`` for ``base.heal_steps`` steps, with seed
     ``seed`` and batch stream ``stream`` (``train`` gives batch size, learning rate and warm-up).
+    ``until``, ``checkpoint_dir`` and ``start_from`` stop it at a step, save it there and continue
+    it, as :func:`spanmix.proxies.train.fit` does: healing to ``a`` and on to ``b`` is healing to ``b``.
     Deterministic on the CPU: the same arguments give the same weights."""
     train = replace(train, steps=base.heal_steps, seed=seed, precision="fp32")  # the weights' own dtype, no autocast
     L.seed_everything(seed, workers=True, verbose=False)
     module = HealLM(base, schedule, data, train)
-    return module, fit(module, train, name=schedule.hash, stream=stream, extra=extra)
+    stop = until or train.steps
+    return module, fit(module, train, checkpoint_dir, checkpoint_every=stop, name=schedule.hash, stream=stream,
+                       extra=extra, until=stop, start_from=start_from)
 
 
 def score(base: BaseConfig, schedule: Schedule, data: DataConfig, train: TrainConfig, seed: int = 0, stream: int = 0,
-          curve_at: tuple[int, ...] = ()) -> ProxyResult:
+          curve_at: tuple[int, ...] = (), until: int | None = None, checkpoint_dir: str | Path | None = None,
+          start_from: str | Path | None = None) -> ProxyResult:
     """The checkpoint under ``schedule``, healed for ``base.heal_steps`` (seed ``seed``: batch
-    order on stream ``stream``) or as it is, scored on ``data``'s validation sequences as a proxy is.
-    Deterministic on the CPU."""
+    order on stream ``stream``; ``until`` and the checkpoints as :func:`heal` takes them) or as it
+    is, scored on ``data``'s validation sequences as a proxy is. Deterministic on the CPU."""
     schedule = check(base, schedule, data)
-    steps, seconds, curve, tokens = 0, 0.0, {}, 0
+    steps, seconds, curve, tokens, start = 0, 0.0, {}, 0, 0
     batches = val_batches(data, train.batch_size)
     if base.healed:
-        curves = Curve(tuple(s for s in curve_at if 0 < s < base.heal_steps), schedule, data, train.batch_size, "fp32")
-        module, fitted = heal(base, schedule, data, train, seed, stream, (curves,) if curves.steps else ())
-        model, steps, seconds, curve = module.model, fitted.steps, fitted.seconds, curves.scores
-        tokens = steps * train.batch_size * data.seq_len
+        stop = until or base.heal_steps
+        curves = Curve(tuple(s for s in curve_at if 0 < s < stop), schedule, data, train.batch_size, "fp32")
+        module, fitted = heal(base, schedule, data, train, seed, stream, (curves,) if curves.steps else (), stop,
+                              checkpoint_dir, start_from)
+        model, steps, seconds, curve, start = module.model, fitted.steps, fitted.seconds, curves.scores, fitted.start_step
+        tokens = (steps - start) * train.batch_size * data.seq_len
     else:
         model = Retrofitted(_loaded(base))
     start = time.perf_counter()
@@ -385,7 +393,7 @@ def score(base: BaseConfig, schedule: Schedule, data: DataConfig, train: TrainCo
         schedule=schedule.text, scores=scores, cost=count(base, schedule, data.seq_len).to_dict(), tokens_seen=tokens,
         steps=steps, train_seconds=seconds if base.healed else scored,
         tokens_per_second=(tokens / seconds if seconds else sum(b["x"].numel() for b in batches) / scored),
-        seed=seed, precision=precision(base), curve=curve,
+        seed=seed, precision=precision(base), curve=curve, start_step=start,
         config={"base": base.to_dict(), "data": data.to_dict(), "train": train.to_dict()},
         # healed weights carry training noise too, which resampling the sequences would not show
         resamples={} if base.healed else scorer.resamples(),

@@ -27,7 +27,7 @@ def preflight(cfg: StudyConfig, workers: int = 1, progress: bool = False) -> Non
     (tokenized here, once, with a bar if ``progress``). Run before a study is created or joined."""
     if workers < 1:
         raise ConfigError(f"workers must be >= 1 (got {workers})")
-    strategies.checked(cfg, workers)
+    strategies.get(cfg.strategy).check(cfg, workers)
     if cfg.base.model is not None:
         checkpoint.check_fits(cfg.base, cfg.train.batch_size, cfg.data.seq_len, workers)
     else:

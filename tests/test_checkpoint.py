@@ -119,16 +119,34 @@ def test_what_a_checkpoint_cannot_do_is_refused_in_one_line(tmp_path, change, me
         StudyConfig.from_dict(cfg)
 
 
-def test_a_strategy_that_cannot_search_a_checkpoint_is_refused_before_any_work(tmp_path):
+@pytest.mark.parametrize("strategy, message", [
+    ("supernet", r"study.strategy 'supernet' on a checkpoint is shared healing, .* set base.heal_steps > 0"),
+    ("halving", r"study.strategy 'halving' on a checkpoint halves its healing across rungs: set base.heal_steps > 0"),
+])
+def test_a_strategy_that_needs_healing_refuses_a_zero_shot_checkpoint_before_any_work(tmp_path, strategy, message):
     data = _cfg(save_tiny(tmp_path / "m"))
-    cfg = StudyConfig.from_dict({**data, "study": {**data["study"], "strategy": "halving"}})
-    with pytest.raises(ConfigError, match=r"study.strategy 'halving' does not take a \[base\] checkpoint yet; "
-                                          "allowed with base.model: standalone, supernet"):
-        preflight(cfg)
-    zero_shot = StudyConfig.from_dict({**data, "study": {**data["study"], "strategy": "supernet"}})
-    with pytest.raises(ConfigError, match=r"study.strategy 'supernet' on a checkpoint is shared healing, .* set "
-                                          r"base.heal_steps > 0"):
-        preflight(zero_shot)
+    with pytest.raises(ConfigError, match=message):
+        preflight(StudyConfig.from_dict({**data, "study": {**data["study"], "strategy": strategy}}))
+
+
+def test_halving_heals_to_each_rung_and_a_promoted_schedule_equals_healing_it_in_one_go(tmp_path):
+    """Successive halving on a checkpoint: every schedule healed to the first rung, the best half
+    healed on from its checkpoint to the full heal_steps, which gives what healing it alone gives."""
+    data = _cfg(save_tiny(tmp_path / "m"), heal_steps=6)
+    data["study"].update(strategy="halving")
+    data["space"].update(n_full=[2, 4], placements=["bottom", "top"])
+    data["halving"] = {"eta": 2, "rungs": 2}
+    cfg = StudyConfig.from_dict(data)
+    preflight(cfg)
+    study = run_study(cfg, f"sqlite:///{tmp_path / 'ck.db'}", workdir=tmp_path / "work")
+    view = StudyView(study, cfg)
+    first, full = view.points("rung-0"), view.points("standalone")
+    assert len({p.schedule for p in first}) == cfg.space.size() and 1 <= len(full) < len(first)
+    promoted = full[0]
+    alone = checkpoint.score(cfg.base, promoted.layers, cfg.data, cfg.train, seed=cfg.train.seed)
+    assert promoted.scores == alone.scores  # continued from the rung's checkpoint, bit for bit
+    # a rung's checkpoint is removed once continued; the others wait for a promotion
+    assert len(list((tmp_path / "work").rglob("last.ckpt"))) == len(first) - len(full)
 
 
 def test_shared_healing_scores_every_schedule_healed_once_zero_shot_and_confirms_the_front_healed_alone(tmp_path):

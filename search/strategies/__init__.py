@@ -15,13 +15,9 @@ names without importing any strategy's dependencies. A new strategy is a file he
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
 
 from spanmix.search.strategies.base import RunOptions, Strategy
 from spanmix.space import ConfigError
-
-if TYPE_CHECKING:  # the configuration lists strategies by name: it imports this package
-    from spanmix.search.config import StudyConfig
 
 # name -> class, in the module of the same name
 REGISTRY = {"standalone": "Standalone", "supernet": "Supernet", "halving": "Halving"}
@@ -41,16 +37,4 @@ def get(name: str) -> Strategy:
     return getattr(module, REGISTRY[name])()
 
 
-def checked(cfg: StudyConfig, workers: int) -> Strategy:
-    """The study's strategy, once it is known to take the study (its checkpoint, if any) with
-    ``workers`` processes: refused before any work otherwise."""
-    strategy = get(cfg.strategy)
-    if cfg.base.model is not None and not strategy.takes_checkpoint:
-        takes = [name for name in NAMES if get(name).takes_checkpoint]
-        raise ConfigError(f"study.strategy {strategy.name!r} does not take a [base] checkpoint yet; allowed with "
-                          f"base.model: {', '.join(takes)}")
-    strategy.check(cfg, workers)
-    return strategy
-
-
-__all__ = ["NAMES", "REGISTRY", "RunOptions", "Strategy", "check", "checked", "get"]
+__all__ = ["NAMES", "REGISTRY", "RunOptions", "Strategy", "check", "get"]

@@ -57,18 +57,15 @@ class Strategy(ABC):
         measurement: the measurement its search is made at (trials record it).
         max_workers: how many processes can share its work (None: any).
         single_process: why it cannot use more than ``max_workers``, for the refusal.
-        takes_checkpoint: whether it can search a pretrained checkpoint (``[base] model``).
     """
 
     name: ClassVar[str]
     measurement: ClassVar[str]
     max_workers: ClassVar[int | None] = None
     single_process: ClassVar[str] = ""
-    takes_checkpoint: ClassVar[bool] = False
 
     def check(self, cfg: StudyConfig, workers: int) -> None:
-        """Refuse, before any work, what this strategy cannot do with ``workers`` processes (a
-        checkpoint it does not take is refused by :func:`spanmix.search.strategies.checked`)."""
+        """Refuse, before any work, what this strategy cannot do with ``workers`` processes."""
         if self.max_workers is not None and workers > self.max_workers:
             raise ConfigError(f"--workers {workers}: the {self.name} strategy {self.single_process}; use "
                               f"{self.max_workers}")

@@ -17,6 +17,9 @@ early may fall out of its rung's top later.) The study's ``n_trials`` counts sch
 the first rung. Optuna cannot report intermediate values or prune in a multi-objective study
 (optuna#3450), so Optuna's sampler proposes and the halving decides how far each proposal trains.
 
+On a pretrained checkpoint (``[base] model`` with ``heal_steps``) the training halved is the
+healing: rungs cut ``heal_steps``, and a promoted schedule continues its healing.
+
 Checkpoints: ``WORKDIR/halving/SCHEDULE-KEY-sSEED/step-N/last.ckpt``, one per schedule, seed and
 rung below the last; a rung's checkpoint is removed once the next rung has trained from it. A
 worker that lacks a checkpoint (one on another machine) trains from scratch to the same step,
@@ -34,6 +37,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from spanmix.proxies import checkpoint
 from spanmix.proxies.train import ProxyResult, train_and_score
 from spanmix.search import record
 from spanmix.search.calibration import Calibration
@@ -82,10 +86,15 @@ class Rung(StandaloneMeasure):
         if self.previous is not None and start is None:
             log.info("halving: no checkpoint of %s seed %d at step %d here; training from scratch to step %d",
                      schedule.text, replicate, self.previous, self.until)
-        result = train_and_score(schedule, self.cfg.proxy, self.cfg.data, self.train, seed=self.train.seed + replicate,
-                                 stream=replicate, curve_at=self.curve_at, until=self.until,
-                                 checkpoint_dir=None if self.last else self.checkpoint(schedule, replicate, self.until),
-                                 start_from=start)
+        cfg, save = self.cfg, None if self.last else self.checkpoint(schedule, replicate, self.until)
+        if cfg.base.model is not None:  # a checkpoint's healing, stopped and continued as a proxy's training
+            result = checkpoint.score(cfg.base, schedule, cfg.data, self.train, seed=self.train.seed + replicate,
+                                      stream=replicate, curve_at=self.curve_at, until=self.until, checkpoint_dir=save,
+                                      start_from=start)
+        else:
+            result = train_and_score(schedule, cfg.proxy, cfg.data, self.train, seed=self.train.seed + replicate,
+                                     stream=replicate, curve_at=self.curve_at, until=self.until, checkpoint_dir=save,
+                                     start_from=start)
         if below is not None:
             shutil.rmtree(below, ignore_errors=True)  # its trial is complete: nothing continues from it again
         return result
@@ -118,10 +127,12 @@ class Halving(Standalone):
 
     name = "halving"
     measurement = record.rung(0)
-    takes_checkpoint = False  # its rungs continue proxies' Lightning checkpoints; healings keep none
 
     def check(self, cfg: StudyConfig, workers: int) -> None:
         super().check(cfg, workers)
+        if cfg.base.model is not None and not cfg.base.healed:
+            raise ConfigError("study.strategy 'halving' on a checkpoint halves its healing across rungs: set "
+                              "base.heal_steps > 0 (or strategy = standalone to score zero-shot)")
         cfg.halving.steps(cfg.train.steps)
         least, target = cfg.halving.eta ** (cfg.halving.rungs - 1), self.target(cfg, cfg.n_trials)
         if target < least:

@@ -30,7 +30,6 @@ log = logging.getLogger("spanmix.search")
 class Standalone(Strategy):
     name = "standalone"
     measurement = record.STANDALONE
-    takes_checkpoint = True
 
     def run(self, cfg: StudyConfig, storage_url: str, target: int, options: RunOptions) -> optuna.Study:
         if options.workers == 1:

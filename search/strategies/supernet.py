@@ -207,7 +207,6 @@ class Supernet(Strategy):
     measurement = SUPERNET
     max_workers = 1
     single_process = "trains its shared weights in one process"
-    takes_checkpoint = True
 
     def check(self, cfg: StudyConfig, workers: int) -> None:
         super().check(cfg, workers)
