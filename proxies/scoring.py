@@ -81,11 +81,8 @@ class Scorer:
         recall tasks: the answers, all long-range), ``recall`` (mean answer accuracy over the recall
         tasks), and per task ``<task>/loss``, ``<task>/acc``, ``<task>/loss@<bucket>``, ``<task>/acc@<bucket>``.
         Raises :class:`TrainingDiverged` when any is not finite."""
-        sums: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
-        for row in self.rows:
-            for k, values in row.items():
-                sums[k] = [a + b for a, b in zip(sums[k], values)]
-        scores = self._reduce(sums)
+        keys, table = self._table()
+        scores = self._reduce(dict(zip(keys, table.sum(0).tolist())))
         if not all(math.isfinite(v) for v in scores.values()):
             raise TrainingDiverged(f"validation produced non-finite scores {scores}")
         return scores
@@ -96,8 +93,7 @@ class Scorer:
         each task so that every resample keeps the tasks' shares. The draws depend only on
         ``seed`` and the sequences' tasks, so resample ``i`` of two schedules scored on the same
         sequences is the same resample: their difference is a paired bootstrap."""
-        keys = sorted({k for row in self.rows for k in row})
-        table = np.array([[row.get(k, (0.0, 0.0, 0)) for k in keys] for row in self.rows], dtype=np.float64)
+        keys, table = self._table()
         rng, weights = np.random.default_rng(seed), np.zeros((n, len(self.rows)))
         for task in self.data.tasks:
             members = np.array([i for i, t in enumerate(self.tasks) if t == task])
@@ -111,6 +107,12 @@ class Scorer:
                 if "@" not in name:
                     out[name].append(value)
         return dict(out)
+
+    def _table(self) -> tuple[list[tuple[str, str]], np.ndarray]:
+        """Every (task, bucket) any sequence reaches, and the (sequences, keys, 3) array of each
+        sequence's (loss sum, correct, count) for each (zeros where it has none)."""
+        keys = sorted({k for row in self.rows for k in row})
+        return keys, np.array([[row.get(k, (0.0, 0.0, 0)) for k in keys] for row in self.rows], dtype=np.float64)
 
     def _reduce(self, sums: dict[tuple[str, str], list[float]]) -> dict[str, float]:
         out: dict[str, float] = {}

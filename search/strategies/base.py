@@ -57,15 +57,22 @@ class Strategy(ABC):
         measurement: the measurement its search is made at (trials record it).
         max_workers: how many processes can share its work (None: any).
         single_process: why it cannot use more than ``max_workers``, for the refusal.
+        heals: what it makes of a checkpoint's healing, for the refusal of a zero-shot one (empty:
+            it scores a checkpoint zero-shot too).
     """
 
     name: ClassVar[str]
     measurement: ClassVar[str]
     max_workers: ClassVar[int | None] = None
     single_process: ClassVar[str] = ""
+    heals: ClassVar[str] = ""
 
     def check(self, cfg: StudyConfig, workers: int) -> None:
-        """Refuse, before any work, what this strategy cannot do with ``workers`` processes."""
+        """Refuse, before any work, what this strategy cannot do with ``workers`` processes, or
+        with a checkpoint it would not heal."""
+        if self.heals and cfg.base.model is not None and not cfg.base.healed:
+            raise ConfigError(f"study.strategy {self.name!r} on a checkpoint {self.heals}: set base.heal_steps > 0 "
+                              "(or strategy = standalone to score zero-shot)")
         if self.max_workers is not None and workers > self.max_workers:
             raise ConfigError(f"--workers {workers}: the {self.name} strategy {self.single_process}; use "
                               f"{self.max_workers}")

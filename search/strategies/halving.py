@@ -128,11 +128,10 @@ class Halving(Standalone):
     name = "halving"
     measurement = record.rung(0)
 
+    heals = "halves its healing across rungs"
+
     def check(self, cfg: StudyConfig, workers: int) -> None:
         super().check(cfg, workers)
-        if cfg.base.model is not None and not cfg.base.healed:
-            raise ConfigError("study.strategy 'halving' on a checkpoint halves its healing across rungs: set "
-                              "base.heal_steps > 0 (or strategy = standalone to score zero-shot)")
         cfg.halving.steps(cfg.train.steps)
         least, target = cfg.halving.eta ** (cfg.halving.rungs - 1), self.target(cfg, cfg.n_trials)
         if target < least:

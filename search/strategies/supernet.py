@@ -207,12 +207,10 @@ class Supernet(Strategy):
     measurement = SUPERNET
     max_workers = 1
     single_process = "trains its shared weights in one process"
+    heals = "is shared healing, confirmed by healing each front schedule alone"
 
     def check(self, cfg: StudyConfig, workers: int) -> None:
         super().check(cfg, workers)
-        if cfg.base.model is not None and not cfg.base.healed:
-            raise ConfigError("study.strategy 'supernet' on a checkpoint is shared healing, confirmed by healing each "
-                              "front schedule alone: set base.heal_steps > 0 (or strategy = standalone to score zero-shot)")
         if cfg.base.model is not None and cfg.supernet.finetune_steps:
             raise ConfigError(f"supernet.finetune_steps={cfg.supernet.finetune_steps} on a checkpoint: allowed 0 "
                               "(confirmation heals each front schedule alone instead)")

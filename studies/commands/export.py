@@ -26,8 +26,8 @@ def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                        "schedule with several windows, or sliding and block layers together, has no Hugging Face "
                        "form and is exported as JSON and module only.",
                        epilog="families: qwen2, gemma3, gpt_oss (sliding layers), llama4 (block layers: "
-                       "chunked_attention), llama (full attention only); auto picks the first that reads the "
-                       "schedule.\n\nexamples:\n  spanmix export --study quick knee\n"
+                       "chunked_attention), llama (full attention only), mistral (one sliding window for every "
+                       "layer, or none); auto picks the first that reads the schedule.\n\nexamples:\n  spanmix export --study quick knee\n"
                        "  spanmix export --study quick 2 --hf-family gemma3\n"
                        "  spanmix export --study retrofit knee --checkpoint hybrid/",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
