@@ -1,7 +1,8 @@
 """Training data that needs no download: generated long-range tasks and text already on the machine.
 
 Every sample is a function of (seed, split, index), so data is identical across runs and workers.
-Tokens are bytes (vocabulary 256). Samples are dicts of ``x`` (inputs), ``y`` (next-token targets,
+Tokens are bytes (vocabulary 256), or with ``data.tokenizer`` its tokens (the built-in tasks then
+written as text, :mod:`spanmix.proxies.worded`). Samples are dicts of ``x`` (inputs), ``y`` (next-token targets,
 -100 where the task does not score) and ``dist`` (per input position: the distance back to the fact
 its target needs, or the number of hops; -1 where it does not apply), plus ``task`` (index into
 ``DataConfig.tasks``). Generators build ``seq_len + 1`` tokens with targets aligned to tokens (the
@@ -86,8 +87,9 @@ class DataConfig:
             paths are relative to its folder.
         files_task: the name of the task those files make; list it in ``tasks``.
         text_column: the column holding the text in JSONL, CSV and Parquet files.
-        tokenizer: a Hugging Face ``tokenizer.json`` for ``files`` (left out: bytes); the proxy's
-            vocabulary grows to its size.
+        tokenizer: a Hugging Face ``tokenizer.json`` (left out: bytes). The user's files are
+            tokenized with it and the built-in tasks written as text in its tokens
+            (:mod:`spanmix.proxies.worded`); the proxy's vocabulary grows to its size.
         val_fraction: the share of documents (by content hash) held out for validation.
     """
 
@@ -149,16 +151,19 @@ class DataConfig:
         require_name(self.files_task, "data.files_task")
         if self.files_task in TASKS:  # a name of the registry
             raise ConfigError(f"data.files_task {self.files_task!r} is a built-in task; pick another name")
-        if self.tokenizer is not None and not self.files:
-            raise ConfigError("data.tokenizer applies to data.files, which is empty; the built-in tasks are bytes")
         require_positive(self, "data", ("val_fraction",))
         if self.val_fraction >= 1:
             raise ConfigError(f"data.val_fraction must be between 0 and 1 (got {self.val_fraction!r})")
 
     def task(self, name: str) -> Task:
-        """The registry entry of task ``name``; the user's files make a text task of their own."""
+        """The registry entry of task ``name``; the user's files make a text task of their own, and
+        with a tokenizer the built-in tasks are written in its tokens (:mod:`spanmix.proxies.worded`)."""
         if self.files and name == self.files_task:
             return FILES_TASK
+        if self.tokenizer is not None:
+            from spanmix.proxies import worded  # it builds on this module's tasks
+
+            return worded.TASKS[name]
         return TASKS[name]
 
     def is_text(self, task: str) -> bool:
@@ -166,12 +171,9 @@ class DataConfig:
         return self.task(task).text
 
     def vocab_needed(self) -> int:
-        """Token ids the data can hold: bytes (256), or the tokenizer's vocabulary (at least 256 when
-        byte tasks train beside it)."""
-        if self.tokenizer is None:
-            return 256
-        vocab = user_files.vocab_size(self.tokenizer)
-        return vocab if self.tasks == (self.files_task,) else max(vocab, 256)
+        """Token ids the data can hold: bytes (256), or the tokenizer's vocabulary, which every task
+        is then written in."""
+        return user_files.vocab_size(self.tokenizer)
 
     def user_corpus(self, progress: bool = False) -> user_files.TokenCorpus:
         """The prepared token files of ``files``, checked long enough for ``seq_len`` and ``val_samples``."""
@@ -262,7 +264,7 @@ def copy(cfg: DataConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndar
     return tokens, targets, dist
 
 
-_FILLER_TEXT = (
+FILLER_TEXT = (
     b"The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
 )
 
@@ -280,8 +282,8 @@ def passkey(cfg: DataConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.n
     t = cfg.seq_len + 1
     key = "".join(str(d) for d in rng.integers(0, 10, size=cfg.passkey_digits))
     needle, question = _needle(key), _question(key)
-    shift = int(rng.integers(0, len(_FILLER_TEXT)))
-    filler = (_FILLER_TEXT * (t // len(_FILLER_TEXT) + 2))[shift : shift + t]
+    shift = int(rng.integers(0, len(FILLER_TEXT)))
+    filler = (FILLER_TEXT * (t // len(FILLER_TEXT) + 2))[shift : shift + t]
     q0 = t - len(question)
     at = int(rng.integers(0, q0 - len(needle) - cfg.min_distance + 1))
     text = bytearray(filler)
@@ -401,28 +403,29 @@ class Task:
         return not self.text
 
 
-def _probe(name: str, make: Callable[[DataConfig, np.random.Generator], Sample], min_length: Callable[[DataConfig], int],
-           chance: Callable[[DataConfig], float], bucket: str = "distance") -> Task:
+def probe_task(name: str, make: Callable[[DataConfig, np.random.Generator], Sample],
+               min_length: Callable[[DataConfig], int], chance: Callable[[DataConfig], float], bucket: str = "distance") -> Task:
     return Task(name, False, bucket, min_length, lambda cfg, split, rng: make(cfg, rng), chance)
 
 
-def _corpus(name: str) -> Task:
-    return Task(name, True, "position", lambda cfg: 16, lambda cfg, split, rng: text_window(name, split, cfg, rng))
+def text_task(name: str, window: Callable[[str, str, DataConfig, np.random.Generator], Sample]) -> Task:
+    """A corpus scored on every position; ``window(name, split, cfg, rng)`` makes a sample."""
+    return Task(name, True, "position", lambda cfg: 16, lambda cfg, split, rng: window(name, split, cfg, rng))
 
 
 TASKS: dict[str, Task] = {t.name: t for t in (
     # a fact's answer is one of its key's 8 values
-    _probe("recall", recall,
+    probe_task("recall", recall,
            lambda c: min(c.n_pairs, 16) * c.fact_copies + 2 * c.n_queries + c.min_distance + 1, lambda c: 1 / 8),
-    _probe("mqar", mqar, lambda c: 2 * c.n_pairs + 2 * c.n_queries + c.min_distance + 1, lambda c: 1 / c.n_symbols),
-    _probe("passkey", passkey, lambda c: len(_needle("0" * c.passkey_digits)) + len(_question("0" * c.passkey_digits))
+    probe_task("mqar", mqar, lambda c: 2 * c.n_pairs + 2 * c.n_queries + c.min_distance + 1, lambda c: 1 / c.n_symbols),
+    probe_task("passkey", passkey, lambda c: len(_needle("0" * c.passkey_digits)) + len(_question("0" * c.passkey_digits))
            + c.min_distance, lambda c: 1 / 10),
-    _probe("multihop", multihop, lambda c: 3 * (2 * c.hops[1] + 2) + c.min_distance + 3, lambda c: 1 / c.n_symbols,
+    probe_task("multihop", multihop, lambda c: 3 * (2 * c.hops[1] + 2) + c.min_distance + 3, lambda c: 1 / c.n_symbols,
            bucket="hops"),
     # the copy (T/4 tokens) and the gap before it must fit after the original; filler has 64 symbols
-    _probe("copy", copy, lambda c: max(8, -(-4 * c.min_distance // 3)), lambda c: 1 / 64),
-    _corpus("code"),
-    _corpus("prose"),
+    probe_task("copy", copy, lambda c: max(8, -(-4 * c.min_distance // 3)), lambda c: 1 / 64),
+    text_task("code", text_window),
+    text_task("prose", text_window),
 )}
 PROBES = tuple(name for name, t in TASKS.items() if t.probe)
 FILES_TASK = Task("files", True, "position", lambda cfg: 16, None)

@@ -26,7 +26,6 @@ from typing import Callable
 import optuna
 from optuna.trial import FrozenTrial
 
-from spanmix.proxies.data import TASKS
 from spanmix.search import record
 from spanmix.search.config import StudyConfig
 from spanmix.search.objective import CURVE, STANDALONE, Objective, Standalone
@@ -154,7 +153,7 @@ def read_calibration(study: optuna.Study, cfg: StudyConfig, dear: str, cheap: st
     if missing:
         raise ConfigError(f"calibration: {', '.join(missing)} could not be measured (see the failure logged above)")
     steps = cfg.train.steps
-    chance = {t: TASKS[t].chance(cfg.data) for t in cfg.data.tasks if t in TASKS and TASKS[t].chance is not None}
+    chance = {t: c(cfg.data) for t in cfg.data.tasks if (c := cfg.data.task(t).chance) is not None}
     points = []
     for fraction in (*CURVE, 1.0):
         step = None if fraction == 1.0 else round(fraction * steps)

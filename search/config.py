@@ -221,7 +221,7 @@ class StudyConfig:
             raise ConfigError(f"space.n_layers={self.space.n_layers} but base.model {model!r} has "
                               f"{checkpoint.n_layers(model)} layers (num_hidden_layers); leave space.n_layers out to take them")
         own = Path(model).expanduser() / "tokenizer.json"
-        if self.data.files and self.data.tokenizer is None and own.is_file():  # the checkpoint's own tokens
+        if self.data.tokenizer is None and own.is_file():  # every task in the checkpoint's own tokens
             object.__setattr__(self, "data", replace(self.data, tokenizer=str(own)))
         checkpoint.check_data(base, self.data)
 

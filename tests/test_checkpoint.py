@@ -17,8 +17,9 @@ import pandas
 import pytest
 import torch
 import transformers
+from test_files import write_tokenizer
 
-from spanmix.proxies import checkpoint
+from spanmix.proxies import checkpoint, worded
 from spanmix.proxies.checkpoint import BaseConfig
 from spanmix.proxies.cost import closed_form
 from spanmix.proxies.data import DataConfig
@@ -94,6 +95,20 @@ def _cfg(model: str, **base) -> dict:
 def test_a_checkpoint_study_takes_the_checkpoints_depth(tmp_path):
     cfg = StudyConfig.from_dict(_cfg(save_tiny(tmp_path / "m")))
     assert cfg.space.n_layers == 4 and cfg.count(Schedule.parse("F S16 S16 F")).kv_ratio == 0.5 + 2 * 16 / 96 / 4
+
+
+def test_a_checkpoint_with_a_tokenizer_is_asked_its_probes_in_its_own_tokens(tmp_path):
+    model = save_tiny(tmp_path / "m", vocab_size=400)
+    write_tokenizer(tmp_path / "m", vocab=400)
+    raw = _cfg(model)
+    raw["space"]["context"] = 256
+    raw["data"].update(seq_len=256, n_pairs=4, n_queries=4)
+    cfg = StudyConfig.from_dict(raw)
+    assert cfg.data.tokenizer == str(tmp_path / "m" / "tokenizer.json") and cfg.data.task("recall") is worded.TASKS["recall"]
+    result = checkpoint.score(cfg.base, Schedule.parse("F S16 S16 F"), cfg.data, cfg.train)
+    batch = val_batches(cfg.data, 4)[0]
+    assert int(batch["x"].max()) >= 256  # ids beyond bytes: the tokenizer's own
+    assert 0 <= result.scores["recall/acc"] <= 1 and len(result.resamples["loss"]) == 400
 
 
 @pytest.mark.parametrize("change, message", [

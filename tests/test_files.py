@@ -254,7 +254,7 @@ def test_too_few_tokens_and_bad_tokenizers(tmp_path, monkeypatch):
     ({"files": ()}, r"data.tasks: unknown data set 'mine'; allowed: .* \(set data.files"),
     ({"files_task": "prose", "tasks": ("prose",)}, r"data.files_task 'prose' is a built-in task"),
     ({"files_task": "my/data", "tasks": ("my/data",)}, r"data.files_task 'my/data' is not a name"),
-    ({"files": (), "tasks": ("recall",), "tokenizer": "t.json"}, r"data.tokenizer applies to data.files, which is empty"),
+    ({"files": (), "tasks": ("recall",), "tokenizer": "t.json"}, r"data.tokenizer: 't.json' does not exist"),
     ({"val_fraction": 1.0}, r"data.val_fraction must be between 0 and 1"),
 ])
 def test_data_config_shape_errors(tmp_path, changes, message):
