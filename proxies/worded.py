@@ -24,14 +24,14 @@ candidate answer shares (a space before a digit, say), which the question alread
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from spanmix.proxies import files as user_files
-from spanmix.proxies.data import (
+from spanmix.proxies.tasks import (
     FILLER_TEXT,
     IGNORE,
-    DataConfig,
     Sample,
     Task,
     corpus,
@@ -39,6 +39,9 @@ from spanmix.proxies.data import (
     text_task,
 )
 from spanmix.space import ConfigError
+
+if TYPE_CHECKING:
+    from spanmix.proxies.data import DataConfig
 
 # 64 names for keys and variables: one ordinary word each, so that any tokenizer reads them
 NAMES = (
