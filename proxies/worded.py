@@ -121,9 +121,9 @@ def _names(n: int) -> tuple[str, ...]:
     return tuple(f" {w}" for w in NAMES[:n])
 
 
-def _start(cfg: DataConfig) -> Sample:
-    t = cfg.seq_len + 1
-    return np.zeros(t, dtype=np.int64), np.full(t, IGNORE), np.full(t, -1)
+def _unscored(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Targets and distances of a sample before any answer is written: nothing scored."""
+    return np.full(cfg.seq_len + 1, IGNORE), np.full(cfg.seq_len + 1, -1)
 
 
 def _ask(tokens: np.ndarray, targets: np.ndarray, dist: np.ndarray, at: int, line: Line, span: range,
@@ -156,7 +156,7 @@ def passkey(cfg: DataConfig, rng: np.random.Generator) -> Sample:
     key = _key_pieces([int(d) for d in rng.integers(0, 10, size=cfg.passkey_digits)])
     needle = Line(cfg, NEEDLE, *key, REMEMBER, *key, NEEDLE_END)
     question = Line(cfg, QUESTION, *key)
-    _, targets, dist = _start(cfg)
+    targets, dist = _unscored(cfg)
     tokens = _filler(cfg, rng, t)
     q0 = t - len(question)
     at = int(rng.integers(0, q0 - len(needle) - cfg.min_distance + 1))
@@ -190,7 +190,7 @@ def _facts(cfg: DataConfig, rng: np.random.Generator, n_keys: int, n_values: int
     t = cfg.seq_len + 1
     names, numbers = _fact_options(n_keys, n_values)
     slot = _fact_length(cfg, n_keys, n_values)
-    _, targets, dist = _start(cfg)
+    targets, dist = _unscored(cfg)
     tokens = _filler(cfg, rng, t)
     keys = rng.choice(n_keys, size=n, replace=False)
     values = rng.integers(0, n_values, size=n)
@@ -249,7 +249,7 @@ def multihop(cfg: DataConfig, rng: np.random.Generator) -> Sample:
     hops = int(rng.integers(cfg.hops[0], cfg.hops[1] + 1))
     picked = rng.choice(cfg.n_symbols, size=2 * hops + 2, replace=False)
     value, decoy_value = rng.integers(0, cfg.n_symbols, size=2)
-    _, targets, dist = _start(cfg)
+    targets, dist = _unscored(cfg)
     tokens = _filler(cfg, rng, t)
     # a decoy chain of the same length keeps "copy the last number seen" from scoring
     chains = []
@@ -279,7 +279,8 @@ def copy(cfg: DataConfig, rng: np.random.Generator) -> Sample:
     names = _names(len(NAMES))
     while len(words) < t:
         words += _ids(cfg, names[int(rng.integers(len(names)))])
-    tokens, targets, dist = np.asarray(words[:t], dtype=np.int64), np.full(t, IGNORE), np.full(t, -1)
+    tokens = np.asarray(words[:t], dtype=np.int64)
+    targets, dist = _unscored(cfg)
     seg = cfg.seq_len // 4
     dst = t - seg
     src = int(rng.integers(0, dst - max(seg, cfg.min_distance) + 1))
