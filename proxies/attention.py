@@ -56,6 +56,11 @@ def kernel_path(seq_len: int, window: int, block: bool, dtype: torch.dtype = tor
 
 
 BAND_LIMIT = 64  # the largest window (or sequence, when shorter) the band path takes
+# The pieces of a bf16 (or fp16) layer run in fp32 and are cast back: on the CPU the fused kernel is
+# slow on small bf16 pieces. Measured side by side (AMD EPYC, 2026-12-03, docs/benchmarks.md): bf16
+# sliding windows of 128-256 at T=512-1024 went from 0.63-0.78x of bf16 full causal attention to
+# 0.95-1.58x, and the result is the more accurate one.
+PIECES_DTYPE = torch.float32
 
 
 def chunk_size(window: int, block: bool, seq_len: int) -> int:
@@ -230,6 +235,9 @@ def _band_backward(grad: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, w
 def _local_forward(q: Tensor, k: Tensor, v: Tensor, window: int, block: bool) -> tuple[Tensor, Tensor]:
     if kernel_path(q.shape[2], window, block, q.dtype) == BAND:
         return _band_forward(q, k, v, window, block)
+    if q.dtype != PIECES_DTYPE:  # see PIECES_DTYPE
+        out, lse = _local_forward(*(x.to(PIECES_DTYPE) for x in (q, k, v)), window, block)
+        return out.to(q.dtype), lse
     own, prev = _pieces(q.shape[2], window, block)
     out, lse = _run(own, q, k, v)
     if prev:
@@ -249,6 +257,9 @@ def _local_backward(
 ) -> tuple[Tensor, Tensor, Tensor]:
     if kernel_path(q.shape[2], window, block, q.dtype) == BAND:
         return _band_backward(grad, q, k, v, out, window, block)
+    if q.dtype != PIECES_DTYPE:  # the forward ran in PIECES_DTYPE; so does its backward
+        grads = _local_backward(*(x.to(PIECES_DTYPE) for x in (grad, q, k, v, out)), lse, window, block)
+        return tuple(g.to(q.dtype) for g in grads)  # type: ignore[return-value]
     b, h = q.shape[:2]
     dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
     own, prev = _pieces(q.shape[2], window, block)

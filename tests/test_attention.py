@@ -56,6 +56,22 @@ def test_bf16_runs_close_to_fp32():
     assert (bf16.float() - fp32).abs().max().item() < 5e-2
 
 
+@pytest.mark.parametrize("block", [False, True])
+def test_a_bf16_layer_on_the_pieces_path_is_computed_in_fp32_and_cast_back(block):
+    t, w = 300, 128  # above the band's limit: the fused pieces
+    assert attention.kernel_path(t, w, block, torch.bfloat16) == attention.PIECES
+    q, k, v = (x.detach().bfloat16().requires_grad_() for x in _qkv(t, seed=5))
+    q32, k32, v32 = (x.detach().float().requires_grad_() for x in (q, k, v))
+    grad = torch.randn(q.shape, generator=torch.Generator().manual_seed(6)).bfloat16()
+    out, out32 = local_attention(q, k, v, w, block), local_attention(q32, k32, v32, w, block)
+    out.backward(grad)
+    out32.backward(grad.float())
+    assert out.dtype == torch.bfloat16 and torch.equal(out, out32.bfloat16())
+    for x, x32 in ((q, q32), (k, k32), (v, v32)):  # the backward reads the output as rounded to bf16
+        assert x.grad.dtype == torch.bfloat16
+        assert (x.grad.float() - x32.grad).abs().max().item() <= 1e-2 * x32.grad.abs().max().item()
+
+
 def test_kernel_work_tracks_the_window_not_the_length():
     t = 8192
     full = t * (t + 1) // 2
