@@ -44,6 +44,7 @@ from spanmix.proxies.tasks import (
     FILLER_TEXT,
     IGNORE,
     Task,
+    close_with_copy,
     corpus,
     probe_task,
     text_task,
@@ -254,15 +255,7 @@ def recall(cfg: DataConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
 def copy(cfg: DataConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Random filler, then its segment of ``T/4`` tokens from a random earlier offset repeated to
     close the sample, at least ``min_distance`` after the original."""
-    tokens, targets, dist = _empty(cfg, rng)
-    t = cfg.seq_len + 1
-    seg = cfg.seq_len // 4
-    dst = t - seg
-    src = int(rng.integers(0, dst - max(seg, cfg.min_distance) + 1))
-    tokens[dst:] = tokens[src : src + seg]
-    targets[dst + 1 :] = tokens[dst + 1 :]  # the first copied token cannot be known; the rest can
-    dist[dst : t - 1] = dst - src
-    return tokens, targets, dist
+    return close_with_copy(_empty(cfg, rng)[0], cfg.min_distance, rng)
 
 
 def _needle(key: str) -> bytes:

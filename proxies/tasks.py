@@ -109,3 +109,16 @@ def text_task(name: str, window: Callable[[str, str, DataConfig, np.random.Gener
     return Task(name, True, "position", lambda cfg: 16, lambda cfg, split, rng: window(name, split, cfg, rng))
 
 
+def close_with_copy(tokens: np.ndarray, min_distance: int, rng: np.random.Generator) -> Sample:
+    """The copy task's sample: ``tokens`` (``seq_len + 1`` of filler) closed by their segment of
+    ``seq_len // 4`` from a random earlier offset, repeated at least ``min_distance`` after it, in
+    bytes or in a tokenizer's tokens alike."""
+    t = len(tokens)
+    targets, dist = np.full(t, IGNORE), np.full(t, -1)
+    seg = (t - 1) // 4
+    dst = t - seg
+    src = int(rng.integers(0, dst - max(seg, min_distance) + 1))
+    tokens[dst:] = tokens[src : src + seg]
+    targets[dst + 1 :] = tokens[dst + 1 :]  # the first copied token cannot be known; the rest can
+    dist[dst : t - 1] = dst - src
+    return tokens, targets, dist

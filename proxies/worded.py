@@ -34,6 +34,7 @@ from spanmix.proxies.tasks import (
     IGNORE,
     Sample,
     Task,
+    close_with_copy,
     corpus,
     probe_task,
     text_task,
@@ -279,15 +280,7 @@ def copy(cfg: DataConfig, rng: np.random.Generator) -> Sample:
     names = _names(len(NAMES))
     while len(words) < t:
         words += _ids(cfg, names[int(rng.integers(len(names)))])
-    tokens = np.asarray(words[:t], dtype=np.int64)
-    targets, dist = _unscored(cfg)
-    seg = cfg.seq_len // 4
-    dst = t - seg
-    src = int(rng.integers(0, dst - max(seg, cfg.min_distance) + 1))
-    tokens[dst:] = tokens[src : src + seg]
-    targets[dst + 1 :] = tokens[dst + 1 :]
-    dist[dst : t - 1] = dst - src
-    return tokens, targets, dist
+    return close_with_copy(np.asarray(words[:t], dtype=np.int64), cfg.min_distance, rng)
 
 
 WINDOW_TRIES = 64
