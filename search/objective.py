@@ -18,6 +18,7 @@ import os
 import socket
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Protocol
 
 import optuna
@@ -79,13 +80,19 @@ class Standalone:
         self.training: str | None = digest({**cfg.measurement_key(), "train": self.train.to_dict()})
 
     def __call__(self, schedule: Schedule, replicate: int = 0) -> ProxyResult:
+        return self.measure(schedule, replicate)
+
+    def measure(self, schedule: Schedule, replicate: int, until: int | None = None,
+                checkpoint_dir: Path | None = None, start_from: Path | None = None) -> ProxyResult:
         """Replicate ``r`` trains with seed ``train.seed + r`` on its own stream of batches (on a
-        checkpoint: heals with them, or scores it as it is)."""
+        checkpoint: heals with them, or scores it as it is); ``until``, ``checkpoint_dir`` and
+        ``start_from`` stop it at a step, save it there and continue it."""
+        stops = dict(until=until, checkpoint_dir=checkpoint_dir, start_from=start_from)
         if self.cfg.base.model is not None:
             return checkpoint.score(self.cfg.base, schedule, self.cfg.data, self.train, seed=self.train.seed + replicate,
-                                    stream=replicate, curve_at=self.curve_at)
+                                    stream=replicate, curve_at=self.curve_at, **stops)
         return train_and_score(schedule, self.cfg.proxy, self.cfg.data, self.train, seed=self.train.seed + replicate,
-                               stream=replicate, curve_at=self.curve_at)
+                               stream=replicate, curve_at=self.curve_at, **stops)
 
 
 def digest(key: dict[str, Any]) -> str:

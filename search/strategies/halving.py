@@ -37,8 +37,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from spanmix.proxies import checkpoint
-from spanmix.proxies.train import ProxyResult, train_and_score
+from spanmix.proxies.train import ProxyResult
 from spanmix.search import record
 from spanmix.search.calibration import Calibration
 from spanmix.search.config import StudyConfig
@@ -86,15 +85,8 @@ class Rung(StandaloneMeasure):
         if self.previous is not None and start is None:
             log.info("halving: no checkpoint of %s seed %d at step %d here; training from scratch to step %d",
                      schedule.text, replicate, self.previous, self.until)
-        cfg, save = self.cfg, None if self.last else self.checkpoint(schedule, replicate, self.until)
-        if cfg.base.model is not None:  # a checkpoint's healing, stopped and continued as a proxy's training
-            result = checkpoint.score(cfg.base, schedule, cfg.data, self.train, seed=self.train.seed + replicate,
-                                      stream=replicate, curve_at=self.curve_at, until=self.until, checkpoint_dir=save,
-                                      start_from=start)
-        else:
-            result = train_and_score(schedule, cfg.proxy, cfg.data, self.train, seed=self.train.seed + replicate,
-                                     stream=replicate, curve_at=self.curve_at, until=self.until, checkpoint_dir=save,
-                                     start_from=start)
+        save = None if self.last else self.checkpoint(schedule, replicate, self.until)
+        result = self.measure(schedule, replicate, until=self.until, checkpoint_dir=save, start_from=start)
         if below is not None:
             shutil.rmtree(below, ignore_errors=True)  # its trial is complete: nothing continues from it again
         return result
