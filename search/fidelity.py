@@ -113,6 +113,23 @@ def fidelity_report(cheap: list[Point], dear: list[Point], maximize: bool, seed:
     ]
 
 
+def repeatability(points: list[Point], score: str, maximize: bool, seed: int = 0) -> list[Fidelity]:
+    """The reference against itself: each schedule's first training seed against its second, over
+    the schedules measured with two or more (all of them, and those with a full layer).
+
+    This is how far two trainings of the same schedules agree. A cheap measurement is compared with
+    the mean of the seeds, which is surer than one seed, so its figures may come out somewhat above
+    these; far above them they cannot honestly be read, and a low figure here says the reference
+    itself cannot order the schedules (more seeds or a larger budget would)."""
+    pts = [p for p in sorted(points, key=lambda p: p.number) if len(p.samples(score)) >= 2 and p.reused_from is None]
+    subsets = {"all, seed 1 against seed 2": pts,
+               "with a full layer, seed 1 against seed 2": [p for p in pts if p.layers.n_full > 0]}
+    return [
+        rank_fidelity([p.samples(score)[0] for p in sel], [p.samples(score)[1] for p in sel], maximize, label, seed)
+        for label, sel in subsets.items() if len(sel) >= 3
+    ]
+
+
 def confirm_set(pts: list[Point], maximize: bool, controls: int, seed: int) -> list[Point]:
     """What to confirm standalone: the whole front, plus ``controls`` schedules drawn with ``seed``
     from the next two fronts (near the front, where a wrong order would change the answer), topped

@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from spanmix.search import record
 from spanmix.search.config import StudyConfig
-from spanmix.search.fidelity import Fidelity, comparisons
+from spanmix.search.fidelity import Fidelity, comparisons, repeatability
 from spanmix.search.front import front_of, knee, maximized, rescored
 from spanmix.search.noise import Noise, noise_of
 from spanmix.search.record import STANDALONE, Point, TrialRecord, rung_index
@@ -118,6 +118,12 @@ class StudyView:
         """Rank fidelity between every pair of measurements the study holds (see
         :func:`spanmix.search.fidelity.comparisons`)."""
         return comparisons(self.by_measurement, self.searched, self.maximize)
+
+    @cached_property
+    def repeatability(self) -> list[Fidelity]:
+        """How far two seeds of the final measurement order its schedules alike (see
+        :func:`spanmix.search.fidelity.repeatability`); empty below 3 schedules with 2 seeds."""
+        return repeatability(self.points(self.final), self.config.quality, self.maximize)
 
     @cached_property
     def ladder(self) -> Ladder | None:

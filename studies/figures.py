@@ -231,7 +231,8 @@ def fidelity_figure(cfg: StudyConfig, pairs: list[tuple[Point, Point]], report: 
 
 def fidelity_figures(view: StudyView) -> dict[str, go.Figure]:
     """One scatter for each pair of measurements the study made of the same schedules."""
-    return {
-        f"fidelity-{cheap}-{dear}": fidelity_figure(view.config, paired(view.points(cheap), view.points(dear)), report, cheap, dear)
+    return {  # the reference's own seed-against-seed figures go under the scatters against it
+        f"fidelity-{cheap}-{dear}": fidelity_figure(view.config, paired(view.points(cheap), view.points(dear)),
+                                                    report + (view.repeatability if dear == view.final else []), cheap, dear)
         for cheap, dear, report in view.comparisons
     }

@@ -40,6 +40,11 @@ def print_summary(view: StudyView, score: str | None = None) -> None:
         print(f"rank fidelity of {cheap} against {dear} (95% bootstrap intervals):")
         for f in report:
             print("  " + f.line())
+    if view.repeatability:
+        print(f"repeatability of {view.final} (each schedule's seed 1 against its seed 2: what the reference "
+              "itself can order; 95% bootstrap intervals):")
+        for f in view.repeatability:
+            print("  " + f.line())
     if not view.comparisons and cfg.trains:
         print("rank fidelity: not measured yet; `spanmix fidelity` retrains schedules at a larger budget to measure it")
     elif not view.comparisons:
@@ -104,5 +109,6 @@ def trials_frame(view: StudyView) -> pd.DataFrame:
 
 def fidelity_frame(view: StudyView) -> pd.DataFrame:
     """Every rank-fidelity figure the study holds, one row per comparison and subset."""
-    return pd.DataFrame([{"cheap": cheap, "dear": dear, **f.to_dict()} for cheap, dear, report in view.comparisons
+    seeds = [(f"{view.final} seed 1", f"{view.final} seed 2", view.repeatability)] if view.repeatability else []
+    return pd.DataFrame([{"cheap": cheap, "dear": dear, **f.to_dict()} for cheap, dear, report in [*view.comparisons, *seeds]
                          for f in report])

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import re
 import statistics
+from dataclasses import replace
 
 import optuna
 import pandas as pd
 import pytest
+import scipy.stats
 import torch
 from optuna.trial import TrialState
 
@@ -16,6 +18,7 @@ import spanmix.search.objective as trial_objective
 from spanmix.proxies.data import DataConfig
 from spanmix.proxies.scoring import RESAMPLES, Scorer
 from spanmix.search import StudyView, run_study
+from spanmix.search.fidelity import repeatability
 from spanmix.search.noise import (
     better,
     interval,
@@ -71,6 +74,20 @@ def test_schedules_the_seeds_cannot_show_dominated_are_tied_with_the_front():
     assert not unmeasured.measured and unmeasured.tied == [] and unmeasured.knee_share is None
 
 
+def test_repeatability_is_seed_1_against_seed_2_over_schedules_with_two_seeds():
+    def two(n: int, first: float, second: float, full: bool = True) -> Point:
+        return replace(_pt(n, 1.0, [first, second]), schedule=("F " if full else "") + f"S{n + 2}")
+
+    alike = [two(n, 0.1 * n, 0.1 * n + 0.01) for n in range(4)]  # both seeds order them 0 < 1 < 2 < 3
+    swapped = [two(n, 0.1 * n, 1.0 - 0.1 * n) for n in range(4)]  # the second seed reverses the order
+    assert [f.kendall_tau for f in repeatability(alike, "loss", maximize=False)] == [1.0, 1.0]
+    assert [(f.label, f.kendall_tau) for f in repeatability(swapped, "loss", maximize=False)] == [
+        ("all, seed 1 against seed 2", -1.0), ("with a full layer, seed 1 against seed 2", -1.0)]
+    # all-local schedules count in "all" only; schedules with one seed do not count
+    mixed = [two(n, 0.1 * n, 0.1 * n, full=n < 2) for n in range(4)] + [_pt(9, 1.0, [0.5])]
+    assert [(f.label, f.n) for f in repeatability(mixed, "loss", maximize=False)] == [("all, seed 1 against seed 2", 4)]
+
+
 def _seeded(tiny_config, seeds: int, **kwargs):
     path = tiny_config(**kwargs)
     path.write_text(path.read_text().replace("seed = 0\n", f"seed = 0\nseeds = {seeds}\n", 1))
@@ -95,6 +112,12 @@ def test_each_schedule_trains_its_seeds_and_its_value_is_their_mean(tiny_config,
     done = frame[frame["state"] == "COMPLETE"]
     assert (done["seeds"] == 2).all() and (done["quality_lo"] <= done["quality"]).all()
     assert (done["quality"] <= done["quality_hi"]).all() and set(done["standing"]) <= {"front", "tied", "dominated"}
+    # the reference against itself: each schedule's seed 1 against its seed 2, over the 3 schedules
+    assert "repeatability of standalone (each schedule's seed 1 against its seed 2" in capsys.readouterr().out
+    seeds = pd.read_csv(tmp_path / "t-fidelity.csv").query("cheap == 'standalone seed 1'").iloc[0]
+    trials = sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.number)
+    first, second = ([t.user_attrs["seed_scores"][k]["loss"] for t in trials] for k in ("0", "1"))
+    assert seeds["n"] == 3 and seeds["kendall_tau"] == pytest.approx(scipy.stats.kendalltau(first, second).statistic)
     page = (out / "dashboard.html").read_text()
     assert '"error_y":{"array"' in page.replace(" ", "")  # the front's intervals drawn
 
