@@ -58,6 +58,10 @@ class SupernetConfig:
             then exact for the supernet); larger spaces are searched by the study's sampler for
             ``n_trials`` schedules.
         checkpoint_every: steps between checkpoints of the shared weights.
+        bands: full-layer counts at which a new set of shared weights starts (few-shot supernets,
+            Zhao et al. 2021): ``[1]`` trains one supernet on the schedules without a full layer
+            and one on those with, each for ``steps``, and scores a schedule on its band's weights.
+            Empty: one supernet for the whole space.
     """
 
     steps: int | None = None
@@ -66,6 +70,7 @@ class SupernetConfig:
     controls: int = 4
     exhaustive_limit: int = 512
     checkpoint_every: int = 50
+    bands: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.steps is not None:
@@ -75,6 +80,17 @@ class SupernetConfig:
 
     def total_steps(self, train: TrainConfig) -> int:
         return self.steps if self.steps is not None else 8 * train.steps
+
+    def band_ranges(self, n_full: tuple[int, int]) -> list[tuple[int, int]]:
+        """The space's range of full-layer counts cut at :attr:`bands`, as inclusive ranges;
+        refuses a cut that leaves a band empty."""
+        lo, hi = n_full
+        cuts = list(self.bands)
+        if cuts != sorted(set(cuts)) or any(not lo < c <= hi for c in cuts):
+            raise ConfigError(f"supernet.bands={list(cuts)}: allowed: increasing full-layer counts above "
+                              f"the space's lowest n_full and up to its highest ({lo} < band <= {hi})")
+        starts = [lo, *cuts]
+        return [(a, b - 1) for a, b in zip(starts, [*cuts, hi + 1])]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -18,7 +18,12 @@ from spanmix.search import STANDALONE, points, rank_fidelity
 from spanmix.search.fidelity import confirm_set, top_overlap
 from spanmix.search.queue import enqueue, enqueue_space
 from spanmix.search.record import Point
-from spanmix.search.strategies.supernet import SUPERNET, Sandwich, train_supernet
+from spanmix.search.strategies.supernet import (
+    SUPERNET,
+    Sandwich,
+    train_supernet,
+    train_supernets,
+)
 from spanmix.space import Schedule, SearchSpace
 from spanmix.studies.cli import main
 from spanmix.studies.config import load_config
@@ -178,18 +183,44 @@ def test_fidelity_command_retrains_at_a_larger_budget(tiny_config, tmp_path, cap
     assert "--schedules must be in 3..7" in err and "retraining" not in err  # refused before any work
 
 
+def test_few_shot_bands_score_each_schedule_on_its_own_bands_weights(tiny_config, tmp_path, capsys):
+    """``bands = [1]``: one supernet for the schedules without a full layer, one for those with. The
+    second is a plain supernet of that part of the space: a study of that space alone reuses it and
+    scores its schedules exactly as the few-shot study did."""
+    runs = tmp_path / "runs"
+    few = tiny_config(name="few", strategy="supernet", extra=SUPERNET_SECTION.format(steps=12) + "bands = [1]\n")
+    assert main(["launch", "--config", str(few), "--out", str(runs / "few"), "--no-progress", "--no-report"]) == 0
+    assert len(list((runs / "few").glob("supernet-*/supernet.pt"))) == 2
+    assert "band of 0-0 full layers (2 schedules)" in capsys.readouterr().err
+    study = optuna.load_study(study_name="few", storage=f"sqlite:///{runs / 'few' / 'study.db'}")
+    shared = {p.schedule: p.scores["loss"] for p in points(study, SUPERNET)}
+    assert len(shared) == 7
+    plain = tiny_config(name="plain", strategy="supernet", extra=SUPERNET_SECTION.format(steps=12))
+    plain.write_text(plain.read_text().replace("n_full = [0, 2]", "n_full = [1, 2]"))
+    assert main(["launch", "--config", str(plain), "--out", str(runs / "plain"), "--no-progress", "--no-report"]) == 0
+    assert "reusing" in capsys.readouterr().err and not list((runs / "plain").glob("supernet-*"))
+    alone = optuna.load_study(study_name="plain", storage=f"sqlite:///{runs / 'plain' / 'study.db'}")
+    with_full = {p.schedule: p.scores["loss"] for p in points(alone, SUPERNET)}
+    assert len(with_full) == 5 and with_full == {s: v for s, v in shared.items() if "F" in s.split()}
+    # a cut outside the space's range of full-layer counts is refused before any work
+    bad = tiny_config(name="bad", strategy="supernet", extra=SUPERNET_SECTION.format(steps=12) + "bands = [3]\n")
+    assert main(["launch", "--config", str(bad), "--out", str(runs / "bad"), "--no-progress"]) == 2
+    assert "supernet.bands=[3]: allowed: increasing full-layer counts" in capsys.readouterr().err
+    assert not (runs / "bad").exists()
+
+
 def test_finetune_steps_train_a_copy_before_scoring(tiny_config, tmp_path):
     from spanmix.search.strategies.supernet import SupernetScore
 
     config = tiny_config(name="ft", strategy="supernet", extra=SUPERNET_SECTION.format(steps=10) + "finetune_steps = 3\n")
     cfg = load_config(path=config)
-    weights = train_supernet(cfg, tmp_path / "ft")
+    weights = train_supernets(cfg, tmp_path / "ft")
     schedule = Schedule.parse("F S4")
     tuned = SupernetScore(cfg, weights)(schedule)
     plain = SupernetScore(replace(cfg, supernet=replace(cfg.supernet, finetune_steps=0)), weights)(schedule)
     assert tuned.steps == 3 and tuned.tokens_seen == 3 * 4 * 32 and plain.steps == 0
     assert tuned.scores["loss"] != plain.scores["loss"]
-    for name, tensor in weights.state.items():  # the shared weights are untouched
+    for name, tensor in weights[0][1].state.items():  # the shared weights are untouched
         assert torch.equal(tensor, train_supernet(cfg, tmp_path / "ft").state[name])
 
 

@@ -91,8 +91,20 @@ class Sandwich:
 def shared_key(cfg: StudyConfig) -> dict[str, Any]:
     """What makes two supernets interchangeable: the space they learn and how they train."""
     sn = cfg.supernet
+    bands = {"bands": list(sn.bands)} if sn.bands else {}  # absent for one supernet: older keys stand
     return {**cfg.measurement_key(), "space": cfg.space.to_dict(),
-            "supernet": {"steps": sn.total_steps(cfg.train), "random_draws": sn.random_draws}}
+            "supernet": {"steps": sn.total_steps(cfg.train), "random_draws": sn.random_draws, **bands}}
+
+
+def band_configs(cfg: StudyConfig) -> list[tuple[tuple[int, int], StudyConfig]]:
+    """Each band of full-layer counts with the config of its own supernet: the study's, on the
+    band's part of the space. A band's supernet is a plain supernet of that smaller space, so its
+    weights are shared with any study of that space."""
+    ranges = cfg.supernet.band_ranges(cfg.space.n_full)
+    if len(ranges) == 1:
+        return [(ranges[0], cfg)]
+    plain = replace(cfg.supernet, bands=())
+    return [(r, replace(cfg, space=replace(cfg.space, n_full=r), supernet=plain)) for r in ranges]
 
 
 def supernet_key(cfg: StudyConfig) -> str:
@@ -159,30 +171,50 @@ def train_supernet(cfg: StudyConfig, workdir: Path, progress: bool = False, prec
     return SupernetWeights(saved["state"], path, fitted.steps, fitted.seconds, tokens_per_second, False)
 
 
+def train_supernets(cfg: StudyConfig, workdir: Path, progress: bool = False,
+                    precision: str | None = None) -> list[tuple[tuple[int, int], SupernetWeights]]:
+    """The shared weights of each band of full-layer counts (one band without ``supernet.bands``)."""
+    trained = []
+    for (lo, hi), band in band_configs(cfg):
+        if band is not cfg:
+            log.info("supernet: band of %d-%d full layers (%d schedules)", lo, hi, band.space.size())
+        trained.append(((lo, hi), train_supernet(band, workdir, progress, precision)))
+    return trained
+
+
 class SupernetScore:
-    """Score a schedule on the shared weights, after ``finetune_steps`` of fine-tuning a copy."""
+    """Score a schedule on the shared weights of its band, after ``finetune_steps`` of fine-tuning a copy."""
 
     name = SUPERNET
     replicates = 1  # the shared weights are scored as they are: no seed to vary
     training = None  # nothing of it is a seed of a standalone training
 
-    def __init__(self, cfg: StudyConfig, weights: SupernetWeights, precision: str | None = None) -> None:
-        self.cfg, self.weights = cfg, weights
+    def __init__(self, cfg: StudyConfig, weights: list[tuple[tuple[int, int], SupernetWeights]],
+                 precision: str | None = None) -> None:
+        self.cfg, self.bands = cfg, weights
         self.key = {**shared_key(cfg), "finetune_steps": cfg.supernet.finetune_steps}
         self.precision = _precision(cfg, precision)
         self.model = (Retrofitted(checkpoint.load(cfg.base)) if cfg.base.model is not None
                       else build_model(cfg.proxy, cfg.space.extremes()[1]))
-        self.model.load_state_dict(weights.state)
+        self.loaded: SupernetWeights | None = None
         self.batches = val_batches(cfg.data, cfg.train.batch_size)
         # fine-tuning continues from where the shared weights' schedule ended (10% of the peak rate)
         ft = cfg.supernet.finetune_steps
         self.finetune = replace(cfg.train, steps=max(ft, 1), warmup=0, lr=cfg.train.lr * 0.1, precision=self.precision)
 
+    def weights(self, schedule: Schedule) -> SupernetWeights:
+        """The shared weights of the band that holds ``schedule``."""
+        n = schedule.n_full
+        return next(w for (lo, hi), w in self.bands if lo <= n <= hi)
+
     def __call__(self, schedule: Schedule, replicate: int = 0) -> ProxyResult:
-        cfg = self.cfg
+        cfg, weights = self.cfg, self.weights(schedule)
         if cfg.supernet.finetune_steps:
-            return train_and_score(schedule, cfg.proxy, cfg.data, self.finetune, init=self.weights.state)
+            return train_and_score(schedule, cfg.proxy, cfg.data, self.finetune, init=weights.state)
         start = time.perf_counter()
+        if self.loaded is not weights:
+            self.model.load_state_dict(weights.state)
+            self.loaded = weights
         scorer = score_batches(self.model, schedule, cfg.data, self.batches, self.precision)
         return ProxyResult(
             schedule=schedule.text, scores=scorer.scores(), cost=cfg.count(schedule).to_dict(),
@@ -211,6 +243,7 @@ class Supernet(Strategy):
 
     def check(self, cfg: StudyConfig, workers: int) -> None:
         super().check(cfg, workers)
+        cfg.supernet.band_ranges(cfg.space.n_full)
         if cfg.base.model is not None and cfg.supernet.finetune_steps:
             raise ConfigError(f"supernet.finetune_steps={cfg.supernet.finetune_steps} on a checkpoint: allowed 0 "
                               "(confirmation heals each front schedule alone instead)")
@@ -227,11 +260,14 @@ class Supernet(Strategy):
         study.set_user_attr(record.SEARCHED, self.measurement)
         start = time.perf_counter()
         precision = record.pinned_precision(study.user_attrs)
-        weights = train_supernet(cfg, Path(options.workdir), progress=options.on_progress is not None, precision=precision)
-        if not weights.reused:
+        weights = train_supernets(cfg, Path(options.workdir), progress=options.on_progress is not None, precision=precision)
+        fresh = [w for _, w in weights if not w.reused]
+        if fresh:
             _stage(study, "train", time.perf_counter() - start)
-            study.set_user_attr(record.WEIGHTS, {"path": str(weights.path), "steps": weights.steps,
-                                                 "tokens_per_second": weights.tokens_per_second})
+            seconds = sum(w.seconds for w in fresh)
+            study.set_user_attr(record.WEIGHTS, {
+                "path": "; ".join(str(w.path) for _, w in weights), "steps": sum(w.steps for _, w in weights),
+                "tokens_per_second": sum(w.seconds * w.tokens_per_second for w in fresh) / seconds if seconds else 0.0})
         callbacks = options.callbacks()
         measures = [SupernetScore(cfg, weights, precision), Standalone(cfg, precision=precision)]
         if cfg.base.model is not None:
