@@ -209,6 +209,13 @@ def test_few_shot_bands_score_each_schedule_on_its_own_bands_weights(tiny_config
     assert not (runs / "bad").exists()
 
 
+def test_shared_weights_trained_in_one_precision_are_not_reused_in_another(tiny_config, tmp_path):
+    cfg = load_config(path=tiny_config(name="p", strategy="supernet", extra=SUPERNET_SECTION.format(steps=4)))
+    train_supernet(cfg, tmp_path / "a", precision="fp32")
+    assert train_supernet(cfg, tmp_path / "b", precision="fp32").reused  # a sibling folder's weights
+    assert not train_supernet(cfg, tmp_path / "b", precision="bf16").reused
+
+
 def test_finetune_steps_train_a_copy_before_scoring(tiny_config, tmp_path):
     from spanmix.search.strategies.supernet import SupernetScore
 

@@ -88,11 +88,12 @@ class Sandwich:
         return self.space.sample(random.Random(f"{self.seed}/{step}")).canonical(self.space.context)
 
 
-def shared_key(cfg: StudyConfig) -> dict[str, Any]:
-    """What makes two supernets interchangeable: the space they learn and how they train."""
+def shared_key(cfg: StudyConfig, precision: str) -> dict[str, Any]:
+    """What makes two supernets interchangeable: the space they learn, how they train and the
+    precision they trained in (``train.precision = "auto"`` resolves per machine)."""
     sn = cfg.supernet
-    bands = {"bands": list(sn.bands)} if sn.bands else {}  # absent for one supernet: older keys stand
-    return {**cfg.measurement_key(), "space": cfg.space.to_dict(),
+    bands = {"bands": list(sn.bands)} if sn.bands else {}
+    return {**cfg.measurement_key(), "space": cfg.space.to_dict(), "precision": precision,
             "supernet": {"steps": sn.total_steps(cfg.train), "random_draws": sn.random_draws, **bands}}
 
 
@@ -107,8 +108,8 @@ def band_configs(cfg: StudyConfig) -> list[tuple[tuple[int, int], StudyConfig]]:
     return [(r, replace(cfg, space=replace(cfg.space, n_full=r), supernet=plain)) for r in ranges]
 
 
-def supernet_key(cfg: StudyConfig) -> str:
-    return digest(shared_key(cfg))
+def supernet_key(cfg: StudyConfig, precision: str) -> str:
+    return digest(shared_key(cfg, precision))
 
 
 @dataclass(frozen=True)
@@ -123,8 +124,8 @@ class SupernetWeights:
     reused: bool
 
 
-def _finished_weights(cfg: StudyConfig, workdir: Path) -> Path | None:
-    name = f"supernet-{supernet_key(cfg)}"
+def _finished_weights(cfg: StudyConfig, workdir: Path, precision: str) -> Path | None:
+    name = f"supernet-{supernet_key(cfg, precision)}"
     mine = workdir / name / "supernet.pt"
     if mine.exists():
         return mine
@@ -141,14 +142,15 @@ def _precision(cfg: StudyConfig, precision: str | None) -> str:
 def train_supernet(cfg: StudyConfig, workdir: Path, progress: bool = False, precision: str | None = None) -> SupernetWeights:
     """The study's shared weights: found finished, resumed from a checkpoint, or trained in
     ``precision`` (the study's pinned one; None: resolve ``train.precision`` here)."""
-    done = _finished_weights(cfg, workdir)
+    precision = _precision(cfg, precision)
+    done = _finished_weights(cfg, workdir, precision)
     if done is not None:
         saved = torch.load(done, weights_only=True)
         log.info("supernet: reusing %s (%d steps, trained in %.0f s)", done, saved["steps"], saved["seconds"])
         return SupernetWeights(saved["state"], done, saved["steps"], saved["seconds"], saved["tokens_per_second"], True)
-    folder = workdir / f"supernet-{supernet_key(cfg)}"
+    folder = workdir / f"supernet-{supernet_key(cfg, precision)}"
     steps = cfg.supernet.total_steps(cfg.train)
-    train = replace(cfg.train, steps=steps, precision=_precision(cfg, precision), progress=progress)
+    train = replace(cfg.train, steps=steps, precision=precision, progress=progress)
     sandwich = Sandwich(cfg.space, cfg.supernet.random_draws, cfg.train.seed)
     resuming = (folder / "last.ckpt").exists()
     log.info("supernet: %s %d steps of %d sequences x %d tokens (sandwich: %s, %s, %d random), checkpoints in %s",
@@ -160,7 +162,7 @@ def train_supernet(cfg: StudyConfig, workdir: Path, progress: bool = False, prec
     fitted = fit(module, train, checkpoint_dir=folder, checkpoint_every=cfg.supernet.checkpoint_every, name="supernet")
     tokens_per_second = fitted.tokens_per_second(train.batch_size, cfg.data.seq_len)
     saved = {"state": module.model.state_dict(), "steps": fitted.steps, "seconds": fitted.seconds,
-             "tokens_per_second": tokens_per_second, "key": shared_key(cfg)}
+             "tokens_per_second": tokens_per_second, "key": shared_key(cfg, precision)}
     path = folder / "supernet.pt"
     folder.mkdir(parents=True, exist_ok=True)  # a training shorter than checkpoint_every wrote no checkpoint there
     tmp = path.with_suffix(".tmp")
@@ -192,8 +194,8 @@ class SupernetScore:
     def __init__(self, cfg: StudyConfig, weights: list[tuple[tuple[int, int], SupernetWeights]],
                  precision: str | None = None) -> None:
         self.cfg, self.bands = cfg, weights
-        self.key = {**shared_key(cfg), "finetune_steps": cfg.supernet.finetune_steps}
         self.precision = _precision(cfg, precision)
+        self.key = {**shared_key(cfg, self.precision), "finetune_steps": cfg.supernet.finetune_steps}
         self.model = (Retrofitted(checkpoint.load(cfg.base)) if cfg.base.model is not None
                       else build_model(cfg.proxy, cfg.space.extremes()[1]))
         self.loaded: SupernetWeights | None = None
