@@ -248,6 +248,13 @@ def test_presets_load_and_quick_space_is_small():
     medium = load_config("medium")  # scored whole on its supernet: the front is exact for the supernet
     assert medium.strategy == "supernet" and medium.space.size() == 163 <= medium.supernet.exhaustive_limit
     assert medium.data.seq_len == 1024 and medium.space.n_layers == 8
+    # docs/placement.toml asks medium's placement question at medium's budget: the same measurement
+    placement = load_config(path=Path(__file__).parent.parent / "docs" / "placement.toml")
+    assert placement.measurement_key() == medium.measurement_key() and placement.seeds == medium.seeds
+    assert {s.text for s in placement.space.enumerate()} == {
+        "B64 B64 B64 B64 B64 B64 B64 B64", "F B64 B64 B64 B64 B64 B64 B64", "B64 B64 B64 F B64 B64 B64 B64",
+        "B64 B64 B64 B64 B64 B64 B64 F", "F F B64 B64 B64 B64 B64 B64", "B64 B64 B64 F F B64 B64 B64",
+        "B64 B64 B64 B64 B64 B64 F F", "B64 B64 B64 F B64 B64 B64 F"}
 
 
 def test_serve_renders_fresh_page_on_loopback(tiny_config, tmp_path):
