@@ -26,6 +26,7 @@ from spanmix.space import (
     require_positive,
     require_whole,
 )
+from spanmix.space.validation import MAX_LAYERS
 
 SAMPLERS = ("nsga2", "tpe", "random", "grid")
 MAX_RUNGS = 8
@@ -77,6 +78,10 @@ class SupernetConfig:
             require_whole(self, "supernet", ("steps",))
         require_whole(self, "supernet", ("exhaustive_limit", "checkpoint_every"))
         require_whole(self, "supernet", ("random_draws", "finetune_steps", "controls"), minimum=0)
+        bands = list(self.bands)
+        if any(not 1 <= b <= MAX_LAYERS for b in bands) or bands != sorted(set(bands)):
+            raise ConfigError(f"supernet.bands={bands}: allowed: increasing full-layer counts from 1 to {MAX_LAYERS}, "
+                              "each the first of a band")
 
     def total_steps(self, train: TrainConfig) -> int:
         return self.steps if self.steps is not None else 8 * train.steps
