@@ -87,15 +87,14 @@ class SupernetConfig:
         return self.steps if self.steps is not None else 8 * train.steps
 
     def band_ranges(self, n_full: tuple[int, int]) -> list[tuple[int, int]]:
-        """The space's range of full-layer counts cut at :attr:`bands`, as inclusive ranges;
-        refuses a cut that leaves a band empty."""
+        """The space's range of full-layer counts cut at :attr:`bands` (increasing, checked on
+        creation), as inclusive ranges; refuses a cut that leaves a band empty."""
         lo, hi = n_full
         cuts = list(self.bands)
-        if cuts != sorted(set(cuts)) or any(not lo < c <= hi for c in cuts):
-            raise ConfigError(f"supernet.bands={list(cuts)}: allowed: increasing full-layer counts above "
+        if any(not lo < c <= hi for c in cuts):
+            raise ConfigError(f"supernet.bands={cuts}: allowed: increasing full-layer counts above "
                               f"the space's lowest n_full and up to its highest ({lo} < band <= {hi})")
-        starts = [lo, *cuts]
-        return [(a, b - 1) for a, b in zip(starts, [*cuts, hi + 1])]
+        return [(a, b - 1) for a, b in zip([lo, *cuts], [*cuts, hi + 1])]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -92,9 +92,8 @@ def shared_key(cfg: StudyConfig, precision: str) -> dict[str, Any]:
     """What makes two supernets interchangeable: the space they learn, how they train and the
     precision they trained in (``train.precision = "auto"`` resolves per machine)."""
     sn = cfg.supernet
-    bands = {"bands": list(sn.bands)} if sn.bands else {}
     return {**cfg.measurement_key(), "space": cfg.space.to_dict(), "precision": precision,
-            "supernet": {"steps": sn.total_steps(cfg.train), "random_draws": sn.random_draws, **bands}}
+            "supernet": {"steps": sn.total_steps(cfg.train), "random_draws": sn.random_draws, "bands": list(sn.bands)}}
 
 
 def band_configs(cfg: StudyConfig) -> list[tuple[tuple[int, int], StudyConfig]]:
