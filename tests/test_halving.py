@@ -88,7 +88,8 @@ def _trials(out: Path) -> list[optuna.trial.FrozenTrial]:
 
 def test_two_workers_promote_asynchronously_and_train_no_rung_twice(tiny_config, tmp_path, capsys):
     out = tmp_path / "run"
-    config = tiny_config(strategy="halving", n_trials=7, steps=16, extra=HALVING)
+    # 64 steps: enough work that the second worker process is up before the first could do it all alone
+    config = tiny_config(strategy="halving", n_trials=7, steps=64, extra=HALVING)
     assert main(["launch", "--config", str(config), "--out", str(out), "--workers", "2", "--no-progress"]) == 0
     printed = capsys.readouterr().out
     trials = _trials(out)
@@ -100,7 +101,7 @@ def test_two_workers_promote_asynchronously_and_train_no_rung_twice(tiny_config,
     assert by_rung["standalone"] <= by_rung["rung-1"] <= by_rung["rung-0"]  # each went on from the rung below
     assert len({t.user_attrs["worker"] for t in done}) == 2  # both workers trained
     # a promoted training started from its checkpoint: only the steps above the rung below were trained
-    assert {t.user_attrs["tokens_seen"] for t in done if t.user_attrs["measurement"] == "standalone"} == {(16 - 8) * 4 * 32}
+    assert {t.user_attrs["tokens_seen"] for t in done if t.user_attrs["measurement"] == "standalone"} == {(64 - 32) * 4 * 32}
     assert "Pareto front (loss vs flops, measured standalone)" in printed
     assert "rank fidelity of rung-0 against rung-1" in printed
     # a relaunch finds everything done and trains nothing
