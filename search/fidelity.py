@@ -99,18 +99,22 @@ def paired(cheap: list[Point], dear: list[Point]) -> list[tuple[Point, Point]]:
             and c.reused_from is None]
 
 
-def fidelity_report(cheap: list[Point], dear: list[Point], maximize: bool, seed: int = 0) -> list[Fidelity]:
-    """Fidelity over every schedule measured both ways, and over those with a full layer (where
-    the all-local vs rest split cannot inflate it); a subset of fewer than 3 is left out."""
-    pairs = paired(cheap, dear)
-    subsets = {
-        "all confirmed": pairs,
-        "with a full layer": [(c, d) for c, d in pairs if c.layers.n_full > 0],
-    }
+def _with_and_without_full(rows: list[tuple[Point, float, float]], labels: tuple[str, str], maximize: bool,
+                           seed: int) -> list[Fidelity]:
+    """Fidelity between the two values of each row (its schedule's point, cheap, dear) over every
+    row and over those whose schedule has a full layer (where the all-local vs rest split cannot
+    inflate it); a subset of fewer than 3 is left out."""
+    subsets = {labels[0]: rows, labels[1]: [r for r in rows if r[0].layers.n_full > 0]}
     return [
-        rank_fidelity([c.quality for c, _ in sel], [d.quality for _, d in sel], maximize, label, seed)
+        rank_fidelity([x for _, x, _ in sel], [y for _, _, y in sel], maximize, label, seed)
         for label, sel in subsets.items() if len(sel) >= 3
     ]
+
+
+def fidelity_report(cheap: list[Point], dear: list[Point], maximize: bool, seed: int = 0) -> list[Fidelity]:
+    """Fidelity over every schedule measured both ways, and over those with a full layer."""
+    rows = [(c, c.quality, d.quality) for c, d in paired(cheap, dear)]
+    return _with_and_without_full(rows, ("all confirmed", "with a full layer"), maximize, seed)
 
 
 def repeatability(points: list[Point], score: str, maximize: bool, seed: int = 0) -> list[Fidelity]:
@@ -122,12 +126,9 @@ def repeatability(points: list[Point], score: str, maximize: bool, seed: int = 0
     these; far above them they cannot honestly be read, and a low figure here says the reference
     itself cannot order the schedules (more seeds or a larger budget would)."""
     pts = [p for p in sorted(points, key=lambda p: p.number) if len(p.samples(score)) >= 2 and p.reused_from is None]
-    subsets = {"all, seed 1 against seed 2": pts,
-               "with a full layer, seed 1 against seed 2": [p for p in pts if p.layers.n_full > 0]}
-    return [
-        rank_fidelity([p.samples(score)[0] for p in sel], [p.samples(score)[1] for p in sel], maximize, label, seed)
-        for label, sel in subsets.items() if len(sel) >= 3
-    ]
+    rows = [(p, p.samples(score)[0], p.samples(score)[1]) for p in pts]
+    return _with_and_without_full(rows, ("all, seed 1 against seed 2", "with a full layer, seed 1 against seed 2"),
+                                  maximize, seed)
 
 
 def confirm_set(pts: list[Point], maximize: bool, controls: int, seed: int) -> list[Point]:

@@ -190,9 +190,9 @@ class SupernetScore:
     replicates = 1  # the shared weights are scored as they are: no seed to vary
     training = None  # nothing of it is a seed of a standalone training
 
-    def __init__(self, cfg: StudyConfig, weights: list[tuple[tuple[int, int], SupernetWeights]],
+    def __init__(self, cfg: StudyConfig, bands: list[tuple[tuple[int, int], SupernetWeights]],
                  precision: str | None = None) -> None:
-        self.cfg, self.bands = cfg, weights
+        self.cfg, self.bands = cfg, bands
         self.precision = _precision(cfg, precision)
         self.key = {**shared_key(cfg, self.precision), "finetune_steps": cfg.supernet.finetune_steps}
         self.model = (Retrofitted(checkpoint.load(cfg.base)) if cfg.base.model is not None
