@@ -315,8 +315,8 @@ class HealLM(ScheduleLM):
     (shared healing, as a supernet trains): all its weights, or its attention projections."""
 
     def __init__(self, base: BaseConfig, schedule: Schedule, data: DataConfig, train: TrainConfig,
-                 draw: Callable[[int], Schedule] | None = None) -> None:
-        super().__init__(data, train, draw)
+                 draw: Callable[[int], Schedule] | None = None, teacher: Schedule | None = None) -> None:
+        super().__init__(data, train, draw, teacher)
         model = load(base)
         self.model = Retrofitted(apply_schedule(model, schedule))
         self.model.schedule = schedule

@@ -97,14 +97,18 @@ class ScheduleLM(L.LightningModule):
 
     ``draw`` (optional) maps the global step to the schedule that step trains, so one set of
     weights can learn every schedule of a space (a supernet); without it every step runs the
-    model's own schedule.
+    model's own schedule. With a ``teacher`` schedule too, a step that draws any other schedule
+    learns the teacher's predictions on the same batch instead of the labels (in-place
+    distillation, as BigNAS and once-for-all train their smaller children): the same weights
+    under the teacher's schedule, without a gradient, one extra forward per such step.
     """
 
     model: torch.nn.Module
 
-    def __init__(self, data: DataConfig, train: TrainConfig, draw: Callable[[int], Schedule] | None = None) -> None:
+    def __init__(self, data: DataConfig, train: TrainConfig, draw: Callable[[int], Schedule] | None = None,
+                 teacher: Schedule | None = None) -> None:
         super().__init__()
-        self.data_cfg, self.train_cfg, self.draw = data, train, draw
+        self.data_cfg, self.train_cfg, self.draw, self.teacher = data, train, draw, teacher
 
     def forward(self, idx: Tensor, schedule: Schedule | None = None) -> Tensor:
         return self.model(idx, schedule)
@@ -112,11 +116,22 @@ class ScheduleLM(L.LightningModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         schedule = self.draw(self.global_step) if self.draw else None
         logits = self(batch["x"], schedule)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), batch["y"].flatten(), ignore_index=IGNORE)
+        if self.teacher is not None and schedule != self.teacher:
+            loss = self._distilled(logits, batch)
+        else:
+            loss = F.cross_entropy(logits.float().flatten(0, 1), batch["y"].flatten(), ignore_index=IGNORE)
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"loss is {loss.item()} at step {self.global_step}")
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         return loss
+
+    def _distilled(self, logits: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        """KL divergence from the teacher's next-token distribution, over the positions the labels score."""
+        with torch.no_grad():
+            target = F.log_softmax(self(batch["x"], self.teacher).float(), dim=-1)
+        scored = batch["y"] != IGNORE
+        return F.kl_div(F.log_softmax(logits.float(), dim=-1)[scored], target[scored], log_target=True,
+                        reduction="batchmean")
 
     def configure_optimizers(self) -> Any:
         cfg = self.train_cfg
@@ -149,8 +164,9 @@ class ProxyLM(ScheduleLM):
         data: DataConfig,
         train: TrainConfig,
         draw: Callable[[int], Schedule] | None = None,
+        teacher: Schedule | None = None,
     ) -> None:
-        super().__init__(data, train, draw)
+        super().__init__(data, train, draw, teacher)
         self.model = build_model(proxy, schedule)
 
 

@@ -39,6 +39,7 @@ COSTS = {
     "latency": "measured forward+backward milliseconds",
 }
 QUALITIES = ("loss", "long_loss", "ppl", "recall")
+CONFIRM = ("front", "resolved")  # what the supernet strategy trains standalone
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,13 @@ class SupernetConfig:
             Zhao et al. 2021): ``[1]`` trains one supernet on the schedules without a full layer
             and one on those with, each for ``steps``, and scores a schedule on its band's weights.
             Empty: one supernet for the whole space.
+        distill: in-place distillation (BigNAS): the steps that draw any schedule but the dearest
+            learn the dearest schedule's predictions under the same weights instead of the labels
+            (one extra forward each).
+        confirm: which of the supernet's front is trained standalone: ``front``, all of it;
+            ``resolved``, only the points its scores show better than every cheaper front point
+            (the others are tied with one of those on the supernet's own noise, so training them
+            would measure noise: see :func:`spanmix.search.noise.resolved`).
     """
 
     steps: int | None = None
@@ -72,8 +80,12 @@ class SupernetConfig:
     exhaustive_limit: int = 512
     checkpoint_every: int = 50
     bands: tuple[int, ...] = ()
+    distill: bool = False
+    confirm: str = "front"
 
     def __post_init__(self) -> None:
+        if self.confirm not in CONFIRM:
+            raise ConfigError(f"supernet.confirm={self.confirm!r}: allowed: {', '.join(map(repr, CONFIRM))}")
         if self.steps is not None:
             require_whole(self, "supernet", ("steps",))
         require_whole(self, "supernet", ("exhaustive_limit", "checkpoint_every"))

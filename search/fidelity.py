@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from scipy import stats
@@ -111,10 +111,11 @@ def _with_and_without_full(rows: list[tuple[Point, float, float]], labels: tuple
     ]
 
 
-def fidelity_report(cheap: list[Point], dear: list[Point], maximize: bool, seed: int = 0) -> list[Fidelity]:
-    """Fidelity over every schedule measured both ways, and over those with a full layer."""
+def fidelity_report(cheap: list[Point], dear: list[Point], maximize: bool, seed: int = 0,
+                    over: tuple[str, str] = ("all confirmed", "with a full layer")) -> list[Fidelity]:
+    """Fidelity over every schedule measured both ways, and over those with a full layer (named ``over``)."""
     rows = [(c, c.quality, d.quality) for c, d in paired(cheap, dear)]
-    return _with_and_without_full(rows, ("all confirmed", "with a full layer"), maximize, seed)
+    return _with_and_without_full(rows, over, maximize, seed)
 
 
 def repeatability(points: list[Point], score: str, maximize: bool, seed: int = 0) -> list[Fidelity]:
@@ -131,12 +132,15 @@ def repeatability(points: list[Point], score: str, maximize: bool, seed: int = 0
                                   maximize, seed)
 
 
-def confirm_set(pts: list[Point], maximize: bool, controls: int, seed: int) -> list[Point]:
-    """What to confirm standalone: the whole front, plus ``controls`` schedules drawn with ``seed``
-    from the next two fronts (near the front, where a wrong order would change the answer), topped
-    up from the rest of the points when those are too few."""
+def confirm_set(pts: list[Point], maximize: bool, controls: int, seed: int,
+                keep: Callable[[list[Point]], list[Point]] | None = None) -> list[Point]:
+    """What to confirm standalone: the whole front (or what ``keep`` keeps of it), plus ``controls``
+    schedules drawn with ``seed`` from the next two fronts (near the front, where a wrong order would
+    change the answer), topped up from the rest of the points when those are too few."""
     layers = fronts(pts, maximize, depth=len(pts))
     front = layers[0] if layers else []
+    if keep is not None:
+        front = keep(front)
     near = [p for layer in layers[1:3] for p in layer]
     rest = [p for layer in layers[3:] for p in layer]
     rng = random.Random(seed)

@@ -216,6 +216,15 @@ def tied_with_front(pts: list[Point], front: list[Point], score: str, maximize: 
                   key=lambda p: (p.cost, p.number))
 
 
+def resolved(front: list[Point], score: str, maximize: bool, basis: Basis = SEEDS) -> list[Point]:
+    """The points of ``front`` that are significantly better than every cheaper front point, cheapest
+    first (the cheapest always is). Each other point is tied with a cheaper one: the data cannot
+    show that its extra cost buys anything, and which point of such a group lands on a front is noise."""
+    ordered = sorted(front, key=lambda p: (p.cost, p.number))
+    return [p for i, p in enumerate(ordered)
+            if all(basis.better_than([basis.samples(p, score)], basis.samples(q, score), maximize)[0] for q in ordered[:i])]
+
+
 def draws(pts: list[Point], score: str, basis: Basis, resamples: int = RESAMPLES) -> int:
     """How many resamples the knee's bootstrap draws: ``resamples`` of the seeds, or every
     resample of the sequences the points share (they were drawn once, each the same for all)."""

@@ -29,7 +29,7 @@ SECTIONS = {"study": StudyConfig, "space": SearchSpace, "proxy": ProxyConfig, "d
             "train": TrainConfig, "supernet": SupernetConfig, "halving": HalvingConfig, "base": BaseConfig}
 # string fields that take one of a few names: a made-up name must be refused too
 CHOICES = {("study", "quality"), ("study", "cost"), ("study", "sampler"), ("study", "strategy"), ("train", "precision"),
-           ("base", "model"), ("base", "dtype"), ("base", "heal")}
+           ("base", "model"), ("base", "dtype"), ("base", "heal"), ("supernet", "confirm")}
 
 
 def _toml_value(v) -> str:

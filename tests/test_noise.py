@@ -26,6 +26,7 @@ from spanmix.search.noise import (
     noise_of,
     paired_better_than,
     percentile_interval,
+    resolved,
     tied_with_front,
 )
 from spanmix.search.objective import Objective
@@ -72,6 +73,18 @@ def test_schedules_the_seeds_cannot_show_dominated_are_tied_with_the_front():
     one_seed = [_pt(n, c, [q]) for n, c, q in ((0, 1.0, 1.0), (1, 2.0, 0.5))]
     unmeasured = noise_of(one_seed, one_seed, "loss", maximize=False)
     assert not unmeasured.measured and unmeasured.tied == [] and unmeasured.knee_share is None
+
+
+def test_a_front_point_is_resolved_only_when_better_than_every_cheaper_one():
+    a = _pt(0, 1.0, [1.00, 1.01, 0.99])  # cheapest: always resolved
+    b = _pt(1, 2.0, [0.99, 1.02, 0.97])  # lower mean than a, inside its noise: tied with a
+    c = _pt(2, 3.0, [0.50, 0.52, 0.48])  # far better than a and b
+    d = _pt(3, 4.0, [0.49, 0.50, 0.47])  # better than a and b, not than c
+    front = [d, c, b, a]  # in any order
+    assert [p.number for p in resolved(front, "loss", maximize=False)] == [0, 2]
+    assert resolved([], "loss", maximize=False) == []
+    one_seed = [_pt(0, 1.0, [1.0]), _pt(1, 2.0, [0.1])]  # no noise, nothing shown better
+    assert [p.number for p in resolved(one_seed, "loss", maximize=False)] == [0]
 
 
 def test_repeatability_is_seed_1_against_seed_2_over_schedules_with_two_seeds():

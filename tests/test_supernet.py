@@ -16,11 +16,13 @@ import torch
 from spanmix.proxies.model import ProxyConfig, build_model
 from spanmix.search import STANDALONE, points, rank_fidelity
 from spanmix.search.fidelity import confirm_set, top_overlap
+from spanmix.search.front import fronts
 from spanmix.search.queue import enqueue, enqueue_space
 from spanmix.search.record import Point
 from spanmix.search.strategies.supernet import (
     SUPERNET,
     Sandwich,
+    keep_resolved,
     train_supernet,
     train_supernets,
 )
@@ -127,6 +129,41 @@ def test_confirm_set_is_the_front_plus_seeded_near_front_controls():
     assert len(chosen) == 4 and chosen == confirm_set(pts, False, 2, seed=0)
 
 
+def test_confirm_resolved_trains_only_the_front_points_the_supernets_noise_separates():
+    def scored(n: int, cost: float, resamples: list[float]) -> Point:  # one replicate, resampled sequences
+        q = sum(resamples) / len(resamples)
+        return Point(n, f"S{n + 2}", q, cost, cost, True, None, {}, SUPERNET, ({"loss": q},), {"loss": resamples})
+
+    cheap = scored(0, 1.0, [2.00, 2.10, 2.05, 2.02])
+    tied = scored(1, 2.0, [1.99, 2.11, 2.04, 2.01])  # lower on average, not on every resample
+    better = scored(2, 3.0, [0.50, 0.60, 0.55, 0.52])  # lower on every resample
+    off = scored(3, 4.0, [1.00, 1.10, 1.05, 1.02])
+    pts = [cheap, tied, better, off]
+    keep = keep_resolved("loss", maximize=False)
+    assert [p.number for p in keep([cheap, tied, better])] == [0, 2]
+    assert [p.number for p in confirm_set(pts, False, controls=0, seed=0, keep=keep)] == [0, 2]
+    assert [p.number for p in confirm_set(pts, False, controls=0, seed=0)] == [0, 1, 2]
+
+
+def test_a_study_with_confirm_resolved_trains_the_resolved_front(tiny_config, tmp_path, capsys):
+    from spanmix.search.noise import SEQUENCES, resolved
+
+    config = tiny_config(name="res", strategy="supernet",
+                         extra=SUPERNET_SECTION.format(steps=12).replace("controls = 2", "controls = 0") + 'confirm = "resolved"\n')
+    out = tmp_path / "runs" / "res"
+    assert main(["launch", "--config", str(config), "--out", str(out), "--no-progress", "--no-report"]) == 0
+    assert "front points its scores resolve" in capsys.readouterr().err
+    study = optuna.load_study(study_name="res", storage=f"sqlite:///{out / 'study.db'}")
+    shared = points(study, SUPERNET)
+    front = fronts(shared, maximize=False)[0]
+    expected = {p.schedule for p in resolved(front, "loss", False, SEQUENCES)}
+    assert {p.schedule for p in points(study, STANDALONE)} == expected
+    assert len(expected) < len(front), [(p.schedule, p.quality) for p in front]  # some of the front was tied
+    bad = tiny_config(name="bad", strategy="supernet", extra=SUPERNET_SECTION.format(steps=12) + 'confirm = "all"\n')
+    assert main(["launch", "--config", str(bad), "--out", str(tmp_path / "bad"), "--no-progress"]) == 2
+    assert "supernet.confirm='all': allowed: 'front', 'resolved'" in capsys.readouterr().err
+
+
 def test_supernet_study_through_the_cli(tiny_config, tmp_path, capsys):
     out = tmp_path / "runs" / "sn"
     config = tiny_config(name="sn", strategy="supernet", sampler="nsga2", extra=SUPERNET_SECTION.format(steps=30))
@@ -229,6 +266,37 @@ def test_finetune_steps_train_a_copy_before_scoring(tiny_config, tmp_path):
     assert tuned.scores["loss"] != plain.scores["loss"]
     for name, tensor in weights[0][1].state.items():  # the shared weights are untouched
         assert torch.equal(tensor, train_supernet(cfg, tmp_path / "ft").state[name])
+
+
+def test_in_place_distillation_trains_other_schedules_on_the_dearest_schedules_predictions(tiny_config, tmp_path):
+    import torch.nn.functional as F
+
+    from spanmix.proxies.tasks import IGNORE
+    from spanmix.proxies.train import ProxyLM
+
+    cfg = load_config(path=tiny_config(name="d", strategy="supernet", extra=SUPERNET_SECTION.format(steps=8) + "distill = true\n"))
+    dearest, student = Schedule.parse("F F"), Schedule.parse("S4 F")
+    torch.manual_seed(0)
+    x = torch.randint(0, cfg.proxy.vocab_size, (3, cfg.data.seq_len))
+    y = torch.roll(x, -1, dims=1)
+    y[:, : cfg.data.seq_len // 2] = IGNORE  # scored positions only, as the tasks label them
+    for drawn in (student, dearest):
+        module = ProxyLM(cfg.proxy, dearest, cfg.data, cfg.train, draw=lambda step: drawn, teacher=dearest)
+        module.log = lambda *args, **kwargs: None  # no trainer attached
+        loss = module.training_step({"x": x, "y": y}, 0)
+        scored = y != IGNORE
+        if drawn is student:
+            teacher = F.log_softmax(module(x, dearest), dim=-1).detach()
+            expected = (teacher.exp() * (teacher - F.log_softmax(module(x, student), dim=-1))).sum(-1)[scored].mean()
+            assert expected > 0
+        else:  # the teacher itself learns the labels
+            expected = F.cross_entropy(module(x, dearest).flatten(0, 1), y.flatten(), ignore_index=IGNORE)
+        assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    # the shared weights differ from plain training's, and are kept apart from them
+    plain = replace(cfg, supernet=replace(cfg.supernet, distill=False))
+    distilled, undistilled = train_supernet(cfg, tmp_path / "a"), train_supernet(plain, tmp_path / "a")
+    assert not undistilled.reused and distilled.path != undistilled.path
+    assert any(not torch.equal(distilled.state[k], undistilled.state[k]) for k in distilled.state)
 
 
 def test_the_space_is_queued_whole_at_the_supernet_although_calibration_measured_its_extremes(tmp_path):

@@ -40,7 +40,7 @@ import random
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import lightning as L
 import optuna
@@ -56,9 +56,10 @@ from spanmix.search import record
 from spanmix.search.config import StudyConfig
 from spanmix.search.fidelity import confirm_set
 from spanmix.search.front import fronts
+from spanmix.search.noise import basis_of, resolved
 from spanmix.search.objective import STANDALONE, Objective, Standalone, digest
 from spanmix.search.queue import enqueue_space, measure_schedules, work
-from spanmix.search.record import ZERO_SHOT
+from spanmix.search.record import ZERO_SHOT, Point
 from spanmix.search.strategies.base import RunOptions, Strategy
 from spanmix.search.study import open_study
 from spanmix.search.view import StudyView
@@ -93,7 +94,9 @@ def shared_key(cfg: StudyConfig, precision: str) -> dict[str, Any]:
     precision they trained in (``train.precision = "auto"`` resolves per machine)."""
     sn = cfg.supernet
     return {**cfg.measurement_key(), "space": cfg.space.to_dict(), "precision": precision,
-            "supernet": {"steps": sn.total_steps(cfg.train), "random_draws": sn.random_draws, "bands": list(sn.bands)}}
+            # distill is named only when on, so weights trained before it existed are still found
+            "supernet": {"steps": sn.total_steps(cfg.train), "random_draws": sn.random_draws, "bands": list(sn.bands),
+                         **({"distill": True} if sn.distill else {})}}
 
 
 def band_configs(cfg: StudyConfig) -> list[tuple[tuple[int, int], StudyConfig]]:
@@ -152,12 +155,14 @@ def train_supernet(cfg: StudyConfig, workdir: Path, progress: bool = False, prec
     train = replace(cfg.train, steps=steps, precision=precision, progress=progress)
     sandwich = Sandwich(cfg.space, cfg.supernet.random_draws, cfg.train.seed)
     resuming = (folder / "last.ckpt").exists()
-    log.info("supernet: %s %d steps of %d sequences x %d tokens (sandwich: %s, %s, %d random), checkpoints in %s",
+    log.info("supernet: %s %d steps of %d sequences x %d tokens (sandwich: %s, %s, %d random%s), checkpoints in %s",
              "resuming" if resuming else "training", steps, train.batch_size, cfg.data.seq_len,
-             sandwich.dearest, sandwich.cheapest, cfg.supernet.random_draws, folder)
+             sandwich.dearest, sandwich.cheapest, cfg.supernet.random_draws,
+             "; in-place distillation from the first" if cfg.supernet.distill else "", folder)
     L.seed_everything(train.seed, workers=True, verbose=False)
-    module = (checkpoint.HealLM(cfg.base, sandwich.dearest, cfg.data, train, draw=sandwich) if cfg.base.model is not None
-              else ProxyLM(cfg.proxy, sandwich.dearest, cfg.data, train, draw=sandwich))
+    teacher = sandwich.dearest if cfg.supernet.distill else None
+    module = (checkpoint.HealLM(cfg.base, sandwich.dearest, cfg.data, train, draw=sandwich, teacher=teacher)
+              if cfg.base.model is not None else ProxyLM(cfg.proxy, sandwich.dearest, cfg.data, train, draw=sandwich, teacher=teacher))
     fitted = fit(module, train, checkpoint_dir=folder, checkpoint_every=cfg.supernet.checkpoint_every, name="supernet")
     tokens_per_second = fitted.tokens_per_second(train.batch_size, cfg.data.seq_len)
     saved = {"state": module.model.state_dict(), "steps": fitted.steps, "seconds": fitted.seconds,
@@ -227,6 +232,16 @@ class SupernetScore:
         )
 
 
+def keep_resolved(score: str, maximize: bool) -> Callable[[list[Point]], list[Point]]:
+    """What ``confirm = "resolved"`` keeps of the supernet's front: the points its scores show
+    better than every cheaper one, on the noise they were measured with (all of the front where
+    that noise is unmeasured: nothing can be called tied then)."""
+    def keep(front: list[Point]) -> list[Point]:
+        basis = basis_of(front, score)
+        return front if basis is None else resolved(front, score, maximize, basis)
+    return keep
+
+
 def _stage(study: optuna.Study, name: str, seconds: float) -> None:
     stages = dict(study.user_attrs.get(record.STAGES, {}))
     stages[name] = stages.get(name, 0.0) + seconds
@@ -292,9 +307,15 @@ class Supernet(Strategy):
 
         start = time.perf_counter()
         view = StudyView(study, cfg)
-        chosen = confirm_set(view.points(SUPERNET), view.maximize, cfg.supernet.controls, cfg.seed)
-        log.info("confirm: training the supernet's front and %d controls standalone (%d schedules)",
-                 len(chosen) - len(fronts(view.points(SUPERNET), view.maximize)[0]), len(chosen))
+        pts = view.points(SUPERNET)
+        front = fronts(pts, view.maximize)[0]
+        keep = keep_resolved(cfg.quality, view.maximize) if cfg.supernet.confirm == "resolved" else None
+        chosen = confirm_set(pts, view.maximize, cfg.supernet.controls, cfg.seed, keep)
+        kept = len(keep(front)) if keep is not None else len(front)
+        log.info("confirm: training %s and %d controls standalone (%d schedules)",
+                 f"the supernet's front ({kept} points)" if keep is None else
+                 f"the {kept} of the supernet's {len(front)} front points its scores resolve (the others are tied with them)",
+                 len(chosen) - kept, len(chosen))
         measure_schedules(study, objective, [p.schedule for p in chosen], STANDALONE, options.timeout, callbacks)
         _stage(study, "confirm", time.perf_counter() - start)
         return study
