@@ -47,9 +47,9 @@ def kernel_path(seq_len: int, window: int, block: bool, dtype: torch.dtype = tor
     the table is in docs/benchmarks.md). Up to w=64 the band (every chunk of w queries against
     its own and the previous chunk, one batched matmul) mostly beats the fused kernel's pieces,
     whose fixed cost per call dominates small windows; from w=128 the pieces skip more masked
-    work than the band's 2w keys per query waste. With this rule 24 of the table's 136 cells run
-    below full causal attention's speed; the faster path in every cell would leave 20, and no
-    rule of window, length and kind tried did better than 24. Attention maths over the whole
+    work than the band's 2w keys per query waste. With this rule 22 of the table's 136 cells run
+    below full causal attention's speed (re-measured 2026-12-03), and in each of them both paths
+    do, so the faster path in every cell would leave the same 22. Attention maths over the whole
     T x T matrix, the path short sequences took before, lost to the band in 108 of the 136 cells.
     """
     return BAND if min(window, seq_len) <= BAND_LIMIT else PIECES
