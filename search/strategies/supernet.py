@@ -311,7 +311,7 @@ class Supernet(Strategy):
         front = fronts(pts, view.maximize)[0]
         keep = keep_resolved(cfg.quality, view.maximize) if cfg.supernet.confirm == "resolved" else None
         chosen = confirm_set(pts, view.maximize, cfg.supernet.controls, cfg.seed, keep)
-        kept = len(keep(front)) if keep is not None else len(front)
+        kept = len({p.schedule for p in front} & {p.schedule for p in chosen})  # controls come from off the front
         log.info("confirm: training %s and %d controls standalone (%d schedules)",
                  f"the supernet's front ({kept} points)" if keep is None else
                  f"the {kept} of the supernet's {len(front)} front points its scores resolve (the others are tied with them)",
