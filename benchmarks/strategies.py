@@ -46,7 +46,7 @@ from benchmarks.machine import describe  # noqa: E402
 from spanmix.search import STANDALONE, StudyConfig, StudyView, run_study  # noqa: E402
 from spanmix.search.config import HalvingConfig, SupernetConfig  # noqa: E402
 from spanmix.search.fidelity import fidelity_report, repeatability  # noqa: E402
-from spanmix.search.front import front_of  # noqa: E402
+from spanmix.search.front import front_of, maximized  # noqa: E402
 from spanmix.search.logs import quiet_libraries  # noqa: E402
 from spanmix.search.noise import resolved, tied_with_front  # noqa: E402
 from spanmix.search.record import Point  # noqa: E402
@@ -82,11 +82,11 @@ class Reference:
     """Every schedule of a space measured standalone with the same seeds: its points, front and tied set."""
 
     def __init__(self, points: list[Point], quality: str, tokens: int) -> None:
-        self.points, self.quality, self.tokens = points, quality, tokens
+        self.points, self.quality, self.tokens, self.maximize = points, quality, tokens, maximized(quality)
         self.by_schedule = {p.schedule: p for p in points}
-        self.front = front_of(points, maximize=False)
-        self.near = {p.schedule for p in self.front} | {p.schedule for p in tied_with_front(points, self.front, quality, False)}
-        self.resolved = [p.schedule for p in resolved(self.front, quality, False)]
+        self.front = front_of(points, self.maximize)
+        self.near = {p.schedule for p in self.front} | {p.schedule for p in tied_with_front(points, self.front, quality, self.maximize)}
+        self.resolved = [p.schedule for p in resolved(self.front, quality, self.maximize)]
 
     @classmethod
     def of(cls, view: StudyView) -> Reference:
@@ -142,6 +142,12 @@ def compare(name: str, view: StudyView, seconds: float, ref: Reference) -> None:
             print("    " + f.line())
 
 
+def halving_config(text: str) -> HalvingConfig:
+    """A ladder written ``eta:rungs``, both given (``3:2``)."""
+    eta, rungs = map(int, text.split(":"))
+    return HalvingConfig(eta, rungs)
+
+
 def supernet_config(spec: str) -> SupernetConfig:
     """A ``[supernet]`` section written inline, as TOML: ``steps = 480, bands = [1]``."""
     return SupernetConfig.from_dict(tomllib.loads(f"supernet = {{{spec}}}")["supernet"])
@@ -166,13 +172,11 @@ def main() -> None:
         parser.error("--save writes a reference this run measures: add --measure-reference")
     try:
         supernets = [(spec, supernet_config(spec)) for spec in args.supernet]
-        ladders = [(eta, rungs) for eta, rungs in (map(int, ladder.split(":")) for ladder in args.ladder)]
-        for eta, rungs in ladders:
-            HalvingConfig(eta, rungs)
+        ladders = [halving_config(text) for text in args.ladder]
     except (ConfigError, tomllib.TOMLDecodeError, ValueError) as e:
         parser.error(f"--supernet or --ladder: {e}")
     if not supernets and not ladders:
-        supernets, ladders = [(spec, supernet_config(spec)) for spec in DEFAULT_SUPERNETS], [(3, 3), (3, 2)]
+        supernets, ladders = [(spec, supernet_config(spec)) for spec in DEFAULT_SUPERNETS], [HalvingConfig(3, 3), HalvingConfig(3, 2)]
     quiet_libraries()
     logging.basicConfig(level=logging.WARNING)
     sys.stdout.reconfigure(line_buffering=True)  # each study's lines as it finishes, not at exit
@@ -196,12 +200,12 @@ def main() -> None:
         ref = Reference.load(args.reference, base)
     print(f"reference: {ref.describe()}; {ref.tokens:,} tokens")
     print("reference against itself, seed 1 against seed 2 (what it can order):")
-    for f in repeatability(ref.points, ref.quality, maximize=False):
+    for f in repeatability(ref.points, ref.quality, ref.maximize):
         print("  " + f.line())
 
-    studies = [(f"halving eta={eta}, rungs at {list(HalvingConfig(eta, rungs).steps(base.train.steps))} steps",
-                replace(base, name=f"halving-{eta}-{rungs}", strategy="halving", halving=HalvingConfig(eta, rungs), **common))
-               for eta, rungs in ladders]
+    studies = [(f"halving eta={h.eta}, rungs at {list(h.steps(base.train.steps))} steps",
+                replace(base, name=f"halving-{h.eta}-{h.rungs}", strategy="halving", halving=h, **common))
+               for h in ladders]
     studies += [(f"supernet {spec}", replace(base, name=f"supernet-{i}", strategy="supernet", supernet=cfg, **common))
                 for i, (spec, cfg) in enumerate(supernets)]
     for name, cfg in studies:
