@@ -10,6 +10,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from spanmix.search.calibration import Calibration, CurvePoint
 from spanmix.studies.cli import main
 
 # the README's recall test (tests/test_training.py): F F learns the lookup in 260 steps, S8 S8 cannot
@@ -79,7 +80,7 @@ def test_a_budget_that_learns_the_probe_separates_on_the_same_trainings(tmp_path
     assert code == 0 and "the budget separates" in printed
     rows = [line.split() for line in printed.splitlines() if line.strip().startswith(("25%", "50%", "100%"))]
     assert [r[1] for r in rows] == ["65", "130", "260"]  # scored on the way, at 1/4, 1/2 and the end
-    assert float(rows[-1][6]) >= 3.0  # noise units at the full budget
+    assert float(rows[-1][6]) >= 5.0  # noise units at the full budget: the threshold at 2 seeds
     for t in study.get_trials(states=(TrialState.COMPLETE,)):
         assert sorted(t.user_attrs["seed_scores"]) == ["0", "1"]
         assert all(sorted(c) == ["130", "65"] for c in t.user_attrs["seed_curves"].values())
@@ -105,6 +106,17 @@ def test_launch_calibrates_first_and_stops_before_the_space_is_spent_unless_forc
         mine, calibration = done["standalone", schedule], done["calibration", schedule]
         assert mine["seed_scores"]["0"] == calibration["seed_scores"]["0"] and mine["tokens_seen"] == 0
     assert done["standalone", "F S8"]["tokens_seen"] == 60 * 32 * 128
+
+
+def test_two_seeds_need_a_wider_gap_than_three():
+    # about 4 noise units apart: two equal schedules get that far 5.7% of the time with 2 seeds each
+    # and 0.8% with 3 (benchmarks/calibration.py measures it), so 2 seeds do not separate there
+    two = Calibration("F F", "S8 S8", "loss", 2, [CurvePoint(1.0, 10, [-1.0, 1.0], [5.0, 7.0], {})], {})
+    three = Calibration("F F", "S8 S8", "loss", 3, [CurvePoint(1.0, 10, [-1.0, 0.0, 1.0], [3.0, 4.0, 5.0], {})], {})
+    assert round(two.last.units, 2) == 4.24 and three.last.units == 4.0
+    assert not two.separated and "4.2 noise units apart (need 5 at 2 seeds)" in two.verdict()
+    assert three.separated and "(need 3 at 3 seeds)" in three.verdict()
+    assert two.earliest_separating() is None and three.earliest_separating() is three.last
 
 
 @pytest.mark.parametrize("steps", [8])

@@ -1,0 +1,142 @@
+"""The calibration threshold, measured: how often k seeds call a budget separating when it is not, and when it is.
+
+Calibration (``spanmix calibrate``) passes a budget when the dearest and cheapest schedules of the
+space are at least ``search.calibration.separation(k)`` noise units apart with the study's k seeds
+each (units: the gap of their means over their pooled seed standard deviation). This script trains
+both schedules with many more seeds (``--seeds N``, scored at 1/4, 1/2 and all of the budget, as
+calibration scores them) and, for every budget and k, counts over all ways of drawing k of the N
+seeds:
+
+* **false**: two disjoint draws of k seeds of the *same* schedule, which no budget can separate,
+  that reach the threshold (pooled over both schedules);
+* **t**: the same rate where seed noise is normal (the units are then sqrt(2/k) times a t with
+  2(k-1) degrees of freedom): where ``false`` is above it, the seed noise has heavier tails;
+* **pass**: k seeds of the dearest against k of the cheapest that reach it: how often the study
+  would go on at that budget.
+
+Beside them, the gap with all N seeds and the Welch test's two-sided p between the two schedules:
+what the budget really separates. Each seed's scores are kept in ``--out`` as it finishes, so a
+stopped run resumes; every training is fp32.
+
+    python benchmarks/calibration.py                                # quick, 12 seeds: about 6 minutes on 2 cores
+    python benchmarks/calibration.py --preset medium --seeds 6      # about 30 minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import statistics
+import sys
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+
+from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.machine import describe  # noqa: E402
+from spanmix.search.calibration import CurvePoint, separation  # noqa: E402
+from spanmix.search.config import StudyConfig  # noqa: E402
+from spanmix.search.logs import quiet_libraries  # noqa: E402
+from spanmix.search.objective import CURVE, Standalone, digest  # noqa: E402
+from spanmix.studies.config import load_config  # noqa: E402
+
+THRESHOLDS = (2.0, 3.0, 4.0, 5.0, 6.0)
+
+
+def seed_scores(cfg: StudyConfig, seeds: int, out: Path) -> dict[str, dict[int, dict[float, float]]]:
+    """Each of the space's extremes trained with ``seeds`` seeds: schedule -> seed -> budget
+    fraction -> quality. Read from ``out/seeds.json`` where an earlier run of the same measurement
+    left it; each new seed is written there as it finishes."""
+    measure = Standalone(cfg, seeds=seeds)
+    key = digest(measure.key)
+    path = out / "seeds.json"
+    kept = json.loads(path.read_text()) if path.exists() else {}
+    if kept.get("key") != key:
+        kept = {"key": key, "machine": describe(), "date": str(date.today()), "schedules": {}}
+    steps = cfg.train.steps
+    scores: dict[str, dict[int, dict[float, float]]] = {}
+    for schedule in (s.canonical(cfg.space.context) for s in reversed(cfg.space.extremes())):
+        runs = kept["schedules"].setdefault(schedule.text, {})
+        for r in range(seeds):
+            if str(r) not in runs:
+                result = measure.measure(schedule, r)
+                curve = {f: result.curve[round(f * steps)][cfg.quality] for f in CURVE}
+                runs[str(r)] = {**{str(f): v for f, v in curve.items()}, "1.0": result.scores[cfg.quality]}
+                out.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(kept, indent=1))
+                print(f"  {schedule.text} seed {r}: {cfg.quality} {result.scores[cfg.quality]:.4f} "
+                      f"({result.train_seconds:.0f} s)", flush=True)
+        scores[schedule.text] = {int(r): {float(f): v for f, v in run.items()} for r, run in runs.items() if int(r) < seeds}
+    return scores
+
+
+def units(a: list[float], b: list[float]) -> float:
+    """The gap of two draws in noise units, exactly as calibration computes it."""
+    return CurvePoint(1.0, 0, a, b, {}).units
+
+
+def null_units(values: list[float], k: int) -> list[float]:
+    """Units between every two disjoint draws of ``k`` of one schedule's seeds (each pair once)."""
+    n = len(values)
+    return [units([values[i] for i in a], [values[i] for i in b])
+            for a in itertools.combinations(range(n), k) for b in itertools.combinations(range(n), k)
+            if a < b and not set(a) & set(b)]
+
+
+def pass_units(dear: list[float], cheap: list[float], k: int) -> list[float]:
+    """Units between every draw of ``k`` of the dearest's seeds and every draw of ``k`` of the cheapest's."""
+    return [units(list(a), list(b)) for a in itertools.combinations(dear, k) for b in itertools.combinations(cheap, k)]
+
+
+def t_rate(threshold: float, k: int) -> float:
+    """P(units >= threshold) for two equal schedules with normal seed noise and ``k`` seeds each."""
+    return 2 * stats.t.sf(threshold * math.sqrt(k / 2), 2 * (k - 1))
+
+
+def report(cfg: StudyConfig, scores: dict[str, dict[int, dict[float, float]]], ks: list[int]) -> None:
+    dear, cheap = scores  # dearest first (see seed_scores)
+    n = min(len(v) for v in scores.values())
+    print(f"\n{dear} (dearest) against {cheap} (cheapest), {n} seeds each; {cfg.quality} at {cfg.train.steps} steps "
+          f"x the budget; the study's threshold: {separation(max(2, cfg.seeds)):g} units at {max(2, cfg.seeds)} seeds")
+    rate = lambda xs, thr: sum(x >= thr for x in xs) / len(xs)  # noqa: E731
+    for f in (*CURVE, 1.0):
+        d, c = ([scores[s][r][f] for r in range(n)] for s in (dear, cheap))
+        p = stats.ttest_ind(d, c, equal_var=False).pvalue
+        print(f"\nbudget {f:.0%} ({round(f * cfg.train.steps)} steps): means {statistics.fmean(d):.4f} / {statistics.fmean(c):.4f}, "
+              f"seed SD {statistics.stdev(d):.4f} / {statistics.stdev(c):.4f}; all {n} seeds: {units(d, c):.1f} units, Welch p={p:.1e}")
+        print(f"  {'k':>2} {'draws':>11} " + " ".join(f"{'>=' + format(t, 'g') + ' false/t/pass':>21}" for t in THRESHOLDS))
+        for k in ks:
+            null = null_units(d, k) + null_units(c, k)
+            alt = pass_units(d, c, k)
+            print(f"  {k:>2} {len(null):>5}/{len(alt):<5} "
+                  + " ".join(f"{rate(null, t):>7.3f}/{t_rate(t, k):.3f}/{rate(alt, t):.3f}" for t in THRESHOLDS))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="quick")
+    parser.add_argument("--seeds", type=int, default=12, help="seeds of each of the two schedules (default 12)")
+    parser.add_argument("--k", type=int, action="append", help="seeds a study would have (repeatable; default 2, 3 "
+                        "and 4, those that leave two disjoint draws)")
+    parser.add_argument("--out", default="runs/bench-calibration", help="where each seed's scores are kept")
+    args = parser.parse_args()
+    ks = args.k or [k for k in (2, 3, 4) if 2 * k <= args.seeds]
+    if args.seeds < 4 or any(k < 2 or 2 * k > args.seeds for k in ks):
+        parser.error(f"--seeds {args.seeds} with --k {ks}: each k needs 2 <= k <= seeds/2 (two disjoint draws of one "
+                     "schedule's seeds), so --seeds is at least 4")
+    quiet_libraries()
+    sys.stdout.reconfigure(line_buffering=True)
+    cfg = load_config(args.preset, None, {})
+    cfg = replace(cfg, train=replace(cfg.train, precision="fp32"))
+    print(describe())
+    print(f"preset {args.preset}: the extremes of {cfg.space.size()} schedules, {args.seeds} seeds each, {date.today()}")
+    report(cfg, seed_scores(cfg, args.seeds, Path(args.out) / args.preset), ks)
+
+
+if __name__ == "__main__":
+    main()
