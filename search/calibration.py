@@ -139,6 +139,8 @@ class Calibration:
                    for t, c in self.chance.items() if self.last.probes.get(t, 0.0) < PROBE_FACTOR * c]
         learned = f"; the dearest schedule did not learn the probe ({', '.join(missing)})" if missing else ""
         helps = f"{self.helps}{PROBE_HELP}" if self.chance else f"{self.helps} or more data"
+        if separation(self.seeds + 1) <= self.last.units < self.threshold:  # apart enough for 3 seeds' threshold
+            helps = f"{self.seeds + 1} seeds (study.seeds; they need {separation(self.seeds + 1):g} units), {helps}"
         return f"the budget does not separate schedules: {figures}{learned}; try {helps}"
 
 

@@ -115,6 +115,7 @@ def test_two_seeds_need_a_wider_gap_than_three():
     three = Calibration("F F", "S8 S8", "loss", 3, [CurvePoint(1.0, 10, [-1.0, 0.0, 1.0], [3.0, 4.0, 5.0], {})], {})
     assert round(two.last.units, 2) == 4.24 and three.last.units == 4.0
     assert not two.separated and "4.2 noise units apart (need 5 at 2 seeds)" in two.verdict()
+    assert "try 3 seeds (study.seeds; they need 3 units), more steps" in two.verdict()
     assert three.separated and "(need 3 at 3 seeds)" in three.verdict()
     assert two.earliest_separating() is None and three.earliest_separating() is three.last
 
