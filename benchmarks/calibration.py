@@ -43,7 +43,7 @@ from spanmix.search.calibration import CurvePoint, separation  # noqa: E402
 from spanmix.search.config import StudyConfig  # noqa: E402
 from spanmix.search.logs import quiet_libraries  # noqa: E402
 from spanmix.search.objective import CURVE, Standalone, digest  # noqa: E402
-from spanmix.studies.config import load_config  # noqa: E402
+from spanmix.studies.config import load_config, preset_names  # noqa: E402
 
 THRESHOLDS = (2.0, 3.0, 4.0, 5.0, 6.0)
 
@@ -119,16 +119,17 @@ def report(cfg: StudyConfig, scores: dict[str, dict[int, dict[float, float]]], k
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="quick")
+    parser.add_argument("--preset", default="quick", choices=preset_names(), help="a built-in preset (default quick)")
     parser.add_argument("--seeds", type=int, default=12, help="seeds of each of the two schedules (default 12)")
     parser.add_argument("--k", type=int, action="append", help="seeds a study would have (repeatable; default 2, 3 "
                         "and 4, those that leave two disjoint draws)")
     parser.add_argument("--out", default="runs/bench-calibration", help="where each seed's scores are kept")
     args = parser.parse_args()
+    if args.seeds < 4:
+        parser.error(f"--seeds {args.seeds}: at least 4, for two disjoint draws of 2 of one schedule's seeds")
     ks = args.k or [k for k in (2, 3, 4) if 2 * k <= args.seeds]
-    if args.seeds < 4 or any(k < 2 or 2 * k > args.seeds for k in ks):
-        parser.error(f"--seeds {args.seeds} with --k {ks}: each k needs 2 <= k <= seeds/2 (two disjoint draws of one "
-                     "schedule's seeds), so --seeds is at least 4")
+    if bad := [k for k in ks if k < 2 or 2 * k > args.seeds]:
+        parser.error(f"--k {bad[0]}: each k must be 2 to --seeds/2 = {args.seeds // 2} (two disjoint draws of k seeds)")
     quiet_libraries()
     sys.stdout.reconfigure(line_buffering=True)
     cfg = load_config(args.preset, None, {})

@@ -40,7 +40,7 @@ from spanmix.proxies.train import ProxyLM, fit  # noqa: E402
 from spanmix.search import STANDALONE, StudyConfig, StudyView, run_study  # noqa: E402
 from spanmix.search.strategies.supernet import SUPERNET, Sandwich  # noqa: E402
 from spanmix.space import Schedule  # noqa: E402
-from spanmix.studies.config import load_config  # noqa: E402
+from spanmix.studies.config import load_config, preset_names  # noqa: E402
 from spanmix.studies.report import print_summary, trials_frame  # noqa: E402
 
 
@@ -91,7 +91,7 @@ def best_tables(frame: pd.DataFrame, quality: str, maximize: bool) -> tuple[pd.D
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="medium", help="a built-in preset (default medium)")
+    parser.add_argument("--preset", default="medium", choices=preset_names(), help="a built-in preset (default medium)")
     parser.add_argument("--out", default="runs/bench-search", help="folder for the study (emptied first)")
     parser.add_argument("--keep", action="store_true", help="resume in --out instead of emptying it")
     parser.add_argument("--switching-only", action="store_true", help="only the cost of switching schedules every step")

@@ -51,7 +51,7 @@ from spanmix.search.logs import quiet_libraries  # noqa: E402
 from spanmix.search.noise import resolved, tied_with_front  # noqa: E402
 from spanmix.search.record import Point  # noqa: E402
 from spanmix.space import ConfigError  # noqa: E402
-from spanmix.studies.config import load_config  # noqa: E402
+from spanmix.studies.config import load_config, preset_names  # noqa: E402
 from spanmix.studies.report import print_summary  # noqa: E402
 
 REFERENCE = Path(__file__).resolve().parent / "reference-quick.json"
@@ -155,7 +155,7 @@ def supernet_config(spec: str) -> SupernetConfig:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="quick")
+    parser.add_argument("--preset", default="quick", choices=preset_names(), help="a built-in preset (default quick)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds of the reference and of every strategy (default 3)")
     parser.add_argument("--ladder", action="append", default=[], help="eta:rungs of a halving run (repeatable)")
     parser.add_argument("--supernet", action="append", default=[],
