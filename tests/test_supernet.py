@@ -22,7 +22,9 @@ from spanmix.search.record import Point
 from spanmix.search.strategies.supernet import (
     SUPERNET,
     Sandwich,
+    band_configs,
     keep_resolved,
+    shared_key,
     train_supernet,
     train_supernets,
 )
@@ -251,6 +253,15 @@ def test_shared_weights_trained_in_one_precision_are_not_reused_in_another(tiny_
     train_supernet(cfg, tmp_path / "a", precision="fp32")
     assert train_supernet(cfg, tmp_path / "b", precision="fp32").reused  # a sibling folder's weights
     assert not train_supernet(cfg, tmp_path / "b", precision="bf16").reused
+
+
+def test_the_shared_weights_key_names_bands_and_distill_only_when_set():
+    # so that weights trained before either option existed (a band's plain supernet among them) are still found
+    cfg = load_config("medium")
+    assert shared_key(band_configs(cfg)[1][1], "fp32")["supernet"] == {"steps": 1200, "random_draws": 2}
+    assert shared_key(cfg, "fp32")["supernet"] == {"steps": 1200, "random_draws": 2, "bands": [1]}
+    distilled = replace(cfg, supernet=replace(cfg.supernet, distill=True))
+    assert shared_key(distilled, "fp32")["supernet"] == {"steps": 1200, "random_draws": 2, "bands": [1], "distill": True}
 
 
 def test_finetune_steps_train_a_copy_before_scoring(tiny_config, tmp_path):

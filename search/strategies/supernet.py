@@ -94,9 +94,9 @@ def shared_key(cfg: StudyConfig, precision: str) -> dict[str, Any]:
     precision they trained in (``train.precision = "auto"`` resolves per machine)."""
     sn = cfg.supernet
     return {**cfg.measurement_key(), "space": cfg.space.to_dict(), "precision": precision,
-            # distill is named only when on, so weights trained before it existed are still found
-            "supernet": {"steps": sn.total_steps(cfg.train), "random_draws": sn.random_draws, "bands": list(sn.bands),
-                         **({"distill": True} if sn.distill else {})}}
+            # bands and distill are named only when set, so weights trained before they existed are still found
+            "supernet": {"steps": sn.total_steps(cfg.train), "random_draws": sn.random_draws,
+                         **({"bands": list(sn.bands)} if sn.bands else {}), **({"distill": True} if sn.distill else {})}}
 
 
 def band_configs(cfg: StudyConfig) -> list[tuple[tuple[int, int], StudyConfig]]:
