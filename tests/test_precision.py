@@ -31,6 +31,7 @@ def test_without_native_bf16_auto_is_fp32_whatever_the_timing_says(monkeypatch):
     for speedup in (1.4, 1.6):
         _machine(monkeypatch, native=True, speedup=speedup)
         assert resources.resolve_precision("auto", CFG, 32, 4) == "fp32"
+    assert resources.why_precision("auto", "fp32") == "auto: bf16 not measured 1.8x faster here"
     _machine(monkeypatch, native=True, speedup=2.1)  # a d=256, T=2048 proxy's lowest read: bf16
     assert resources.resolve_precision("auto", CFG, 32, 4) == "bf16"
     assert resources.resolve_precision("bf16", CFG, 32, 4) == "bf16"  # a choice the user made stands
