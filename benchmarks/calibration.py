@@ -18,8 +18,8 @@ Beside them, the gap with all N seeds and the Welch test's two-sided p between t
 what the budget really separates. Each seed's scores are kept in ``--out`` as it finishes, so a
 stopped run resumes; every training is fp32.
 
-    python benchmarks/calibration.py                                # quick, 12 seeds: about 6 minutes on 2 cores
-    python benchmarks/calibration.py --preset medium --seeds 6      # about 30 minutes
+    python benchmarks/calibration.py                                # quick, 12 seeds: about 8 minutes on 2 cores
+    python benchmarks/calibration.py --preset medium --seeds 6      # about 33 minutes
 """
 
 from __future__ import annotations

@@ -132,7 +132,8 @@ class Calibration:
 
     def verdict(self) -> str:
         """One line: whether the budget separates, with the figures and what would help."""
-        figures = f"the dearest and cheapest schedules are {self.last.units:.1f} noise units apart (need {self.threshold:g} at {self.seeds} seeds)"
+        figures = (f"the dearest and cheapest schedules are {self.last.units:.1f} noise units apart "
+                   f"(need {self.threshold:g} at {self.seeds} seeds)")
         if self.separated:
             return f"the budget separates: {figures}"
         missing = [f"{t} accuracy {self.last.probes.get(t, 0.0):.3f} against chance {c:.3f}"
