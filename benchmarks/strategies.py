@@ -3,7 +3,7 @@
 The reference is a preset's space (default ``quick``: 25 schedules) measured whole, standalone, at the
 full budget with 3 seeds, measured once and kept with its machine and date in
 ``benchmarks/reference-quick.json``; ``--measure-reference`` measures it again (about 20 minutes for
-``quick`` on 2 cores) and ``--save`` writes it. Then each ``--ladder eta:rungs`` runs as a halving
+``quick`` on 2 cores) and ``--save`` writes it. Then each ``--halving`` runs as a halving
 study and each ``--supernet`` as a supernet study of the same space and seeds, each in its own
 storage so that nothing is reused. Printed, all measured in this run, for each:
 
@@ -22,7 +22,7 @@ storage so that nothing is reused. Printed, all measured in this run, for each:
   the last digit where the reference was measured by the same code on the same machine).
 
     python benchmarks/strategies.py                                 # quick: about 20 minutes on 2 cores
-    python benchmarks/strategies.py --ladder 3:2 --supernet "steps = 480, bands = [1], controls = 0"
+    python benchmarks/strategies.py --halving "eta = 3, rungs = 2" --supernet "steps = 480, bands = [1], controls = 0"
     python benchmarks/strategies.py --measure-reference --save benchmarks/reference-quick.json
 """
 
@@ -43,7 +43,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.machine import describe  # noqa: E402
-from spanmix.search import STANDALONE, StudyConfig, StudyView, run_study  # noqa: E402
+from spanmix.search import STANDALONE, StudyConfig, StudyView, run_study, strategies  # noqa: E402
 from spanmix.search.config import HalvingConfig, SupernetConfig  # noqa: E402
 from spanmix.search.fidelity import fidelity_report, repeatability  # noqa: E402
 from spanmix.search.front import front_of, maximized  # noqa: E402
@@ -56,6 +56,8 @@ from spanmix.studies.report import print_summary  # noqa: E402
 
 REFERENCE = Path(__file__).resolve().parent / "reference-quick.json"
 # the README's two supernet rows: few-shot weights, then with distillation and only their resolved front confirmed
+# the README's halving rows: rungs as eta sets them, then a first rung where calibration separates, one seed below the last
+DEFAULT_HALVINGS = ("eta = 3, rungs = 2", "eta = 8, rungs = 2, first_steps = 80, early_seeds = 1")
 DEFAULT_SUPERNETS = ("steps = 480, bands = [1], controls = 0",
                      'steps = 480, bands = [1], controls = 0, distill = true, confirm = "resolved"')
 
@@ -127,6 +129,8 @@ def compare(name: str, view: StudyView, seconds: float, ref: Reference) -> None:
                 for a, b in zip(p.seed_scores, ref.by_schedule[p.schedule].seed_scores)), default=0.0)
     print(f"\n{name}: {seconds / 60:.1f} min")
     print(f"  tokens trained: {tokens(view):,}, {tokens(view) / ref.tokens:.0%} of the reference's (target <= 25%)")
+    if view.ladder is not None:
+        print("  rungs: " + ", ".join(f"{n} schedules to {steps} steps" for _, steps, n in view.ladder.rungs))
     print(f"  reference front's resolved points found: {len(hits)}/{len(ref.resolved)} ({len(hits) / len(ref.resolved):.0%}, "
           f"target >= 80%): {hits}; all front points: {len(found & front)}/{len(front)}")
     print(f"  on its front but neither on the reference's front nor tied with it: {sorted(found - ref.near) or 'none'}")
@@ -142,25 +146,20 @@ def compare(name: str, view: StudyView, seconds: float, ref: Reference) -> None:
             print("    " + f.line())
 
 
-def halving_config(text: str) -> HalvingConfig:
-    """A ladder written ``eta:rungs``, both given (``3:2``)."""
-    eta, rungs = map(int, text.split(":"))
-    return HalvingConfig(eta, rungs)
-
-
-def supernet_config(spec: str) -> SupernetConfig:
-    """A ``[supernet]`` section written inline, as TOML: ``steps = 480, bands = [1]``."""
-    return SupernetConfig.from_dict(tomllib.loads(f"supernet = {{{spec}}}")["supernet"])
+def inline(section: str, spec: str) -> dict:
+    """A config section written inline, as TOML: ``steps = 480, bands = [1]``."""
+    return tomllib.loads(f"{section} = {{{spec}}}")[section]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="quick", choices=preset_names(), help="a built-in preset (default quick)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds of the reference and of every strategy (default 3)")
-    parser.add_argument("--ladder", action="append", default=[], help="eta:rungs of a halving run (repeatable)")
+    parser.add_argument("--halving", action="append", default=[],
+                        help="a [halving] section inline, as TOML (repeatable), e.g. 'eta = 3, rungs = 2'")
     parser.add_argument("--supernet", action="append", default=[],
-                        help="a [supernet] section inline, as TOML (repeatable; with neither --ladder nor --supernet: "
-                             f"the ladders 3:3 and 3:2 and the supernets {' and '.join(map(repr, DEFAULT_SUPERNETS))})")
+                        help="a [supernet] section inline, as TOML (repeatable; with neither --halving nor --supernet: "
+                             f"the halvings {' and '.join(map(repr, DEFAULT_HALVINGS))} and the supernets {' and '.join(map(repr, DEFAULT_SUPERNETS))})")
     parser.add_argument("--reference", type=Path, default=REFERENCE, help="the reference kept from an earlier run")
     parser.add_argument("--measure-reference", action="store_true", help="measure the reference in this run instead")
     parser.add_argument("--save", type=Path, help="with --measure-reference: write the reference to this JSON file")
@@ -170,13 +169,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.save and not args.measure_reference:
         parser.error("--save writes a reference this run measures: add --measure-reference")
-    try:
-        supernets = [(spec, supernet_config(spec)) for spec in args.supernet]
-        ladders = [halving_config(text) for text in args.ladder]
-    except (ConfigError, tomllib.TOMLDecodeError, ValueError) as e:
-        parser.error(f"--supernet or --ladder: {e}")
-    if not supernets and not ladders:
-        supernets, ladders = [(spec, supernet_config(spec)) for spec in DEFAULT_SUPERNETS], [HalvingConfig(3, 3), HalvingConfig(3, 2)]
+    if not args.supernet and not args.halving:
+        args.supernet, args.halving = list(DEFAULT_SUPERNETS), list(DEFAULT_HALVINGS)
     quiet_libraries()
     logging.basicConfig(level=logging.WARNING)
     sys.stdout.reconfigure(line_buffering=True)  # each study's lines as it finishes, not at exit
@@ -185,6 +179,17 @@ def main() -> None:
     base = replace(base, train=replace(base.train, precision="fp32"))
     size = base.space.size()
     common = dict(seeds=args.seeds, sampler="grid", n_trials=size, calibrate=False)
+    try:  # every study checked before the first one trains
+        studies = [(f"halving {spec}", replace(base, name=f"halving-{i}", strategy="halving",
+                                               halving=HalvingConfig.from_dict(inline("halving", spec)), **common))
+                   for i, spec in enumerate(args.halving)]
+        studies += [(f"supernet {spec}", replace(base, name=f"supernet-{i}", strategy="supernet",
+                                                 supernet=SupernetConfig.from_dict(inline("supernet", spec)), **common))
+                    for i, spec in enumerate(args.supernet)]
+        for _, cfg in studies:
+            strategies.get(cfg.strategy).check(cfg, 1)
+    except (ConfigError, tomllib.TOMLDecodeError) as e:
+        parser.error(f"--halving or --supernet: {e}")
     out = Path(args.out)
     print(describe())
     print(f"preset {args.preset}: {size} schedules, {base.train.steps} steps, {args.seeds} seeds each; {date.today()}")
@@ -203,11 +208,6 @@ def main() -> None:
     for f in repeatability(ref.points, ref.quality, ref.maximize):
         print("  " + f.line())
 
-    studies = [(f"halving eta={h.eta}, rungs at {list(h.steps(base.train.steps))} steps",
-                replace(base, name=f"halving-{h.eta}-{h.rungs}", strategy="halving", halving=h, **common))
-               for h in ladders]
-    studies += [(f"supernet {spec}", replace(base, name=f"supernet-{i}", strategy="supernet", supernet=cfg, **common))
-                for i, (spec, cfg) in enumerate(supernets)]
     for name, cfg in studies:
         view, seconds = run(cfg, out / cfg.name, not args.resume)
         compare(name, view, seconds, ref)

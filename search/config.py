@@ -123,26 +123,51 @@ class HalvingConfig:
     Attributes:
         eta: at each rung the best ``1/eta`` of the schedules that finished it (by non-dominated
             sorting) train on to the next rung.
-        rungs: how many budgets; rung ``i`` trains to ``train.steps / eta**(rungs - 1 - i)`` steps
-            (rounded), so the last rung is the study's full budget.
+        rungs: how many budgets, the last being the study's full ``train.steps``.
+        first_steps: the first rung's steps; the rungs between are spaced geometrically up to the
+            full budget (None: ``train.steps / eta**(rungs - 1)``, so each rung is ``eta`` times
+            the one before). Set it where calibration says a short training starts to rank
+            schedules: a first rung below that ranks them by seed noise.
+        early_seeds: training seeds of every rung below the last (None: the study's ``seeds``).
+            The last rung is the standalone measurement and always has the study's seeds; a seed
+            the rung below did not train starts there from scratch. One seed below the last rung
+            spends a ``1/seeds`` share on the schedules that go no further.
     """
 
     eta: int = 3
     rungs: int = 3
+    first_steps: int | None = None
+    early_seeds: int | None = None
 
     def __post_init__(self) -> None:
         require_whole(self, "halving", ("eta", "rungs"), minimum=2)
         require_whole(self, "halving", ("rungs",), minimum=2, maximum=MAX_RUNGS)
+        require_whole(self, "halving", tuple(n for n in ("first_steps", "early_seeds") if getattr(self, n) is not None))
 
     def steps(self, total: int) -> tuple[int, ...]:
         """The step each rung trains to, for a full budget of ``total`` steps; refuses a budget too
         short to give every rung a step of its own."""
-        steps = tuple(round(total / self.eta ** (self.rungs - 1 - i)) for i in range(self.rungs))
-        if total < self.eta ** (self.rungs - 1) or len(set(steps)) < len(steps):
-            raise ConfigError(f"halving: train.steps={total} is too few for {self.rungs} rungs of eta={self.eta} "
-                              f"(rungs at {list(steps)} steps); allowed: train.steps >= {self.eta ** (self.rungs - 1)}, "
-                              "or fewer rungs")
+        last = self.rungs - 1
+        if self.first_steps is None:
+            steps = tuple(round(total / self.eta ** (last - i)) for i in range(self.rungs))
+            if total < self.eta ** last or len(set(steps)) < len(steps):
+                raise ConfigError(f"halving: train.steps={total} is too few for {self.rungs} rungs of eta={self.eta} "
+                                  f"(rungs at {list(steps)} steps); allowed: train.steps >= {self.eta ** last}, "
+                                  "or fewer rungs")
+            return steps
+        if self.first_steps >= total:
+            raise ConfigError(f"halving.first_steps={self.first_steps} must be below train.steps={total}: the last "
+                              "rung is the full budget")
+        steps = tuple(round(self.first_steps * (total / self.first_steps) ** (i / last)) for i in range(self.rungs))
+        if len(set(steps)) < len(steps):
+            raise ConfigError(f"halving: {self.rungs} rungs from first_steps={self.first_steps} to train.steps={total} "
+                              f"do not each get a step of their own (rungs at {list(steps)} steps); allowed: fewer "
+                              "rungs, or a smaller first_steps")
         return steps
+
+    def seeds(self, study_seeds: int) -> int:
+        """The training seeds of a rung below the last."""
+        return self.early_seeds if self.early_seeds is not None else study_seeds
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

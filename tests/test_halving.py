@@ -53,6 +53,31 @@ def test_the_last_rung_is_the_standalone_measurement_itself(tiny_config, tmp_pat
     assert not list(tmp_path.glob("halving/*/step-*"))  # each checkpoint removed once the next rung trained from it
 
 
+def test_one_seed_below_the_last_rung_and_the_study_s_seeds_at_it(tiny_config, tmp_path):
+    """``early_seeds = 1``: the rungs below train seed 0 only; at the last rung seed 0 continues
+    from its checkpoint and seed 1 trains from scratch, both equal to the standalone seeds."""
+    data = tomllib.loads(tiny_config(steps=12, extra="[halving]\neta = 2\nrungs = 2\nearly_seeds = 1\n").read_text())
+    data["study"]["seeds"] = 2
+    cfg = StudyConfig.from_dict(data)
+    low, top = Rung(cfg, 0, "fp32", tmp_path), Rung(cfg, 1, "fp32", tmp_path)
+    plain = Standalone(cfg, precision="fp32")
+    assert (low.replicates, top.replicates) == (1, 2) and "seeds" not in low.key and top.key == plain.key
+    schedule = Schedule.parse("F S4")
+    low(schedule, 0)
+    continued, fresh = top(schedule, 0), top(schedule, 1)
+    assert (continued.start_step, fresh.start_step) == (6, 0)
+    assert continued.scores == plain(schedule, 0).scores and fresh.scores == plain(schedule, 1).scores
+
+
+def test_a_first_rung_set_in_steps_spaces_the_rungs_geometrically():
+    assert HalvingConfig(eta=8, rungs=2, first_steps=80).steps(240) == (80, 240)
+    assert HalvingConfig(eta=3, rungs=3, first_steps=30).steps(240) == (30, 85, 240)  # 30 * (240/30) ** 0.5
+    with pytest.raises(ConfigError, match=r"halving.first_steps=240 must be below train.steps=240"):
+        HalvingConfig(eta=3, rungs=2, first_steps=240).steps(240)
+    with pytest.raises(ConfigError, match=r"rungs at \[8, 9, 9, 10\] steps\); allowed: fewer rungs"):
+        HalvingConfig(eta=3, rungs=4, first_steps=8).steps(10)
+
+
 def _point(name: str, quality: float, cost: float, seeds: tuple[float, ...] = ()) -> Point:
     return Point(0, name, quality, cost, cost, True, None, {}, "rung-0", tuple({"loss": s} for s in seeds))
 
@@ -73,13 +98,17 @@ def test_promotion_is_by_front_then_crowding_then_noise():
     assert promotions(rungs, [set(), {"c", "a"}, set()], 2, False, "loss") == [(2, "c"), (1, "b")]
 
 
-def test_halving_refuses_a_budget_or_a_study_too_small_for_its_rungs(tiny_config, tmp_path):
+def test_halving_refuses_a_budget_or_a_study_too_small_for_its_rungs(tiny_config, tmp_path, capsys):
     assert HalvingConfig(eta=3, rungs=3).steps(27) == (3, 9, 27)
     with pytest.raises(ConfigError, match=r"train.steps=5 is too few for 3 rungs of eta=3 .* train.steps >= 9"):
         HalvingConfig(eta=3, rungs=3).steps(5)
     config = tiny_config(strategy="halving", n_trials=7, steps=27)
     assert main(["launch", "--config", str(config), "--out", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()  # refused before anything was written
+    config = tiny_config(strategy="halving", n_trials=7, steps=27, extra="[halving]\nrungs = 2\nearly_seeds = 2\n")
+    assert main(["launch", "--config", str(config), "--out", str(tmp_path / "y")]) == 2
+    assert "halving.early_seeds=2 is more than study.seeds=1, the last rung's; allowed: 1 to 1" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()
 
 
 def _trials(out: Path) -> list[optuna.trial.FrozenTrial]:

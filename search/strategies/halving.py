@@ -1,9 +1,10 @@
 """The halving strategy: successive halving across training budgets, asynchronous as ASHA.
 
-The study's budget is cut into ``[halving] rungs`` budgets, each ``eta`` times the one before, the
-last being the full ``train.steps``. Every schedule the sampler proposes (every schedule of the
-space with ``sampler = "grid"``) trains to the first rung and is scored there (measurement
-``rung-0``). Whenever a rung holds ``n`` finished schedules, the best ``n // eta`` of them, ranked
+The study's budget is cut into ``[halving] rungs`` budgets, each ``eta`` times the one before (or
+spaced geometrically from ``first_steps``), the last being the full ``train.steps``. Every schedule
+the sampler proposes (every schedule of the space with ``sampler = "grid"``) trains to the first
+rung and is scored there (measurement ``rung-0``, with ``early_seeds`` training seeds; the last
+rung has the study's ``seeds``). Whenever a rung holds ``n`` finished schedules, the best ``n // eta`` of them, ranked
 as NSGA-II ranks a population (non-dominated front, then crowding, then seed noise:
 :func:`spanmix.search.front.ranked`), train on to the next rung **from their checkpoint**. The
 learning-rate schedule is always the full budget's, so a schedule that reaches the last rung has
@@ -63,8 +64,11 @@ class Rung(StandaloneMeasure):
     def __init__(self, cfg: StudyConfig, index: int, precision: str | None, workdir: Path | None) -> None:
         steps = cfg.halving.steps(cfg.train.steps)
         last = index == len(steps) - 1
-        super().__init__(cfg, precision=precision, name=STANDALONE if last else record.rung(index))
+        early = cfg.halving.seeds(cfg.seeds)
+        super().__init__(cfg, precision=precision, seeds=None if last else early,
+                         name=STANDALONE if last else record.rung(index))
         self.until, self.previous = steps[index], steps[index - 1] if index else None
+        self.continued = early if index else 0  # seeds the rung below trained: each should find its checkpoint
         self.last = last
         # every rung of one schedule continues one training: the full one names its folder
         self.family = self.training
@@ -82,7 +86,7 @@ class Rung(StandaloneMeasure):
     def __call__(self, schedule: Schedule, replicate: int = 0) -> ProxyResult:
         below = self.checkpoint(schedule, replicate, self.previous) if self.previous is not None else None
         start = below / "last.ckpt" if below is not None and (below / "last.ckpt").exists() else None
-        if self.previous is not None and start is None:
+        if start is None and replicate < self.continued:
             log.info("halving: no checkpoint of %s seed %d at step %d here; training from scratch to step %d",
                      schedule.text, replicate, self.previous, self.until)
         save = None if self.last else self.checkpoint(schedule, replicate, self.until)
@@ -125,6 +129,9 @@ class Halving(Standalone):
     def check(self, cfg: StudyConfig, workers: int) -> None:
         super().check(cfg, workers)
         cfg.halving.steps(cfg.train.steps)
+        if cfg.halving.seeds(cfg.seeds) > cfg.seeds:
+            raise ConfigError(f"halving.early_seeds={cfg.halving.early_seeds} is more than study.seeds={cfg.seeds}, "
+                              f"the last rung's; allowed: 1 to {cfg.seeds}")
         least, target = cfg.halving.eta ** (cfg.halving.rungs - 1), self.target(cfg, cfg.n_trials)
         if target < least:
             raise ConfigError(f"halving: {target} schedules (study.n_trials={cfg.n_trials}, a space of "
