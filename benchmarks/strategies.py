@@ -55,9 +55,9 @@ from spanmix.studies.config import load_config, preset_names  # noqa: E402
 from spanmix.studies.report import print_summary  # noqa: E402
 
 REFERENCE = Path(__file__).resolve().parent / "reference-quick.json"
-# the README's two supernet rows: few-shot weights, then with distillation and only their resolved front confirmed
-# the README's halving rows: rungs as eta sets them, then a first rung where calibration separates, one seed below the last
+# the README's halving rows: rungs as eta sets them, then a first rung where a short training ranks, one seed below the last
 DEFAULT_HALVINGS = ("eta = 3, rungs = 2", "eta = 8, rungs = 2, first_steps = 80, early_seeds = 1")
+# the README's two supernet rows: few-shot weights, then with distillation and only their resolved front confirmed
 DEFAULT_SUPERNETS = ("steps = 480, bands = [1], controls = 0",
                      'steps = 480, bands = [1], controls = 0, distill = true, confirm = "resolved"')
 
