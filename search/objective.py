@@ -183,8 +183,7 @@ class Objective:
             record.reuse(trial, prior)
             return prior.values[0], prior.values[1]
         cost, ratio, report = cost_of(cfg, schedule)
-        record.costed(trial, ratio, {k: report[k] for k in REPORTED},
-                      [ratio - cfg.budget] if cfg.budget is not None else [0.0])
+        record.costed(trial, ratio, {k: report[k] for k in REPORTED}, None if cfg.budget is None else ratio - cfg.budget)
         try:
             result = self._replicates(trial, self.measures[measurement], schedule, key)
         except Exception as err:

@@ -19,6 +19,7 @@ from datetime import timedelta
 from functools import cached_property
 from typing import Any, Mapping, Protocol
 
+import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from spanmix.space import Schedule
@@ -35,6 +36,8 @@ FAILED_BY = "failed_by"  # who failed it (see FAILED_BY_* below)
 REUSED_FROM = "reused_from"  # the trial whose measurement this one copies
 SKIPPED = "skipped"  # why a sampled draw was skipped (pruned)
 COST_RATIO, COST_REPORT, CONSTRAINT = "cost_ratio", "cost_report", "constraint"
+# the name of the budget constraint among a trial's Optuna constraints
+BUDGET = "budget"
 SCORES, TOKENS_SEEN, TRAIN_SECONDS, TOKENS_PER_SECOND = "scores", "tokens_seen", "train_seconds", "tokens_per_second"
 PRECISION = "precision"  # what it trained (or was scored) in: fp32 or bf16
 SEED_SCORES = "seed_scores"  # each training seed's scores, by replicate ("0", "1", ...), as each finishes
@@ -115,18 +118,29 @@ def skip(trial: TrialLike, reason: str) -> None:
     trial.set_user_attr(SKIPPED, reason)
 
 
-def reuse(trial: TrialLike, prior: FrozenTrial) -> None:
-    """Copy ``prior``'s measurement, its cost included: a latency is measured, and measuring it
-    again would differ."""
+def reuse(trial: optuna.Trial, prior: FrozenTrial) -> None:
+    """Copy ``prior``'s measurement, its cost and its budget constraint included: a latency is
+    measured, and measuring it again would differ."""
     trial.set_user_attr(REUSED_FROM, prior.number)
     for attr in MEASURED:
         trial.set_user_attr(attr, prior.user_attrs.get(attr))
+    for key, value in prior.constraints.items():
+        _constrain(trial, key, value)
 
 
-def costed(trial: TrialLike, ratio: float, report: dict[str, Any], constraint: list[float]) -> None:
+def costed(trial: optuna.Trial, ratio: float, report: dict[str, Any], over_budget: float | None) -> None:
+    """The trial's counted cost; ``over_budget`` (its cost ratio less the budget; None: the study
+    has no budget) becomes Optuna's constraint, which the samplers and the front read."""
     trial.set_user_attr(COST_RATIO, ratio)
     trial.set_user_attr(COST_REPORT, report)
-    trial.set_user_attr(CONSTRAINT, constraint)
+    trial.set_user_attr(CONSTRAINT, [0.0 if over_budget is None else over_budget])
+    if over_budget is not None:
+        _constrain(trial, BUDGET, over_budget)
+
+
+def _constrain(trial: optuna.Trial, key: str, value: float) -> None:
+    if key not in trial.constraints:  # a retried attempt keeps what its first attempt set
+        trial.set_constraint(key, value)
 
 
 def measured(trial: TrialLike, scores: dict[str, float], tokens_seen: int, train_seconds: float,
@@ -379,8 +393,3 @@ class TrialRecord:
             seed_scores=tuple(s for _, s in sorted(self.seed_scores.items())),
             resampled=next(iter(self.seed_resamples.values()), {}),
         )
-
-
-def constraint_of(trial: FrozenTrial) -> list[float]:
-    """The study's Optuna constraint function: a trial's recorded constraint values."""
-    return trial.user_attrs.get(CONSTRAINT, [0.0])

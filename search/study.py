@@ -37,13 +37,13 @@ def worker_seed(seed: int, stream: int | None) -> int:
 
 
 def make_sampler(cfg: StudyConfig, stream: int | None = None) -> optuna.samplers.BaseSampler:
-    constraints = record.constraint_of if cfg.budget is not None else None
+    # the budget reaches the samplers as each trial's Optuna constraint (see record.costed)
     seed = worker_seed(cfg.seed, stream)
     if cfg.sampler == "nsga2":
         population = max(4, min(20, cfg.n_trials // 3))
-        return optuna.samplers.NSGAIISampler(population_size=population, seed=seed, constraints_func=constraints)
+        return optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
     if cfg.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, constraints_func=constraints, multivariate=True)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
     # grid: the whole space is enqueued once (see open_study); random covers what is left
     return optuna.samplers.RandomSampler(seed=seed)
 

@@ -59,7 +59,20 @@ def test_budget_is_an_optuna_constraint(tiny_config, tmp_path):
     assert over, "the grid includes schedules over budget"
     # recorded, not dropped; marked infeasible by Optuna's convention (constraint > 0)
     assert all(t.user_attrs["constraint"][0] > 0 for t in over)
+    assert all(t.constraints == {"budget": pytest.approx(t.user_attrs["cost_ratio"] - 0.6)} for t in complete)
     assert all(p.cost_ratio <= 0.6 for p in pareto_front(study))
+
+
+@pytest.mark.filterwarnings("error::FutureWarning")
+@pytest.mark.parametrize("sampler", ["nsga2", "tpe"])
+def test_a_budgeted_study_uses_no_deprecated_optuna_api(tiny_config, tmp_path, sampler):
+    """Optuna 5 deprecates the samplers' constraints_func (removal in 7): the budget is set on each
+    trial, and the samplers steer by it (a repeated draw reuses the result and its constraint)."""
+    cfg = load_config(path=tiny_config(n_trials=5, sampler=sampler, steps=2, cost="attention_flops"))
+    cfg = StudyConfig.from_dict({**cfg.to_dict(), "study": {**cfg.to_dict()["study"], "budget": 0.6}})
+    study = run_study(cfg, f"sqlite:///{tmp_path / 's.db'}")
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert complete and all(set(t.constraints) == {"budget"} for t in complete)
 
 
 def test_front_is_non_dominated_and_from_the_study(cfg, tmp_path):
