@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import struct
 import time
 from dataclasses import asdict, dataclass, replace
@@ -31,6 +30,7 @@ from spanmix.proxies.cost import (
     report,
 )
 from spanmix.proxies.data import DataConfig
+from spanmix.proxies.resources import available_memory
 from spanmix.proxies.retrofit import Retrofitted, apply_schedule, decoder_layers
 from spanmix.proxies.scoring import score_batches, val_batches
 from spanmix.proxies.train import (
@@ -76,8 +76,8 @@ class BaseConfig:
         if self.heal not in HEALS:
             raise ConfigError(f"base.heal {self.heal!r} is unknown; allowed: {', '.join(HEALS)}")
         require_whole(self, "base", ("heal_steps",), minimum=0)
-        if self.model is not None:
-            require_file(self.model)
+        if self.model is not None and (not isinstance(self.model, str) or not self.model):
+            raise ConfigError(f"base.model must be the path of a checkpoint folder (got {self.model!r})")
 
     @property
     def healed(self) -> bool:
@@ -178,17 +178,6 @@ def _product(shape: list[int]) -> int:
     for n in shape:
         out *= n
     return out
-
-
-def available_memory() -> int:
-    """Bytes the kernel says can be allocated without swapping (``MemAvailable``), or all of RAM."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def activation_bytes(base: BaseConfig, batch_size: int, seq_len: int) -> int:

@@ -141,7 +141,14 @@ class DataConfig:
         lo, hi = self.hops
         if not 1 <= lo <= hi <= 16:
             raise ConfigError(f"data.hops {self.hops!r} must satisfy 1 <= low <= high <= 16")
-        for task in tasks:
+        if self.tokenizer is not None and (not isinstance(self.tokenizer, str) or not self.tokenizer):
+            raise ConfigError(f"data.tokenizer must be the path of a tokenizer.json (got {self.tokenizer!r})")
+        if self.tokenizer is None:  # a tokenizer's lengths are read from its file, in check_lengths
+            self.check_lengths()
+
+    def check_lengths(self) -> None:
+        """Refuse a ``seq_len`` too short for a sample of some task (with a tokenizer, this reads it)."""
+        for task in self.tasks:
             need = self.min_length(task)
             if self.seq_len < need:
                 raise ConfigError(f"data.seq_len={self.seq_len} is too short for task {task!r}: needs >= {need}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -102,8 +103,15 @@ def check_vocab(proxy: ProxyConfig, data: DataConfig) -> None:
         raise ConfigError(f"proxy.vocab_size={proxy.vocab_size} is too small for {what}; needs >= {need}")
 
 
-def physical_memory() -> int:
-    """Bytes of RAM on this machine."""
+def available_memory() -> int:
+    """Bytes the kernel says can be allocated without swapping (``MemAvailable``), or all of RAM
+    where it does not say: the one notion of memory every fit check uses."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
@@ -117,14 +125,12 @@ def step_memory(proxy: ProxyConfig, n_layers: int, seq_len: int, batch_size: int
 
 
 def check_fits(proxy: ProxyConfig, data: DataConfig, train: TrainConfig, n_layers: int, processes: int = 1) -> None:
-    """Refuse, before any trial, what would make every trial fail: tokens the vocabulary cannot
-    hold, or a training step that cannot fit in this machine's memory."""
-    check_vocab(proxy, data)
-    need, have = processes * step_memory(proxy, n_layers, data.seq_len, train.batch_size), physical_memory()
+    """Refuse, before any trial, a training step that cannot fit in this machine's available memory."""
+    need, have = processes * step_memory(proxy, n_layers, data.seq_len, train.batch_size), available_memory()
     if need > have:
         each = " each" if processes > 1 else ""
         raise ConfigError(
             f"train.batch_size={train.batch_size} x data.seq_len={data.seq_len} x {n_layers} layers of d_model="
             f"{proxy.d_model} needs about {need / 2**30:.1f} GiB for one training step ({processes} process(es){each}), "
-            f"more than this machine's {have / 2**30:.1f} GiB; lower train.batch_size"
+            f"more than the {have / 2**30:.1f} GiB available; lower train.batch_size"
         )

@@ -26,6 +26,7 @@ from typing import Callable
 import optuna
 from optuna.trial import FrozenTrial
 
+from spanmix.proxies.subject import Proxy
 from spanmix.search import record
 from spanmix.search.config import StudyConfig
 from spanmix.search.objective import CURVE, STANDALONE, Objective, Standalone
@@ -50,8 +51,6 @@ def separation(seeds: int) -> float:
 
 PROBE_FACTOR = 2.0  # a probe counts as learned at this many times chance accuracy
 CALIBRATION = "calibration"  # the measurement's name when the study itself has one seed
-HELP = "more steps (train.steps), a larger proxy (proxy.d_model)"
-CHECKPOINT_HELP = "more healing steps (base.heal_steps)"
 PROBE_HELP = ", more fact copies (data.fact_copies) or a shorter distance (data.min_distance)"
 
 
@@ -89,7 +88,7 @@ class Calibration:
     seeds: int
     points: list[CurvePoint]
     chance: dict[str, float]
-    helps: str = HELP  # what a larger budget means for this study
+    helps: str = Proxy.budget_help  # what a larger budget means for the model under search
 
     @property
     def last(self) -> CurvePoint:
@@ -182,5 +181,4 @@ def read_calibration(study: optuna.Study, cfg: StudyConfig, dear: str, cheap: st
             continue  # a measurement made before curves were recorded has only its end
         probes = {t: statistics.fmean(done[dear].samples(f"{t}/acc", step)) for t in chance}
         points.append(CurvePoint(fraction, round(fraction * steps), d, c, probes))
-    helps = HELP if cfg.base.model is None else CHECKPOINT_HELP
-    return Calibration(dear, cheap, cfg.quality, len(done[dear].seed_scores), points, chance, helps)
+    return Calibration(dear, cheap, cfg.quality, len(done[dear].seed_scores), points, chance, cfg.subject.budget_help)

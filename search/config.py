@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
-from pathlib import Path
 from typing import Any
 
-from spanmix.proxies import checkpoint
 from spanmix.proxies.checkpoint import BaseConfig
 from spanmix.proxies.cost import CostReport
-from spanmix.proxies.cost import count as count_proxy
 from spanmix.proxies.data import PROBES, DataConfig
 from spanmix.proxies.model import ProxyConfig
+from spanmix.proxies.subject import Subject, subject_of
 from spanmix.proxies.train import TrainConfig
 from spanmix.search import strategies
 from spanmix.search.front import maximized
@@ -234,10 +232,8 @@ class StudyConfig:
     base: BaseConfig = field(default_factory=BaseConfig)
 
     def __post_init__(self) -> None:
-        if self.base.model is not None:
-            self._check_base()
-        elif self.data.tokenizer is not None:  # the proxy's vocabulary follows the user's tokenizer
-            object.__setattr__(self, "proxy", replace(self.proxy, vocab_size=max(self.proxy.vocab_size, self.data.vocab_needed())))
+        if self.base.healed:  # healing is the training a measurement makes: its budget is train.steps everywhere
+            object.__setattr__(self, "train", replace(self.train, steps=self.base.heal_steps))
         strategies.check(self.strategy)
         require_name(self.name, "study.name")
         if self.cost not in COSTS:
@@ -260,33 +256,23 @@ class StudyConfig:
         require_whole(self, "study", ("seed",), minimum=0)
         if self.space.context != self.data.seq_len:
             raise ConfigError(f"space.context={self.space.context} must equal data.seq_len={self.data.seq_len}")
-        if self.base.model is None and self.data.seq_len > self.proxy.context:
-            raise ConfigError(f"data.seq_len={self.data.seq_len} is longer than proxy.context={self.proxy.context}")
+        self.subject.check_study(self.seeds, self.cost, self.data.seq_len)
 
-    def _check_base(self) -> None:
-        """What a checkpoint study cannot do, refused before any weight is read."""
-        base, model = self.base, self.base.model
-        if self.seeds > 1 and not base.healed:
-            raise ConfigError(f"study.seeds={self.seeds} with base.heal_steps=0: zero-shot scoring has no seed to vary "
-                              "(every seed gives the same numbers); use seeds = 1, or heal_steps > 0")
-        if self.cost == "latency":
-            raise ConfigError("study.cost 'latency' is measured on proxies only; allowed with base.model: "
-                              + ", ".join(c for c in COSTS if c != "latency"))
-        if base.healed:  # healing is the training a measurement makes: its budget is train.steps everywhere
-            object.__setattr__(self, "train", replace(self.train, steps=base.heal_steps))
-        if self.space.n_layers != checkpoint.n_layers(model):
-            raise ConfigError(f"space.n_layers={self.space.n_layers} but base.model {model!r} has "
-                              f"{checkpoint.n_layers(model)} layers (num_hidden_layers); leave space.n_layers out to take them")
-        own = Path(model).expanduser() / "tokenizer.json"
-        if self.data.tokenizer is None and own.is_file():  # every task in the checkpoint's own tokens
-            object.__setattr__(self, "data", replace(self.data, tokenizer=str(own)))
-        checkpoint.check_data(base, self.data)
+    @property
+    def subject(self) -> Subject:
+        """The model under search: the checkpoint ``[base]`` names, or the proxy ``[proxy]`` describes."""
+        return subject_of(self.proxy, self.base)
+
+    def check_files(self) -> None:
+        """What only the user's files can tell (the checkpoint, the tokenizer), refused before any
+        work; building a configuration reads none of them, so a study's results stay readable
+        where they are gone."""
+        self.data.check_lengths()
+        self.subject.check(self.space.n_layers, self.data)
 
     def count(self, schedule: Schedule) -> CostReport:
-        """The schedule's counted cost at the study's context: its proxy's, or its checkpoint's."""
-        if self.base.model is not None:
-            return checkpoint.count(self.base, schedule, self.data.seq_len)
-        return count_proxy(self.proxy, schedule, self.data.seq_len)
+        """The schedule's counted cost at the study's context, on the model under search."""
+        return self.subject.count(schedule, self.data.seq_len)
 
     @property
     def zero_shot(self) -> StudyConfig:
@@ -298,15 +284,7 @@ class StudyConfig:
     def trains(self) -> bool:
         """Whether measuring a schedule trains anything (a proxy, or a checkpoint's healing): a
         zero-shot checkpoint study has no training budget and no seed."""
-        return self.base.model is None or self.base.healed
-
-    @property
-    def subject(self) -> str:
-        """What the study's schedules run on, for headers: empty for proxies."""
-        if self.base.model is None:
-            return ""
-        how = f"healed {self.base.heal_steps} steps ({self.base.heal} weights)" if self.base.healed else "zero-shot"
-        return f" on checkpoint {self.base.model}, {how}"
+        return self.subject.trains
 
     @property
     def unmeasured_noise(self) -> str:
@@ -324,10 +302,7 @@ class StudyConfig:
 
     def measurement_key(self) -> dict[str, Any]:
         """What makes two standalone trials of one schedule interchangeable (the dedup key, with the schedule)."""
-        if self.base.model is not None:
-            healing = {"train": self.train.to_dict()} if self.base.healed else {}
-            return {"base": checkpoint.identity(self.base), "data": self.data.to_dict(), **healing, "cost": self.cost}
-        return {"proxy": self.proxy.to_dict(), "data": self.data.to_dict(), "train": self.train.to_dict(), "cost": self.cost}
+        return {**self.subject.key(self.data, self.train), "cost": self.cost}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -342,9 +317,20 @@ class StudyConfig:
         }
 
     @classmethod
+    def from_user(cls, data: dict[str, Any]) -> StudyConfig:
+        """Build from a user's configuration, with the defaults the model under search takes from
+        the user's files (a checkpoint's depth and tokenizer, a tokenizer's vocabulary): see
+        :meth:`~spanmix.proxies.subject.Subject.defaults`. A stored study has them written out,
+        and :meth:`from_dict` reads it without any file."""
+        proxy, base = data.get("proxy", {}), data.get("base", {})
+        subject = subject_of(ProxyConfig.from_dict(proxy), BaseConfig.from_dict(base))
+        return cls.from_dict(subject.defaults(data))
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StudyConfig:
         """Build from ``{"study": {...}, "space": {...}, "proxy": ..., "data": ..., "train": ...}``,
-        naming the section and key of anything unknown, of the wrong type or out of range."""
+        naming the section and key of anything unknown, of the wrong type or out of range. Reads no
+        file: :meth:`check_files` is the preflight that does."""
         sections = {"study", *_SECTIONS}
         unknown = sorted(set(data) - sections)
         if unknown:
@@ -353,11 +339,8 @@ class StudyConfig:
         if "name" not in study:
             raise ConfigError("study.name is missing")
         base = BaseConfig.from_dict(data.get("base", {}))
-        space_section = data.get("space", {})
-        if base.model is not None and isinstance(space_section, dict) and "n_layers" not in space_section:
-            space_section = {**space_section, "n_layers": checkpoint.n_layers(base.model)}
         try:
-            space = SearchSpace.from_dict(space_section)
+            space = SearchSpace.from_dict(data.get("space", {}))
         except ScheduleError as err:
             raise ConfigError(f"space: {err}") from None
         return cls(

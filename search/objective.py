@@ -24,9 +24,7 @@ from typing import Any, Protocol
 import optuna
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from spanmix.proxies import checkpoint
-from spanmix.proxies.cost import measure_latency
-from spanmix.proxies.train import ProxyResult, train_and_score
+from spanmix.proxies.train import ProxyResult
 from spanmix.search import record, sharing
 from spanmix.search.config import StudyConfig
 from spanmix.search.logs import stable_enough
@@ -87,12 +85,8 @@ class Standalone:
         """Replicate ``r`` trains with seed ``train.seed + r`` on its own stream of batches (on a
         checkpoint: heals with them, or scores it as it is); ``until``, ``checkpoint_dir`` and
         ``start_from`` stop it at a step, save it there and continue it."""
-        stops = dict(until=until, checkpoint_dir=checkpoint_dir, start_from=start_from)
-        if self.cfg.base.model is not None:
-            return checkpoint.score(self.cfg.base, schedule, self.cfg.data, self.train, seed=self.train.seed + replicate,
-                                    stream=replicate, curve_at=self.curve_at, **stops)
-        return train_and_score(schedule, self.cfg.proxy, self.cfg.data, self.train, seed=self.train.seed + replicate,
-                               stream=replicate, curve_at=self.curve_at, **stops)
+        return self.cfg.subject.measure(schedule, self.cfg.data, self.train, self.train.seed + replicate, replicate,
+                                        self.curve_at, until, checkpoint_dir, start_from)
 
 
 def digest(key: dict[str, Any]) -> str:
@@ -102,14 +96,14 @@ def digest(key: dict[str, Any]) -> str:
 
 @functools.lru_cache(maxsize=32)
 def _full_latency(cfg: StudyConfig, n_layers: int) -> float:
-    return measure_latency(cfg.proxy, Schedule((Layer("full"),) * n_layers), cfg.data.seq_len)
+    return cfg.subject.latency(Schedule((Layer("full"),) * n_layers), cfg.data.seq_len)
 
 
 def cost_of(cfg: StudyConfig, schedule: Schedule) -> tuple[float, float, dict[str, Any]]:
     """(cost, cost relative to the all-full schedule, the counted report)."""
     report = cfg.count(schedule)
     if cfg.cost == "latency":
-        ms = measure_latency(cfg.proxy, schedule, cfg.data.seq_len)
+        ms = cfg.subject.latency(schedule, cfg.data.seq_len)
         return ms, ms / _full_latency(cfg, len(schedule)), report.to_dict()
     value, full = {
         "flops": (report.total, report.full_total),

@@ -36,6 +36,8 @@ FAILED_BY = "failed_by"  # who failed it (see FAILED_BY_* below)
 REUSED_FROM = "reused_from"  # the trial whose measurement this one copies
 SKIPPED = "skipped"  # why a sampled draw was skipped (pruned)
 COST_RATIO, COST_REPORT, CONSTRAINT = "cost_ratio", "cost_report", "constraint"
+# study attributes: the Hugging Face model_type of the model under search (None: a proxy)
+MODEL_TYPE = "model_type"
 # the name of the budget constraint among a trial's Optuna constraints
 BUDGET = "budget"
 SCORES, TOKENS_SEEN, TRAIN_SECONDS, TOKENS_PER_SECOND = "scores", "tokens_seen", "train_seconds", "tokens_per_second"

@@ -15,8 +15,6 @@ import numpy as np
 import optuna
 from optuna.storages import RDBStorage
 
-from spanmix.proxies import checkpoint
-from spanmix.proxies.resources import resolve_precision, why_precision
 from spanmix.search import record
 from spanmix.search.config import StudyConfig
 from spanmix.search.logs import stable_enough
@@ -71,6 +69,7 @@ def open_study(cfg: StudyConfig, storage: str | RDBStorage, stream: int | None =
     if stored is None:
         study.set_user_attr(record.CONFIG, mine)
         pin_precision(study, cfg)
+        study.set_user_attr(record.MODEL_TYPE, cfg.subject.model_type)
         # Optuna Dashboard and other tools then show "loss" and "attention_flops", not "Objective 0/1"
         with stable_enough():
             study.set_metric_names([cfg.quality, cfg.cost])
@@ -95,17 +94,20 @@ def pin_precision(study: optuna.Study, cfg: StudyConfig) -> str:
     """Resolve ``train.precision`` once, here, and store it in the study: every worker that joins
     later trains in it, whatever its own machine would choose, so a study never mixes
     measurements made in fp32 with ones made in bf16."""
-    if cfg.base.model is not None:  # a checkpoint runs in its own dtype
-        precision = checkpoint.precision(cfg.base)
-        study.set_user_attr(record.PINNED_PRECISION, precision)
-        log.info("study %r scores %s in %s (base.dtype=%s)", cfg.name, cfg.base.model, precision, cfg.base.dtype)
-        return precision
-    precision = resolve_precision(cfg.train.precision, cfg.proxy, cfg.data.seq_len, cfg.train.batch_size,
-                                  cfg.space.local)
+    subject = cfg.subject
+    precision = subject.precision(cfg.train.precision, cfg.data, cfg.train.batch_size, cfg.space.local)
     study.set_user_attr(record.PINNED_PRECISION, precision)
-    log.info("study %r trains in %s (%s); every worker follows it", cfg.name, precision,
-             why_precision(cfg.train.precision, precision))
+    log.info("study %r %s; every worker follows it", cfg.name, subject.why_precision(cfg.train.precision, precision))
     return precision
+
+
+def model_type_of(study: optuna.Study, cfg: StudyConfig) -> str | None:
+    """The Hugging Face ``model_type`` of the model under search, as the study recorded it when it
+    was made, so that a study is exported where the checkpoint is not; a study made before spanmix
+    recorded it asks the checkpoint."""
+    if record.MODEL_TYPE in study.user_attrs:
+        return study.user_attrs[record.MODEL_TYPE]
+    return cfg.subject.model_type
 
 
 def config_of(study: optuna.Study) -> StudyConfig:

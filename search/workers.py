@@ -11,8 +11,6 @@ from typing import Any, Callable
 
 import optuna
 
-from spanmix.proxies import checkpoint
-from spanmix.proxies.resources import check_fits
 from spanmix.search import strategies
 from spanmix.search.config import StudyConfig
 from spanmix.space import ConfigError
@@ -22,16 +20,15 @@ log = logging.getLogger("spanmix.search")
 
 def preflight(cfg: StudyConfig, workers: int = 1, progress: bool = False) -> None:
     """What the configuration alone cannot tell: whether its strategy can use ``workers``
-    processes, whether this machine can train it with that many (see
-    :func:`spanmix.proxies.resources.check_fits`), and whether the user's files make a corpus
-    (tokenized here, once, with a bar if ``progress``). Run before a study is created or joined."""
+    processes, whether the user's files (a checkpoint, a tokenizer) take its data, whether this
+    machine can measure it with that many (see :meth:`~spanmix.proxies.subject.Subject.check_fits`),
+    and whether the user's files make a corpus (tokenized here, once, with a bar if
+    ``progress``). Run before a study is created or joined."""
     if workers < 1:
         raise ConfigError(f"workers must be >= 1 (got {workers})")
     strategies.get(cfg.strategy).check(cfg, workers)
-    if cfg.base.model is not None:
-        checkpoint.check_fits(cfg.base, cfg.train.batch_size, cfg.data.seq_len, workers)
-    else:
-        check_fits(cfg.proxy, cfg.data, cfg.train, cfg.space.n_layers, workers)
+    cfg.check_files()
+    cfg.subject.check_fits(cfg.data, cfg.train, cfg.space.n_layers, workers)
     if cfg.data.files:  # trials and workers then open the cached token files
         cfg.data.user_corpus(progress)
 

@@ -64,6 +64,6 @@ def load_config(preset: str | None = None, path: str | Path | None = None, overr
     if isinstance(study, dict):  # a [study] of the wrong shape is reported by from_dict
         data["study"] = {**study, **{k: v for k, v in (overrides or {}).items() if v is not None}}
     try:
-        return StudyConfig.from_dict(data)
+        return StudyConfig.from_user(data)
     except ConfigError as err:
         raise ConfigError(f"{origin}: {err}") from None

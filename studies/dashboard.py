@@ -94,7 +94,7 @@ def page(view: StudyView, refresh_seconds: int | None = None, plotly_src: str | 
     refresh = f'<meta http-equiv="refresh" content="{refresh_seconds}">' if refresh_seconds else ""
     summary = (
         f"{len(view.records)} trials, {len(pts)} finished, {view.finished()} schedules measured, front of {len(front)} "
-        f"(measured {view.final}{html.escape(cfg.subject)})"
+        f"(measured {view.final}{html.escape(cfg.subject.header)})"
         + (f"; knee: trial {chosen.number} <code>{html.escape(chosen.schedule)}</code>" if chosen else "")
         + _noise_summary(view.noise(), view.config)
     )

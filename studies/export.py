@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spanmix.proxies import checkpoint
 from spanmix.search import Point, StudyConfig, StudyView
+from spanmix.search.study import model_type_of
 from spanmix.space import ConfigError, Schedule
 
 PER_LAYER = ("several windows, or sliding and block layers together, need a size per layer; transformers' "
@@ -121,57 +121,33 @@ def hf_fragment(schedule: Schedule, family: str = DEFAULT_FAMILY) -> dict[str, A
     return fragment
 
 
-def python_line(cfg: StudyConfig, schedule: Schedule) -> str:
-    """The line that builds the schedule's module: its proxy, or its checkpoint run under it."""
-    if cfg.base.model is not None:
-        return ("from transformers import AutoModelForCausalLM; from spanmix.proxies.retrofit import apply_schedule; "
-                f"model = apply_schedule(AutoModelForCausalLM.from_pretrained({cfg.base.model!r}), {schedule.text!r})")
-    return (
-        "from spanmix.proxies import ProxyConfig, build_model; "
-        f"model = build_model(ProxyConfig(**{json.dumps(cfg.proxy.to_dict())}), {schedule.text!r})"
-    )
-
-
-def checkpoint_family(cfg: StudyConfig) -> str:
-    """The family of the study's checkpoint (``auto`` for a proxy study or a family not in the table)."""
-    if cfg.base.model is None:
-        return DEFAULT_FAMILY
-    model_type = checkpoint.hf_config(cfg.base.model).model_type
-    return next((name for name, f in FAMILIES.items() if f.model_type == model_type), DEFAULT_FAMILY)
+def family_of(model_type: str | None) -> str:
+    """The table's family for a ``model_type`` (``auto`` for none, or one not in the table)."""
+    return next((name for name, f in FAMILIES.items() if model_type is not None and f.model_type == model_type),
+                DEFAULT_FAMILY)
 
 
 def write_checkpoint(cfg: StudyConfig, point: Point, out: Path) -> list[Path]:
-    """The study's checkpoint as the hybrid model of ``point``'s schedule, in the folder ``out``:
-    its ``config.json`` with the schedule in the family's keys, and every other file of the
-    checkpoint linked, not copied; when the study healed, the weights healed under the schedule
-    (seed ``train.seed``, recomputed: healing is deterministic on the CPU) are saved instead. Refuses,
-    before writing anything, a schedule the checkpoint's family cannot express."""
-    base, schedule = cfg.base, point.layers
-    if base.model is None:
+    """The model under search as the hybrid model of ``point``'s schedule, in the folder ``out``,
+    with the schedule in its family's config keys (see
+    :meth:`~spanmix.proxies.subject.Subject.save`). Refuses, before writing anything, a schedule
+    the family cannot express, and a model with no weights to write."""
+    subject, schedule = cfg.subject, point.layers
+    if not subject.pretrained:
         raise ConfigError("--checkpoint exports a checkpoint study ([base] model); this study trained proxies")
-    family = checkpoint_family(cfg)
-    model_type = checkpoint.hf_config(base.model).model_type
-    line = python_line(cfg, schedule)
+    subject.check(cfg.space.n_layers, cfg.data)  # the checkpoint must still be where the study read it
+    line = subject.python_line(schedule)
+    family = family_of(subject.model_type)
     if family == DEFAULT_FAMILY:
-        raise ConfigError(f"--checkpoint: the checkpoint's model_type {model_type!r} has no layer_types spanmix can "
-                          f"write (families: {', '.join(FAMILIES)}); run it under spanmix instead: {line}")
+        raise ConfigError(f"--checkpoint: the checkpoint's model_type {subject.model_type!r} has no layer_types spanmix "
+                          f"can write (families: {', '.join(FAMILIES)}); run it under spanmix instead: {line}")
     try:
         fragment = hf_fragment(schedule, family)
     except ConfigError as err:
         raise ConfigError(f"--checkpoint: {err}; run it under spanmix instead: {line}") from None
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--checkpoint {out}: exists and is not an empty folder; choose a new one")
-    source = Path(base.model).expanduser().resolve()
-    config = json.loads((source / "config.json").read_text()) | {k: v for k, v in fragment.items() if k != "model_type"}
-    out.mkdir(parents=True, exist_ok=True)
-    if base.healed:
-        module, _ = checkpoint.heal(base, schedule, cfg.data, cfg.train, cfg.train.seed)
-        module.model.model.save_pretrained(out)
-    for path in sorted(source.iterdir()):
-        if path.is_file() and path.name != "config.json" and not (out / path.name).exists():
-            (out / path.name).symlink_to(path)
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    return [out / "config.json"]
+    return [subject.save(schedule, cfg.data, cfg.train, fragment, out)]
 
 
 def chosen_point(view: StudyView, which: str) -> Point:
@@ -197,13 +173,14 @@ def export_trial(view: StudyView, which: str, out: Path, family: str = DEFAULT_F
     named explicitly that cannot read the schedule is an error, before anything is written."""
     cfg, point = view.config, chosen_point(view, which)
     schedule = point.layers
+    chosen = family
     if family == DEFAULT_FAMILY:  # a checkpoint's config is its own family's
-        family = checkpoint_family(cfg)
+        family = family_of(model_type_of(view.study, cfg))
     name = family_for(schedule, family)  # auto resolved once, for the fragment and its file name
     try:
         fragment, refusal = hf_fragment(schedule, name), None
     except ConfigError as err:
-        if family != DEFAULT_FAMILY and cfg.base.model is None:
+        if chosen != DEFAULT_FAMILY and not cfg.subject.pretrained:  # a checkpoint's JSON says why, below
             raise
         fragment, refusal = None, err
     out.mkdir(parents=True, exist_ok=True)
@@ -226,5 +203,5 @@ def export_trial(view: StudyView, which: str, out: Path, family: str = DEFAULT_F
         hf = stem.with_name(f"{stem.name}.hf-{name}.json")
         hf.write_text(json.dumps(fragment, indent=2) + "\n")
         written.append(hf)
-    print("build it: " + python_line(cfg, schedule))
+    print("build it: " + cfg.subject.python_line(schedule))
     return written

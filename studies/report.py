@@ -21,7 +21,7 @@ def print_summary(view: StudyView, score: str | None = None) -> None:
     quality = score or cfg.quality
     chosen, noise = view.knee(score), view.noise(score)
     if not noise.measured:
-        print(f"Pareto front ({quality} vs {cfg.cost}, measured {view.final}{cfg.subject}):")
+        print(f"Pareto front ({quality} vs {cfg.cost}, measured {view.final}{cfg.subject.header}):")
         print(f"  {'trial':>5}  {'schedule':<40} {quality:>12} {'cost ratio':>10}")
         for p in front:
             mark = "  <- knee" if p == chosen else ""
@@ -63,7 +63,7 @@ def print_noisy_front(view: StudyView, front: list[Point], noise: Noise, quality
     and how far apart the front's points are in units of the noise."""
     cfg, basis = view.config, noise.basis
     assert basis is not None
-    print(f"Pareto front ({quality} vs {cfg.cost}, measured {view.final}{cfg.subject}; {noise.estimate}):")
+    print(f"Pareto front ({quality} vs {cfg.cost}, measured {view.final}{cfg.subject.header}; {noise.estimate}):")
     print(f"  {'trial':>5}  {'schedule':<40} {quality:>12} {'95% interval':>20} {'cost ratio':>10}")
     rows = [(p, "  <- knee" if p == chosen else "") for p in front] + [(p, "  (tied)") for p in noise.tied]
     for p, mark in sorted(rows, key=lambda r: (r[0].cost, r[0].number)):

@@ -93,7 +93,7 @@ def _cfg(model: str, **base) -> dict:
 
 
 def test_a_checkpoint_study_takes_the_checkpoints_depth(tmp_path):
-    cfg = StudyConfig.from_dict(_cfg(save_tiny(tmp_path / "m")))
+    cfg = StudyConfig.from_user(_cfg(save_tiny(tmp_path / "m")))
     assert cfg.space.n_layers == 4 and cfg.count(Schedule.parse("F S16 S16 F")).kv_ratio == 0.5 + 2 * 16 / 96 / 4
 
 
@@ -103,7 +103,7 @@ def test_a_checkpoint_with_a_tokenizer_is_asked_its_probes_in_its_own_tokens(tmp
     raw = _cfg(model)
     raw["space"]["context"] = 256
     raw["data"].update(seq_len=256, n_pairs=4, n_queries=4)
-    cfg = StudyConfig.from_dict(raw)
+    cfg = StudyConfig.from_user(raw)
     assert cfg.data.tokenizer == str(tmp_path / "m" / "tokenizer.json") and cfg.data.task("recall") is worded.TASKS["recall"]
     result = checkpoint.score(cfg.base, Schedule.parse("F S16 S16 F"), cfg.data, cfg.train)
     batch = val_batches(cfg.data, 4)[0]
@@ -131,7 +131,7 @@ def test_what_a_checkpoint_cannot_do_is_refused_in_one_line(tmp_path, change, me
     change(cfg, model)
     checkpoint.hf_config.cache_clear()
     with pytest.raises(ConfigError, match=message):
-        StudyConfig.from_dict(cfg)
+        preflight(StudyConfig.from_user(cfg))
 
 
 @pytest.mark.parametrize("strategy, message", [
@@ -141,7 +141,7 @@ def test_what_a_checkpoint_cannot_do_is_refused_in_one_line(tmp_path, change, me
 def test_a_strategy_that_needs_healing_refuses_a_zero_shot_checkpoint_before_any_work(tmp_path, strategy, message):
     data = _cfg(save_tiny(tmp_path / "m"))
     with pytest.raises(ConfigError, match=message):
-        preflight(StudyConfig.from_dict({**data, "study": {**data["study"], "strategy": strategy}}))
+        preflight(StudyConfig.from_user({**data, "study": {**data["study"], "strategy": strategy}}))
 
 
 def test_halving_heals_to_each_rung_and_a_promoted_schedule_equals_healing_it_in_one_go(tmp_path):
@@ -151,7 +151,7 @@ def test_halving_heals_to_each_rung_and_a_promoted_schedule_equals_healing_it_in
     data["study"].update(strategy="halving")
     data["space"].update(n_full=[2, 4], placements=["bottom", "top"])
     data["halving"] = {"eta": 2, "rungs": 2}
-    cfg = StudyConfig.from_dict(data)
+    cfg = StudyConfig.from_user(data)
     preflight(cfg)
     study = run_study(cfg, f"sqlite:///{tmp_path / 'ck.db'}", workdir=tmp_path / "work")
     view = StudyView(study, cfg)
@@ -172,7 +172,7 @@ def test_shared_healing_scores_every_schedule_healed_once_zero_shot_and_confirms
     data["study"].update(strategy="supernet")
     data["space"].update(n_full=[2, 4])
     data["supernet"] = {"steps": 12, "controls": 1}
-    cfg = StudyConfig.from_dict(data)
+    cfg = StudyConfig.from_user(data)
     study = run_study(cfg, f"sqlite:///{tmp_path / 'ck.db'}", workdir=tmp_path / "work")
     view = StudyView(study, cfg)
     by = {m: {p.schedule: p for p in pts} for m, pts in view.by_measurement.items()}
@@ -190,7 +190,7 @@ def test_shared_healing_scores_every_schedule_healed_once_zero_shot_and_confirms
 
 
 def test_weights_that_do_not_fit_are_refused_before_loading(tmp_path, monkeypatch):
-    cfg = StudyConfig.from_dict(_cfg(save_tiny(tmp_path / "m")))
+    cfg = StudyConfig.from_user(_cfg(save_tiny(tmp_path / "m")))
     monkeypatch.setattr(checkpoint, "available_memory", lambda: 1000)
     with pytest.raises(ConfigError, match=r"scoring needs about 0.0 GiB .* more than the 0.0 GiB available"):
         preflight(cfg)
@@ -264,7 +264,7 @@ def test_a_healed_study_exports_its_healed_weights(tmp_path):
     from spanmix.studies.export import write_checkpoint
 
     data = _cfg(save_tiny(tmp_path / "g", "gemma3_text", layer_types=["full_attention"] * 4), heal_steps=3)
-    cfg = StudyConfig.from_dict({**data, "study": {**data["study"], "n_trials": 2}})
+    cfg = StudyConfig.from_user({**data, "study": {**data["study"], "n_trials": 2}})
     study = run_study(cfg, default_storage(tmp_path / "run"))
     point = next(p for p in StudyView(study, cfg).points() if p.layers.n_full < 4)
     write_checkpoint(cfg, point, tmp_path / "hybrid")
@@ -279,7 +279,7 @@ def test_a_healed_study_exports_its_healed_weights(tmp_path):
 def test_a_schedule_the_checkpoints_family_cannot_express_is_refused_with_the_module_line(tmp_path):
     from spanmix.studies.export import write_checkpoint
 
-    cfg = StudyConfig.from_dict(_cfg(save_tiny(tmp_path / "m", "llama")))
+    cfg = StudyConfig.from_user(_cfg(save_tiny(tmp_path / "m", "llama")))
     point = Point(number=0, schedule="F S16 S16 F", quality=1.0, cost=1.0, cost_ratio=0.5, feasible=True,
                   reused_from=None, scores={})
     with pytest.raises(ConfigError, match=r"llama has no local attention.*run it under spanmix instead: .*apply_schedule"):
@@ -299,3 +299,55 @@ def test_spanmix_cost_counts_a_checkpoint(tmp_path, capsys):
     assert line.split()[4:6] == [f"{report.total / 1e9:.3f}", f"{report.ratio:.1%}"]
     assert main(["cost", "--checkpoint", model, "-s", "F F"]) == 2
     assert "the schedule 'F F' has 2 layers and the checkpoint 4" in capsys.readouterr().err
+
+
+MOVED = """
+[study]
+name = "moved"
+sampler = "grid"
+cost = "kv_cache"
+calibrate = false
+
+[base]
+model = "m"
+
+[space]
+context = 256
+windows = [16]
+local = ["sliding"]
+placements = ["bottom"]
+
+[data]
+tasks = ["recall"]
+seq_len = 256
+n_pairs = 4
+n_queries = 4
+min_distance = 40
+val_samples = 4
+"""
+
+
+def test_a_checkpoint_study_is_read_from_its_storage_alone_once_the_checkpoint_is_gone(tmp_path):
+    """A finished study whose checkpoint folder (with its tokenizer) was moved, as on another
+    machine: show, its CSV, the dashboard and the export of the JSON schedule and Hugging Face
+    fragment read the storage alone; only writing the hybrid model needs the checkpoint, and says so."""
+    write_tokenizer(Path(save_tiny(tmp_path / "m", vocab_size=400)), vocab=400)
+    (tmp_path / "moved.toml").write_text(MOVED)
+    launched = _run("spanmix launch --config moved.toml --no-progress --no-report", tmp_path)
+    assert "on checkpoint" in launched.stdout
+    (tmp_path / "m").rename(tmp_path / "elsewhere")
+
+    shown = _run("spanmix show --study moved --csv trials.csv", tmp_path)
+    assert "Pareto front" in shown.stdout and len(pandas.read_csv(tmp_path / "trials.csv")) == 5
+    _run("spanmix dashboard --study moved", tmp_path)
+    assert "Plotly" in (tmp_path / "runs/moved/dashboard.html").read_text()
+    _run("spanmix export --study moved knee", tmp_path)
+    knee = next(p for p in (tmp_path / "runs/moved").glob("knee-*.json") if ".hf-" not in p.name)
+    schedule = Schedule.from_dict(json.loads(knee.read_text()))
+    fragment = json.loads(knee.with_name(f"{knee.stem}.hf-qwen2.json").read_text())  # the checkpoint's family, stored
+    assert fragment["num_hidden_layers"] == schedule.n_layers == 4
+
+    argv = [sys.executable, "-m", "spanmix.studies.cli", "export", "--study", "moved", "knee", "--checkpoint", "hybrid"]
+    refused = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert re.search(r"base.model: '.*/m' is not a folder", refused.stderr) and not (tmp_path / "hybrid").exists()

@@ -150,8 +150,8 @@ def test_tokenizer_ids_and_vocab_follow_it(tmp_path):
     every = {tuple(tok.encode(t, add_special_tokens=False).ids + [eos]) for t in texts}
     boundaries = np.flatnonzero(corpus.array("train") == eos)
     assert tuple(corpus.array("train")[: boundaries[0] + 1].tolist()) in every
-    # the proxy's vocabulary follows the tokenizer
-    study = StudyConfig.from_dict({"study": {"name": "own", "cost": "flops", "quality": "mine/loss"},
+    # the proxy's vocabulary follows the tokenizer (a default the user's files give)
+    study = StudyConfig.from_user({"study": {"name": "own", "cost": "flops", "quality": "mine/loss"},
                                    "space": {"n_layers": 2, "context": 64, "windows": [8]}, "proxy": {"context": 64},
                                    "data": data.to_dict()})
     assert study.proxy.vocab_size == 400
@@ -258,8 +258,8 @@ def test_too_few_tokens_and_bad_tokenizers(tmp_path, monkeypatch):
     ({"val_fraction": 1.0}, r"data.val_fraction must be between 0 and 1"),
 ])
 def test_data_config_shape_errors(tmp_path, changes, message):
-    with pytest.raises(ConfigError, match=message):
-        data_config(tmp_path, **changes)
+    with pytest.raises(ConfigError, match=message):  # the tokenizer's file is read by the preflight's check
+        data_config(tmp_path, **changes).check_lengths()
 
 
 def _readme_block(after: str, lang: str) -> str:

@@ -71,13 +71,14 @@ def test_the_previous_release_measurements_are_compared_as_before(storage):
 
 
 def test_a_study_of_the_previous_release_resumes_without_training_again(storage, monkeypatch):
+    import spanmix.proxies.subject as subject
     import spanmix.search.objective as trial_objective
     from spanmix.search import Objective, config_of, finished, run_study
 
     def no_training(*args, **kwargs):
         raise AssertionError("a schedule the old study measured was trained again")
 
-    monkeypatch.setattr(trial_objective, "train_and_score", no_training)
+    monkeypatch.setattr(subject, "train_and_score", no_training)
     cfg = config_of(optuna.load_study(study_name="legacy", storage=storage))
     study = run_study(cfg, storage)  # resumes: the stored config, keys added since read as their defaults
     assert finished(study) == 7  # the whole space, all measured by 0.1.0

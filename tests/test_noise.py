@@ -14,6 +14,7 @@ import scipy.stats
 import torch
 from optuna.trial import TrialState
 
+import spanmix.proxies.subject as subject
 import spanmix.search.objective as trial_objective
 from spanmix.proxies.data import DataConfig
 from spanmix.proxies.scoring import RESAMPLES, Scorer
@@ -147,13 +148,13 @@ def test_one_seed_says_the_noise_is_unmeasured(tiny_config, tmp_path, capsys):
 def trained(monkeypatch):
     """(schedule, seed stream) of every training the objective starts."""
     calls = []
-    real = trial_objective.train_and_score
+    real = subject.train_and_score
 
     def counting(schedule, *args, **kwargs):
         calls.append((schedule.text, kwargs["stream"]))
         return real(schedule, *args, **kwargs)
 
-    monkeypatch.setattr(trial_objective, "train_and_score", counting)
+    monkeypatch.setattr(subject, "train_and_score", counting)
     return calls
 
 

@@ -7,6 +7,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+import spanmix.proxies.subject as subject
 import spanmix.search.objective as trial_objective
 import spanmix.search.queue as queue
 from spanmix.proxies.scoring import TrainingDiverged
@@ -30,14 +31,14 @@ def cfg(tiny_config):
 
 
 def test_failed_trial_is_recorded_and_the_study_goes_on(cfg, tmp_path, monkeypatch):
-    real = trial_objective.train_and_score
+    real = subject.train_and_score
 
     def flaky(schedule, *args, **kwargs):
         if schedule.text == "F F":
             raise TrainingDiverged("loss is nan at step 2")
         return real(schedule, *args, **kwargs)
 
-    monkeypatch.setattr(trial_objective, "train_and_score", flaky)
+    monkeypatch.setattr(subject, "train_and_score", flaky)
     study = run_study(cfg, f"sqlite:///{tmp_path / 's.db'}")  # the grid's 7 schedules
     failed = study.get_trials(states=(TrialState.FAIL,))
     trained = [t for t in failed if t.user_attrs["failed_by"] == "error"]

@@ -110,6 +110,24 @@ def test_no_module_outside_the_strategies_asks_which_strategy_is_running():
     assert not bad, "\n".join(bad)
 
 
+def test_nothing_above_the_proxies_asks_which_model_is_under_search():
+    """Proxy or checkpoint is asked of the subject (proxies/subject.py), never decided by looking
+    at ``base.model``, nor by calling the checkpoint's or the proxy's own functions, in search and
+    studies (``spanmix cost --checkpoint`` counts a folder the user names, outside any study)."""
+    direct = {"checkpoint", "train_and_score", "resolve_precision", "check_fits", "measure_latency", "ProxyLM", "HealLM"}
+    bad = []
+    for name, path in _modules().items():
+        if path.parent.name in ("proxies", "space") or path == ROOT / "studies" / "commands" / "cost.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr == "model" and ast.unparse(node.value).endswith("base"):
+                bad.append(f"{name}:{node.lineno}: {ast.unparse(node)}")
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("spanmix.proxies"):
+                used = {a.name for a in node.names} & direct
+                bad += [f"{name}:{node.lineno}: imports {u}" for u in sorted(used)]
+    assert not bad, "\n".join(bad)
+
+
 def _attribute_keys(tree: ast.Module) -> list[tuple[int, str]]:
     """String literals used as a stored attribute's key: ``set_user_attr("k", ...)``,
     ``set_trial_user_attr(id, "k", ...)``, ``x.user_attrs["k"]``, ``x.user_attrs.get("k")``,

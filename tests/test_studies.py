@@ -56,6 +56,16 @@ def test_launch_writes_front_dashboard_and_export(tiny_config, tmp_path, capsys)
     assert data["trial"] in {p["number"] for p in front}
 
 
+def test_export_out_names_where_to_write_and_the_study_is_found_by_its_name(tiny_config, tmp_path, monkeypatch):
+    """``--out`` on a reading command is where it writes: the study launched to its default place
+    (runs/STUDY) is found there, not looked for in the new folder."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["launch", "--config", str(tiny_config(n_trials=2)), "--no-progress", "--no-report"]) == 0
+    assert main(["export", "--study", "tiny", "knee", "--out", "exported"]) == 0
+    assert list((tmp_path / "exported").glob("knee-*.json")) and not (tmp_path / "exported" / "study.db").exists()
+    assert main(["show", "--study", "tiny", "--out", "exported"]) == 0
+
+
 def test_export_show_and_csv(tiny_config, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["launch", "--config", str(tiny_config(n_trials=3)), "--out", str(out), "--no-progress", "--no-report"]) == 0

@@ -64,7 +64,7 @@ def test_the_shortest_seq_len_holds_every_sample_and_one_less_is_refused(tokeniz
     data = TaskData(cfg, "train", 30)
     assert all(len(data[i]["x"]) == need for i in range(30))
     with pytest.raises(ConfigError, match=rf"data.seq_len={need - 1} is too short for task '{task}': needs >= {need}"):
-        _config(tokenizer, task, **{**kw, "seq_len": need - 1})
+        _config(tokenizer, task, **{**kw, "seq_len": need - 1}).check_lengths()
 
 
 def test_corpora_are_windows_of_their_documents_in_the_tokenizers_tokens(tokenizer):
@@ -83,7 +83,7 @@ def test_a_tokenizer_that_writes_nothing_is_refused_in_one_line(tmp_path):
     path = tmp_path / "tokenizer.json"
     Tokenizer(models.BPE(vocab={"a": 0}, merges=[])).save(str(path))  # no unknown token: other text vanishes
     with pytest.raises(ConfigError, match=r"data.tokenizer '.*tokenizer.json' turns ' The code of' into no tokens"):
-        DataConfig(tasks=("recall",), tokenizer=str(path), seq_len=400)
+        DataConfig(tasks=("recall",), tokenizer=str(path), seq_len=400).check_lengths()
 
 
 def test_without_a_tokenizer_the_tasks_are_bytes_as_before():

@@ -70,7 +70,7 @@ class Strategy(ABC):
     def check(self, cfg: StudyConfig, workers: int) -> None:
         """Refuse, before any work, what this strategy cannot do with ``workers`` processes, or
         with a checkpoint it would not heal."""
-        if self.heals and cfg.base.model is not None and not cfg.base.healed:
+        if self.heals and cfg.subject.pretrained and not cfg.trains:
             raise ConfigError(f"study.strategy {self.name!r} on a checkpoint {self.heals}: set base.heal_steps > 0 "
                               "(or strategy = standalone to score zero-shot)")
         if self.max_workers is not None and workers > self.max_workers:

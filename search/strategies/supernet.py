@@ -46,12 +46,8 @@ import lightning as L
 import optuna
 import torch
 
-from spanmix.proxies import checkpoint
-from spanmix.proxies.model import build_model
-from spanmix.proxies.resources import resolve_precision
-from spanmix.proxies.retrofit import Retrofitted
 from spanmix.proxies.scoring import score_batches, val_batches
-from spanmix.proxies.train import ProxyLM, ProxyResult, fit, train_and_score
+from spanmix.proxies.train import ProxyResult, fit
 from spanmix.search import record
 from spanmix.search.config import StudyConfig
 from spanmix.search.fidelity import confirm_set
@@ -134,11 +130,15 @@ def _finished_weights(cfg: StudyConfig, workdir: Path, precision: str) -> Path |
     return next(iter(sorted(workdir.parent.glob(f"*/{name}/supernet.pt"))), None)
 
 
+def _pinned(cfg: StudyConfig, precision: str | None) -> str:
+    """The study's pinned precision, or where none is given, this machine's."""
+    return precision or cfg.subject.precision(cfg.train.precision, cfg.data, cfg.train.batch_size, cfg.space.local)
+
+
 def _precision(cfg: StudyConfig, precision: str | None) -> str:
-    if cfg.base.model is not None:  # a checkpoint trains and scores in its weights' own dtype, without autocast
-        return "fp32"
-    return precision or resolve_precision(cfg.train.precision, cfg.proxy, cfg.data.seq_len, cfg.train.batch_size,
-                                          cfg.space.local)
+    """The ``train.precision`` the shared weights train and are scored with (a checkpoint's: its
+    weights' own dtype, without autocast)."""
+    return cfg.subject.autocast(_pinned(cfg, precision))
 
 
 def train_supernet(cfg: StudyConfig, workdir: Path, progress: bool = False, precision: str | None = None) -> SupernetWeights:
@@ -161,8 +161,7 @@ def train_supernet(cfg: StudyConfig, workdir: Path, progress: bool = False, prec
              "; in-place distillation from the first" if cfg.supernet.distill else "", folder)
     L.seed_everything(train.seed, workers=True, verbose=False)
     teacher = sandwich.dearest if cfg.supernet.distill else None
-    module = (checkpoint.HealLM(cfg.base, sandwich.dearest, cfg.data, train, draw=sandwich, teacher=teacher)
-              if cfg.base.model is not None else ProxyLM(cfg.proxy, sandwich.dearest, cfg.data, train, draw=sandwich, teacher=teacher))
+    module = cfg.subject.shared_module(sandwich.dearest, cfg.data, train, sandwich, teacher)
     fitted = fit(module, train, checkpoint_dir=folder, checkpoint_every=cfg.supernet.checkpoint_every, name="supernet")
     tokens_per_second = fitted.tokens_per_second(train.batch_size, cfg.data.seq_len)
     saved = {"state": module.model.state_dict(), "steps": fitted.steps, "seconds": fitted.seconds,
@@ -198,10 +197,9 @@ class SupernetScore:
     def __init__(self, cfg: StudyConfig, bands: list[tuple[tuple[int, int], SupernetWeights]],
                  precision: str | None = None) -> None:
         self.cfg, self.bands = cfg, bands
-        self.precision = _precision(cfg, precision)
+        self.precision, self.recorded = _precision(cfg, precision), _pinned(cfg, precision)
         self.key = {**shared_key(cfg, self.precision), "finetune_steps": cfg.supernet.finetune_steps}
-        self.model = (Retrofitted(checkpoint.load(cfg.base)) if cfg.base.model is not None
-                      else build_model(cfg.proxy, cfg.space.extremes()[1]))
+        self.model = cfg.subject.scoring_model(cfg.space.extremes()[1])
         self.loaded: SupernetWeights | None = None
         self.batches = val_batches(cfg.data, cfg.train.batch_size)
         # fine-tuning continues from where the shared weights' schedule ended (10% of the peak rate)
@@ -216,7 +214,7 @@ class SupernetScore:
     def __call__(self, schedule: Schedule, replicate: int = 0) -> ProxyResult:
         cfg, weights = self.cfg, self.weights(schedule)
         if cfg.supernet.finetune_steps:
-            return train_and_score(schedule, cfg.proxy, cfg.data, self.finetune, init=weights.state)
+            return cfg.subject.measure(schedule, cfg.data, self.finetune, self.finetune.seed, init=weights.state)
         start = time.perf_counter()
         if self.loaded is not weights:
             self.model.load_state_dict(weights.state)
@@ -226,7 +224,7 @@ class SupernetScore:
             schedule=schedule.text, scores=scorer.scores(), cost=cfg.count(schedule).to_dict(),
             tokens_seen=0, steps=0, train_seconds=time.perf_counter() - start, tokens_per_second=0.0,
             seed=cfg.train.seed,
-            precision=checkpoint.precision(cfg.base) if cfg.base.model is not None else self.precision,
+            precision=self.recorded,
             # the shared weights are fixed: which validation sequences scored them is the noise left
             resamples=scorer.resamples(),
         )
@@ -260,7 +258,7 @@ class Supernet(Strategy):
     def check(self, cfg: StudyConfig, workers: int) -> None:
         super().check(cfg, workers)
         cfg.supernet.band_ranges(cfg.space.n_full)
-        if cfg.base.model is not None and cfg.supernet.finetune_steps:
+        if cfg.subject.pretrained and cfg.supernet.finetune_steps:
             raise ConfigError(f"supernet.finetune_steps={cfg.supernet.finetune_steps} on a checkpoint: allowed 0 "
                               "(confirmation heals each front schedule alone instead)")
 
@@ -286,7 +284,7 @@ class Supernet(Strategy):
                 "tokens_per_second": sum(w.seconds * w.tokens_per_second for w in fresh) / seconds if seconds else 0.0})
         callbacks = options.callbacks()
         measures = [SupernetScore(cfg, weights, precision), Standalone(cfg, precision=precision)]
-        if cfg.base.model is not None:
+        if cfg.subject.pretrained:  # shared healing is read against the weights as they are
             measures.append(Standalone(cfg.zero_shot, name=ZERO_SHOT))
         objective = Objective(cfg, *measures)
 
@@ -298,7 +296,7 @@ class Supernet(Strategy):
                  "" if target == size else f" of {size} (sampler: {cfg.sampler})")
         work(study, objective, target, options.timeout, callbacks, cfg.seed)
         _stage(study, "score", time.perf_counter() - start)
-        if cfg.base.model is not None:
+        if cfg.subject.pretrained:
             start = time.perf_counter()
             scored = sorted({p.schedule for p in StudyView(study, cfg).points(SUPERNET)})
             log.info("zero-shot: scoring the %d schedules on the checkpoint as it is, for rank fidelity", len(scored))

@@ -37,10 +37,19 @@ def default_storage(out: Path) -> str:
     return f"sqlite:///{out / 'study.db'}"
 
 
+def study_storage(name: str, out: Path) -> str:
+    """Where a reading command finds study ``name`` by default: in ``out`` when the study was
+    launched with that ``--out``, else where ``launch`` puts it by default (so ``--out`` can name a
+    new folder to write into)."""
+    launched = out / "study.db"
+    return default_storage(out if launched.is_file() else Path(f"runs/{name}"))
+
+
 def add_study_args(p: argparse.ArgumentParser) -> None:
     """``--study``, ``--storage`` and ``--out``: the options of every command that reads a study."""
     p.add_argument("--study", required=True, help="the study name (a preset's name unless --name changed it)")
-    p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///runs/STUDY/study.db)")
+    p.add_argument("--storage", help="Optuna storage URL (default: OUT/study.db where --out holds one, else "
+                   "sqlite:///runs/STUDY/study.db)")
     p.add_argument("--out", help="folder for written files (default: runs/STUDY)")
 
 
@@ -69,7 +78,7 @@ def open_named(args: argparse.Namespace) -> tuple[optuna.Study, StudyConfig, Pat
     quiet_libraries()
     name = require_name(args.study, "--study")
     out = Path(args.out or f"runs/{name}")
-    url = args.storage or default_storage(out)
+    url = args.storage or study_storage(name, out)
     storage = open_storage(url, create=False)
     try:
         study = optuna.load_study(study_name=name, storage=storage)
