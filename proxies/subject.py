@@ -22,11 +22,22 @@ from spanmix.proxies.checkpoint import BaseConfig
 from spanmix.proxies.cost import CostReport, measure_latency
 from spanmix.proxies.cost import count as count_proxy
 from spanmix.proxies.data import DataConfig
-from spanmix.proxies.model import ProxyConfig, build_model
 from spanmix.proxies.files import vocab_size
-from spanmix.proxies.resources import check_fits, check_vocab, resolve_precision, why_precision
+from spanmix.proxies.model import ProxyConfig, build_model
+from spanmix.proxies.resources import (
+    check_fits,
+    check_vocab,
+    resolve_precision,
+    why_precision,
+)
 from spanmix.proxies.retrofit import Retrofitted
-from spanmix.proxies.train import ProxyLM, ProxyResult, ScheduleLM, TrainConfig, train_and_score
+from spanmix.proxies.train import (
+    ProxyLM,
+    ProxyResult,
+    ScheduleLM,
+    TrainConfig,
+    train_and_score,
+)
 from spanmix.space import ConfigError, Schedule
 
 

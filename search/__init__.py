@@ -3,7 +3,7 @@
 The modules, one job each: :mod:`.config` (what a study is), :mod:`.record` (what it stores),
 :mod:`.objective` (one trial), :mod:`.queue` (meeting a target), :mod:`.study` (opening one),
 :mod:`.strategies` (how a study spends its budget), :mod:`.workers` (processes and the machine),
-:mod:`.run` (the calls the command line makes), :mod:`.front` and :mod:`.fidelity` (what the
+:mod:`.run` (the calls the command line and a notebook make: :func:`launch` is the whole pipeline), :mod:`.front` and :mod:`.fidelity` (what the
 measurements say), :mod:`.view` (one read of a study for every report), :mod:`.storage` and
 :mod:`.logs`.
 """
@@ -20,7 +20,15 @@ from spanmix.search.front import knee, maximized, rescored
 from spanmix.search.objective import STANDALONE, Objective
 from spanmix.search.queue import finished
 from spanmix.search.record import Point, TrialRecord
-from spanmix.search.run import join_study, run_fidelity, run_study
+from spanmix.search.run import (
+    Launched,
+    NotSeparated,
+    calibrate_study,
+    join_study,
+    launch,
+    run_fidelity,
+    run_study,
+)
 from spanmix.search.storage import check_storage_url, open_storage
 from spanmix.search.strategies import NAMES as STRATEGIES
 from spanmix.search.study import config_of, open_study
@@ -34,17 +42,21 @@ __all__ = [
     "STANDALONE",
     "STRATEGIES",
     "Fidelity",
+    "Launched",
+    "NotSeparated",
     "Objective",
     "Point",
     "StudyConfig",
     "StudyView",
     "SupernetConfig",
     "TrialRecord",
+    "calibrate_study",
     "check_storage_url",
     "config_of",
     "finished",
     "join_study",
     "knee",
+    "launch",
     "maximized",
     "open_storage",
     "open_study",

@@ -32,7 +32,6 @@ from spanmix.search.config import StudyConfig
 from spanmix.search.objective import CURVE, STANDALONE, Objective, Standalone
 from spanmix.search.queue import measure_schedules
 from spanmix.search.record import TrialRecord
-from spanmix.search.study import open_study
 from spanmix.space import ConfigError
 
 
@@ -144,15 +143,15 @@ class Calibration:
         return f"the budget does not separate schedules: {figures}{learned}; try {helps}"
 
 
-def calibrate(cfg: StudyConfig, storage_url: str,
+def calibrate(cfg: StudyConfig, study: optuna.Study,
               callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] | None = None) -> Calibration:
     """Train (or find) the space's dearest and cheapest schedules with ``max(2, study.seeds)``
-    seeds in the study at ``storage_url``, and read what their learning curves can separate.
-    ``callbacks`` are Optuna's, called as each schedule's trainings finish."""
+    seeds in ``study`` (opened by :func:`~spanmix.search.study.open_study`), and read what their
+    learning curves can separate. ``callbacks`` are Optuna's, called as each schedule's trainings
+    finish."""
     if not cfg.trains:
         raise ConfigError("nothing to calibrate: base.heal_steps=0 scores the checkpoint as it is, with no training "
                           "budget or seed (its interval comes from the evaluation sequences)")
-    study = open_study(cfg, storage_url)
     seeds = max(2, cfg.seeds)
     precision = record.pinned_precision(study.user_attrs)
     name = STANDALONE if seeds == cfg.seeds else CALIBRATION

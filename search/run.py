@@ -7,17 +7,22 @@ which strategy that is.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import optuna
 
 from spanmix.search import record, strategies
+from spanmix.search.calibration import Calibration, calibrate
 from spanmix.search.config import StudyConfig
 from spanmix.search.fidelity import Fidelity, confirm_set, fidelity_report
 from spanmix.search.front import front_of
 from spanmix.search.objective import STANDALONE, Objective, Standalone
 from spanmix.search.queue import measure_schedules
+from spanmix.search.storage import undone_on_error
 from spanmix.search.strategies import RunOptions
+from spanmix.search.study import open_study
 from spanmix.search.view import StudyView
 from spanmix.search.workers import preflight
 from spanmix.space import ConfigError
@@ -45,9 +50,101 @@ def run_study(
     ``retry_failed``.
     """
     preflight(cfg, workers)
+    return _search(cfg, storage_url, n_trials or cfg.n_trials, timeout, workers, on_progress, workdir, retry_failed)
+
+
+def _search(cfg: StudyConfig, storage_url: str, n_trials: int, timeout: float | None, workers: int,
+            on_progress: strategies.base.Progress | None, workdir: str | Path | None,
+            retry_failed: bool) -> optuna.Study:
     options = RunOptions(timeout=timeout, workers=workers, on_progress=on_progress,
                          workdir=Path(workdir) if workdir is not None else None, retry_failed=retry_failed)
-    return strategies.get(cfg.strategy).run(cfg, storage_url, n_trials or cfg.n_trials, options)
+    return strategies.get(cfg.strategy).run(cfg, storage_url, n_trials, options)
+
+
+class NotSeparated(ConfigError):
+    """Calibration found that the study's budget does not separate its dearest schedule from its
+    cheapest: the launch stops before the rest of the space is spent (its trainings are kept)."""
+
+    def __init__(self, calibration: Calibration) -> None:
+        super().__init__(f"{calibration.verdict()}; or --force to run the study anyway")
+        self.calibration = calibration
+
+
+@dataclass(frozen=True)
+class Launched:
+    """What :func:`launch` did.
+
+    Attributes:
+        study: the study, resumed or created, with what the search measured.
+        calibration: what calibration read (None where it was skipped).
+        skipped: why calibration was skipped (empty where it ran).
+    """
+
+    study: optuna.Study
+    calibration: Calibration | None
+    skipped: str
+
+
+# (stage name, schedules it aims to measure, at which measurement: None where each call is one
+# schedule done) -> the callback that follows the stage, or None
+Stage = Callable[[str, int, "str | None"], "strategies.base.Progress | None"]
+
+
+def calibrate_study(cfg: StudyConfig, storage_url: str, *, progress: bool = False, stage: Stage | None = None,
+                    on_calibration: Callable[[Calibration, str | None], None] | None = None,
+                    new_files: tuple[Path, ...] = ()) -> Calibration:
+    """What ``spanmix calibrate`` does: :func:`launch`'s first stages alone (the arguments as there),
+    refusing a budget that separates nothing with :class:`NotSeparated`."""
+    return _calibration(cfg, _opened(cfg, storage_url, 1, progress, new_files), False, stage, on_calibration)
+
+
+def _opened(cfg: StudyConfig, storage_url: str, workers: int, progress: bool, new_files: tuple[Path, ...]) -> optuna.Study:
+    preflight(cfg, workers, progress)
+    with undone_on_error(*new_files):
+        return open_study(cfg, storage_url)  # connects, and refuses a resume under another configuration
+
+
+def _calibration(cfg: StudyConfig, study: optuna.Study, force: bool, stage: Stage | None,
+                 on_calibration: Callable[[Calibration, str | None], None] | None) -> Calibration:
+    """The calibration stage, outside any clean-up: a refused budget keeps the trainings that showed it."""
+    follow = stage("calibration", 2, None) if stage else None
+    calibration = calibrate(cfg, study, callbacks=[lambda s, t: follow(s)] if follow else None)
+    if on_calibration is not None:
+        on_calibration(calibration, strategies.get(cfg.strategy).advise(cfg, calibration))
+    if not calibration.separated and not force:
+        raise NotSeparated(calibration)
+    return calibration
+
+
+def launch(cfg: StudyConfig, storage_url: str, *, workers: int = 1, timeout: float | None = None, force: bool = False,
+           workdir: str | Path | None = None, retry_failed: bool = False, progress: bool = False,
+           stage: Stage | None = None, on_calibration: Callable[[Calibration, str | None], None] | None = None,
+           new_files: tuple[Path, ...] = ()) -> Launched:
+    """What ``spanmix launch`` does, in one call the command line and a notebook share: the
+    preflight (once), the study opened or resumed (a refusal leaves none of ``new_files`` behind),
+    the calibration stage (see :mod:`spanmix.search.calibration`), then the strategy's search.
+
+    ``stage(name, total, measurement)`` is called as ``calibration`` and ``search`` begin (with
+    the schedules each aims to measure, at which measurement: None for calibration, whose
+    callback is called once per schedule done) and returns the callback that follows it, or None; ``on_calibration(calibration, advice)`` is called as soon as calibration
+    is read, with what it says of the strategy's settings. A budget that separates nothing raises
+    :class:`NotSeparated` unless ``force``. ``progress`` shows a bar while the user's files are
+    tokenized."""
+    study = _opened(cfg, storage_url, workers, progress, new_files)
+    calibration, skipped = None, ""
+    if not cfg.calibrate:
+        skipped = "study.calibrate = false"
+    elif not cfg.trains:
+        skipped = "zero-shot scoring of a checkpoint has no training budget to check"
+    else:
+        calibration = _calibration(cfg, study, force, stage, on_calibration)
+    strategy = strategies.get(cfg.strategy)
+    target = strategy.target(cfg, cfg.n_trials)
+    log.info("study %r: %d schedules in the space, target %d measured (%s strategy), storage %s",
+             cfg.name, cfg.space.size(), target, strategy.name, storage_url)
+    follow = stage("search", target, strategy.measurement) if stage else None
+    study = _search(cfg, storage_url, cfg.n_trials, timeout, workers, follow, workdir, retry_failed)
+    return Launched(study, calibration, skipped)
 
 
 def join_study(
@@ -60,10 +157,13 @@ def join_study(
     retry_failed: bool = False,
     on_progress: strategies.base.Progress | None = None,
     workdir: str | Path | None = None,
+    progress: bool = False,
 ) -> optuna.Study:
-    """One more worker's share of a study: draw schedules with this worker's seed stream and
-    measure them until the study holds ``target``; ``threads`` caps torch's CPU threads;
-    ``workdir`` holds this worker's checkpoints."""
+    """One more worker's share of a study: the preflight (``progress``: a bar while the user's
+    files are tokenized), then draw schedules with this worker's seed stream and measure them
+    until the study holds ``target``; ``threads`` caps torch's CPU threads; ``workdir`` holds this
+    worker's checkpoints."""
+    preflight(cfg, progress=progress)
     options = RunOptions(timeout=timeout, on_progress=on_progress, retry_failed=retry_failed, threads=threads,
                          workdir=Path(workdir) if workdir is not None else None)
     return strategies.get(cfg.strategy).join(cfg, storage_url, target, options, stream)

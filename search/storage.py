@@ -3,14 +3,18 @@ heartbeats that fail a dead worker's trial, say why, and retry its schedule."""
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import time
 from pathlib import Path
+from typing import Iterator
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from spanmix.proxies.files import outermost_missing
 from spanmix.search import record
 from spanmix.search.logs import stable_enough
 from spanmix.space import ConfigError
@@ -120,3 +124,19 @@ def open_storage(url: str, heartbeat_seconds: int = 10, create: bool = True) -> 
                 attempt += 1
                 continue
             raise ConfigError(f"storage {url!r} cannot be used: {reason}") from None
+
+
+@contextlib.contextmanager
+def undone_on_error(*paths: Path) -> Iterator[None]:
+    """A command that fails leaves nothing behind: remove each path (with the folders above it
+    that it created) that did not exist before the block and exists after it failed."""
+    created = [top for top in map(outermost_missing, paths) if top is not None]
+    try:
+        yield
+    except BaseException:
+        for top in created:
+            if top.is_dir():
+                shutil.rmtree(top, ignore_errors=True)
+            elif top.exists():
+                top.unlink()
+        raise

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import spanmix.search.run as pipeline
 from spanmix.proxies.checkpoint import BaseConfig
 from spanmix.proxies.data import DataConfig
 from spanmix.proxies.model import ProxyConfig
@@ -23,7 +24,6 @@ from spanmix.proxies.train import TrainConfig
 from spanmix.search.config import HalvingConfig, StudyConfig, SupernetConfig
 from spanmix.space import SearchSpace
 from spanmix.studies.cli import main
-from spanmix.studies.commands import launch
 
 SECTIONS = {"study": StudyConfig, "space": SearchSpace, "proxy": ProxyConfig, "data": DataConfig,
             "train": TrainConfig, "supernet": SupernetConfig, "halving": HalvingConfig, "base": BaseConfig}
@@ -129,7 +129,7 @@ def test_every_config_mutation_is_refused_cleanly(tiny_config, tmp_path, monkeyp
     def reached(*args, **kwargs):
         raise AssertionError("accepted: the study would have been opened")
 
-    monkeypatch.setattr(launch, "open_study", reached)
+    monkeypatch.setattr(pipeline, "open_study", reached)
     tried, bad = 0, []
     for what, data in [*mutations(base), *file_mutations(base, inputs)]:
         path = tmp_path / "mutated.toml"

@@ -164,3 +164,26 @@ def test_a_timeout_stops_the_study_after_the_trial_in_progress_and_queues_nothin
     study = run_study(cfg, f"sqlite:///{tmp_path / 's.db'}", timeout=0.5)
     assert finished(study) == 1  # the first trial outlives the timeout; none starts after it
     assert not study.get_trials(states=(TrialState.WAITING,))
+
+
+def test_a_notebook_launch_is_the_commands_pipeline_preflight_once_calibration_then_search(tiny_config, tmp_path,
+                                                                                            monkeypatch):
+    """``spanmix.search.launch`` is what ``spanmix launch`` runs: one preflight, the calibration
+    stage (a budget that separates nothing stops it, its trainings kept, unless forced), the search."""
+    import spanmix.search.run as pipeline
+    from spanmix.search import NotSeparated, launch
+
+    cfg = load_config(path=tiny_config(n_trials=3, sampler="random"))
+    cfg = StudyConfig.from_dict({**cfg.to_dict(), "study": {**cfg.to_dict()["study"], "calibrate": True, "seeds": 2}})
+    real, preflights = pipeline.preflight, []
+    monkeypatch.setattr(pipeline, "preflight", lambda *a, **k: preflights.append(a) or real(*a, **k))
+    storage, seen = f"sqlite:///{tmp_path / 's.db'}", []
+    with pytest.raises(NotSeparated) as refused:
+        launch(cfg, storage, on_calibration=lambda result, advice: seen.append(result))
+    assert seen == [refused.value.calibration] and "does not separate" in str(refused.value)
+    assert len(preflights) == 1 and finished(optuna.load_study(study_name="tiny", storage=storage)) == 2
+    stages = []
+    launched = launch(cfg, storage, force=True, stage=lambda name, total, measurement: stages.append((name, total)))
+    assert stages == [("calibration", 2), ("search", 3)] and len(preflights) == 2
+    assert launched.calibration is not None and not launched.calibration.separated and launched.skipped == ""
+    assert finished(launched.study) == 3  # the two calibrated schedules are reused, not trained again

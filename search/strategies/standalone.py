@@ -22,7 +22,7 @@ from spanmix.search.objective import Standalone as StandaloneMeasure
 from spanmix.search.queue import work
 from spanmix.search.strategies.base import RunOptions, Strategy
 from spanmix.search.study import open_study, worker_seed
-from spanmix.search.workers import cores, preflight, spawn
+from spanmix.search.workers import cores, spawn
 
 log = logging.getLogger("spanmix.search")
 
@@ -45,7 +45,6 @@ class Standalone(Strategy):
 
     def join(self, cfg: StudyConfig, storage_url: str, target: int, options: RunOptions,
              stream: int | None = None) -> optuna.Study:
-        preflight(cfg)
         if options.threads is not None:
             import torch
 

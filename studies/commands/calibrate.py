@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from spanmix.search import open_study, preflight
 from spanmix.search.calibration import separation
 from spanmix.search.logs import quiet_libraries
+from spanmix.search.run import calibrate_study
 from spanmix.search.storage import sqlite_file
 from spanmix.studies.commands.common import (
     add_config_args,
-    check_budget,
     from_config,
-    undone_on_error,
+    print_calibration,
+    stage_bars,
 )
 
 
@@ -36,10 +36,9 @@ def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run(args: argparse.Namespace) -> int:
     cfg, out, storage = from_config(args)
-    preflight(cfg, progress=not args.no_progress)
     quiet_libraries()
-    with undone_on_error(out, *filter(None, [sqlite_file(storage)])):
-        open_study(cfg, storage)  # connects, and refuses a study of the name under another configuration
-    # outside the clean-up: a refused budget, a failure or Ctrl-C keeps the trainings that finished
-    check_budget(cfg, storage, force=False, no_progress=args.no_progress)
+    with stage_bars(cfg.name, args.no_progress) as stage:
+        calibrate_study(cfg, storage, progress=not args.no_progress, stage=stage,
+                        on_calibration=lambda result, advice: print_calibration(result, advice, False),
+                        new_files=(out, *filter(None, [sqlite_file(storage)])))
     return 0

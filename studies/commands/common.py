@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import shutil
 import sys
 from pathlib import Path
 from typing import Callable, Iterator
@@ -13,7 +12,6 @@ from typing import Callable, Iterator
 import optuna
 from tqdm import tqdm
 
-from spanmix.proxies.files import outermost_missing
 from spanmix.search import (
     StudyConfig,
     StudyView,
@@ -21,10 +19,10 @@ from spanmix.search import (
     finished,
     open_storage,
     pareto_front,
-    strategies,
 )
-from spanmix.search.calibration import calibrate
+from spanmix.search.calibration import Calibration
 from spanmix.search.logs import quiet_libraries
+from spanmix.search.run import Stage
 from spanmix.search.study import config_of
 from spanmix.space import ConfigError, require_name
 from spanmix.studies.config import load_config, preset_names
@@ -108,53 +106,53 @@ def writable(path: Path, what: str) -> Path:
 
 
 @contextlib.contextmanager
-def undone_on_error(*paths: Path) -> Iterator[None]:
-    """A command that fails leaves nothing behind: remove each path (with the folders above it
-    that it created) that did not exist before the block and exists after it failed."""
-    created = [top for top in map(outermost_missing, paths) if top is not None]
-    try:
-        yield
-    except BaseException:
-        for top in created:
-            if top.is_dir():
-                shutil.rmtree(top, ignore_errors=True)
-            elif top.exists():
-                top.unlink()
-        raise
-
-
-@contextlib.contextmanager
 def progress_bar(name: str, total: int, measurement: str, disabled: bool) -> Iterator[Callable[[optuna.Study], None] | None]:
     """A progress bar of distinct schedules measured at ``measurement``; yields the callback that
     updates it (None when disabled)."""
-    bar = tqdm(total=total, unit="schedule", desc=name, disable=disabled, dynamic_ncols=True)
+    with stage_bars(name, disabled) as stage:
+        yield stage(name, total, measurement)
 
-    def update(study: optuna.Study) -> None:
-        bar.update(finished(study, measurement) - bar.n)
-        bar.set_postfix(front=len(pareto_front(study)), trials=len(study.trials))
+
+@contextlib.contextmanager
+def stage_bars(name: str, disabled: bool) -> Iterator[Stage]:
+    """A progress bar for each stage of a run, one after the other (see
+    :func:`spanmix.search.run.launch`): schedules measured at the stage's measurement, with the
+    front so far, or for a stage without one (calibration) the schedules done."""
+    bars: list[tqdm] = []
+
+    def stage(what: str, total: int, measurement: str | None) -> Callable[[optuna.Study], None] | None:
+        for bar in bars:
+            bar.close()
+        bar = tqdm(total=total, unit="schedule", desc=what if measurement is None else name, disable=disabled,
+                   dynamic_ncols=True)
+        bars.append(bar)
+
+        def update(study: optuna.Study) -> None:
+            if measurement is None:
+                bar.update(1)
+                return
+            bar.update(finished(study, measurement) - bar.n)
+            bar.set_postfix(front=len(pareto_front(study)), trials=len(study.trials))
+
+        return None if disabled else update
 
     try:
-        yield None if disabled else update
+        yield stage
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
 
 
-def check_budget(cfg: StudyConfig, storage: str, force: bool, no_progress: bool) -> None:
-    """The calibration stage: train (or find) the space's dearest and cheapest schedules, print
-    what their learning curves separate and what that says of the strategy's settings, and refuse
-    the budget when it separates nothing, unless ``force``."""
-    with tqdm(total=2, unit="schedule", desc="calibration", disable=no_progress, dynamic_ncols=True) as bar:
-        result = calibrate(cfg, storage, callbacks=[lambda study, trial: bar.update(1)])
+def print_calibration(result: Calibration, advice: str | None, force: bool) -> None:
+    """What calibration read, what it says of the strategy's settings, and its verdict (a budget
+    that separates nothing is refused after this, unless ``force``)."""
     print("\n".join(result.table()))
-    advice = strategies.get(cfg.strategy).advise(cfg, result)
     if advice:
         print(f"warning: {advice}")
     if result.separated:
         print(result.verdict())
     elif force:
         print(f"warning: {result.verdict()}; running anyway (--force)")
-    else:
-        raise ConfigError(f"{result.verdict()}; or --force to run the study anyway")
 
 
 def finish(study: optuna.Study, cfg: StudyConfig, out: Path, report: bool) -> int:

@@ -3,28 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import logging
 
-from spanmix.search import (
-    open_study,
-    preflight,
-    run_study,
-    strategies,
-)
 from spanmix.search.logs import quiet_libraries
+from spanmix.search.run import launch
 from spanmix.search.storage import sqlite_file
 from spanmix.studies.commands.common import (
     add_config_args,
-    check_budget,
     check_positive,
     check_timeout,
     finish,
     from_config,
-    progress_bar,
-    undone_on_error,
+    print_calibration,
+    stage_bars,
 )
-
-log = logging.getLogger("spanmix")
 
 
 def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -59,19 +50,12 @@ def run(args: argparse.Namespace) -> int:
     check_positive(args.workers, "--workers")
     check_timeout(args.timeout)
     cfg, out, storage = from_config(args, n_trials=args.n_trials)
-    preflight(cfg, args.workers, progress=not args.no_progress)
     quiet_libraries()
-    with undone_on_error(out, *filter(None, [sqlite_file(storage)])):
-        open_study(cfg, storage)  # connects, and refuses a resume under another configuration
-    if cfg.calibrate and not cfg.trains:
-        print("calibration: skipped, zero-shot scoring of a checkpoint has no training budget to check")
-    elif cfg.calibrate:  # outside the clean-up: a refused budget keeps the trainings that showed it
-        check_budget(cfg, storage, args.force, args.no_progress)
-    strategy = strategies.get(cfg.strategy)
-    target = strategy.target(cfg, cfg.n_trials)
-    log.info("study %r: %d schedules in the space, target %d measured (%s strategy), storage %s",
-             cfg.name, cfg.space.size(), target, strategy.name, storage)
-    with progress_bar(cfg.name, target, strategy.measurement, args.no_progress) as progress:
-        study = run_study(cfg, storage, timeout=args.timeout, workers=args.workers, on_progress=progress,
-                          workdir=out, retry_failed=args.retry_failed)
-    return finish(study, cfg, out, report=not args.no_report)
+    with stage_bars(cfg.name, args.no_progress) as stage:
+        launched = launch(cfg, storage, workers=args.workers, timeout=args.timeout, force=args.force, workdir=out,
+                          retry_failed=args.retry_failed, progress=not args.no_progress, stage=stage,
+                          on_calibration=lambda result, advice: print_calibration(result, advice, args.force),
+                          new_files=(out, *filter(None, [sqlite_file(storage)])))
+    if cfg.calibrate and launched.skipped:
+        print(f"calibration: skipped, {launched.skipped}")
+    return finish(launched.study, cfg, out, report=not args.no_report)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import secrets
 
-from spanmix.search import join_study, preflight, strategies
+from spanmix.search import join_study, strategies
 from spanmix.studies.commands.common import (
     add_study_args,
     check_positive,
@@ -45,11 +45,11 @@ def run(args: argparse.Namespace) -> int:
     check_timeout(args.timeout)
     check_positive(args.threads, "--threads")
     study, cfg, out = open_named(args)
-    preflight(cfg, progress=not args.no_progress)
     strategy = strategies.get(cfg.strategy)
     target = args.n_trials or cfg.n_trials
     with progress_bar(cfg.name, strategy.target(cfg, target), strategy.measurement, args.no_progress) as progress:
         # a random stream: workers on other machines cannot agree on numbers without talking
         study = join_study(cfg, args.storage or default_storage(out), target, args.timeout, stream=secrets.randbits(32),
-                           threads=args.threads, retry_failed=args.retry_failed, on_progress=progress, workdir=out)
+                           threads=args.threads, retry_failed=args.retry_failed, on_progress=progress, workdir=out,
+                           progress=not args.no_progress)
     return finish(study, cfg, out, report=False)
