@@ -177,10 +177,15 @@ def pick_for_retraining(view: StudyView, k: int, seed: int) -> list[str]:
     return [p.schedule for p in confirm_set(pts, view.maximize, max(0, k - len(front)), seed)[:k]]
 
 
+FidelityProgress = Callable[[int, int, "Fidelity | None"], None]
+
+
 def run_fidelity(cfg: StudyConfig, study: optuna.Study, budget: int, k: int,
-                 on_progress: strategies.base.Progress | None = None) -> list[Fidelity]:
+                 on_progress: FidelityProgress | None = None) -> list[Fidelity]:
     """Retrain ``k`` of the study's standalone schedules at ``budget`` times the steps and report
-    the rank fidelity of the 1x numbers against them (resumable: done schedules are kept)."""
+    the rank fidelity of the 1x numbers against them (resumable: done schedules are kept).
+    ``on_progress(done, k, so_far)`` is called at the start and as each schedule comes back, with
+    the fidelity over every schedule back so far (None below three: a rank needs them)."""
     if not cfg.trains:
         raise ConfigError("spanmix fidelity retrains at a larger budget; a zero-shot checkpoint study trains nothing "
                           "(its fidelity against healing is not built yet)")
@@ -193,12 +198,34 @@ def run_fidelity(cfg: StudyConfig, study: optuna.Study, budget: int, k: int,
     chosen = pick_for_retraining(view, k, cfg.seed)
     precision = record.pinned_precision(study.user_attrs)
     longer = Standalone(cfg, budget, precision)
-    log.info("retraining %d schedules of study %r at %dx its %d steps", k, study.study_name, budget, cfg.train.steps)
-    callbacks = RunOptions(on_progress=on_progress).callbacks()
+    wanted = set(chosen)
+
+    def so_far(now: optuna.Study) -> list[Fidelity]:
+        view = StudyView(now, cfg)
+        return fidelity_report([p for p in view.points(STANDALONE) if p.schedule in wanted],
+                               view.points(longer.name), view.maximize)
+
+    def report(now: optuna.Study) -> None:
+        done = len(wanted & {p.schedule for p in StudyView(now, cfg).points(longer.name)})
+        if on_progress is not None:
+            on_progress(done, k, next(iter(so_far(now)), None) if done >= 3 else None)
+
+    left = k - len(wanted & {p.schedule for p in view.points(longer.name)})
+    log.info("retraining %d schedules of study %r at %dx its %d steps (%d seed(s) each)%s", left, study.study_name,
+             budget, cfg.train.steps, cfg.seeds, _estimate(view, left * budget * cfg.seeds))
+    report(study)
     # the study's own measure first: trials it queued untagged (a grid's rest) run at its budget
     objective = Objective(cfg, Standalone(cfg, precision=precision), longer)
-    measure_schedules(study, objective, chosen, longer.name, callbacks=callbacks)
-    view = StudyView(study, cfg)
-    wanted = set(chosen)
-    return fidelity_report([p for p in view.points(STANDALONE) if p.schedule in wanted],
-                           view.points(longer.name), view.maximize)
+    measure_schedules(study, objective, chosen, longer.name, callbacks=[lambda now, trial: report(now)])
+    return so_far(study)
+
+
+def _estimate(view: StudyView, trainings: int) -> str:
+    """About how long ``trainings`` of the study's own length take, from the seconds its standalone
+    trainings took here (a longer budget takes its multiple of them)."""
+    seconds = [r.train_seconds / max(1, len(r.seed_scores)) for r in view.records
+               if r.complete and r.measurement == STANDALONE and r.reused_from is None and r.train_seconds]
+    if not trainings or not seconds:
+        return ""
+    return f": about {trainings * sum(seconds) / len(seconds) / 60:.0f} min ({len(seconds)} of its trainings took " \
+           f"{sum(seconds) / len(seconds):.0f} s each)"

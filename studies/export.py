@@ -16,7 +16,8 @@ that size from a per-layer config raises ``AmbiguousGlobalPerLayerAttributeError
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from spanmix.search import Point, StudyConfig, StudyView
 from spanmix.search.study import model_type_of
 from spanmix.space import ConfigError, Schedule
 
+log = logging.getLogger("spanmix")
 PER_LAYER = ("several windows, or sliding and block layers together, need a size per layer; transformers' "
              "per_layer_config takes one, but no family's masks read it (checked up to transformers 5.24): "
              "export the JSON schedule and build the spanmix module instead")
@@ -127,11 +129,12 @@ def family_of(model_type: str | None) -> str:
                 DEFAULT_FAMILY)
 
 
-def write_checkpoint(cfg: StudyConfig, point: Point, out: Path) -> list[Path]:
+def write_checkpoint(cfg: StudyConfig, point: Point, out: Path, progress: bool = False) -> list[Path]:
     """The model under search as the hybrid model of ``point``'s schedule, in the folder ``out``,
     with the schedule in its family's config keys (see
-    :meth:`~spanmix.proxies.subject.Subject.save`). Refuses, before writing anything, a schedule
-    the family cannot express, and a model with no weights to write."""
+    :meth:`~spanmix.proxies.subject.Subject.save`); a healed study heals it again (with a
+    progress bar if ``progress``). Refuses, before writing anything, a schedule the family cannot
+    express, and a model with no weights to write."""
     subject, schedule = cfg.subject, point.layers
     if not subject.pretrained:
         raise ConfigError("--checkpoint exports a checkpoint study ([base] model); this study trained proxies")
@@ -147,7 +150,10 @@ def write_checkpoint(cfg: StudyConfig, point: Point, out: Path) -> list[Path]:
         raise ConfigError(f"--checkpoint: {err}; run it under spanmix instead: {line}") from None
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--checkpoint {out}: exists and is not an empty folder; choose a new one")
-    return [subject.save(schedule, cfg.data, cfg.train, fragment, out)]
+    if cfg.trains:
+        log.info("healing the checkpoint under %s for %d steps (seed %d) to write the weights the study measured",
+                 schedule.text, cfg.train.steps, cfg.train.seed)
+    return [subject.save(schedule, cfg.data, replace(cfg.train, progress=progress), fragment, out)]
 
 
 def chosen_point(view: StudyView, which: str) -> Point:

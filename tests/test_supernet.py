@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from spanmix.proxies.model import ProxyConfig, build_model
-from spanmix.search import STANDALONE, points, rank_fidelity
+from spanmix.search import STANDALONE, config_of, points, rank_fidelity, run_fidelity
 from spanmix.search.fidelity import confirm_set, top_overlap
 from spanmix.search.front import fronts
 from spanmix.search.queue import enqueue, enqueue_space
@@ -210,8 +210,11 @@ def test_fidelity_command_retrains_at_a_larger_budget(tiny_config, tmp_path, cap
     assert main(["launch", "--config", str(config), "--out", str(out), "--no-progress", "--no-report"]) == 0
     capsys.readouterr()
     assert main(["fidelity", "--study", "tiny", "--out", str(out), "--budget", "2", "--schedules", "4"]) == 0
-    printed = capsys.readouterr().out
+    printed, err = capsys.readouterr()
     assert re.search(r"all confirmed: n=4, Kendall tau", printed), printed
+    # it says what it will train and about how long, then a bar of schedules with the tau so far
+    assert re.search(r"retraining 4 schedules of study 'tiny' at 2x its 3 steps \(1 seed\(s\) each\): about \d+ min", err)
+    assert "fidelity 2x" in err and "4/4" in err and "tau=" in err
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}")
     longer = [t for t in study.trials if t.user_attrs.get("measurement") == "standalone-2x"]
     assert len(longer) == 4 and all(t.user_attrs["tokens_seen"] == 2 * 3 * 4 * 32 for t in longer)
@@ -220,6 +223,14 @@ def test_fidelity_command_retrains_at_a_larger_budget(tiny_config, tmp_path, cap
     assert main(["fidelity", "--study", "tiny", "--out", str(out), "--budget", "2", "--schedules", "99"]) == 2
     err = capsys.readouterr().err
     assert "--schedules must be in 3..7" in err and "retraining" not in err  # refused before any work
+    assert main(["fidelity", "--study", "tiny", "--out", str(out), "--budget", "3", "--schedules", "3", "--no-progress"]) == 0
+    assert "fidelity 3x" not in capsys.readouterr().err  # no bar
+
+    calls = []
+    cfg = config_of(study)
+    run_fidelity(cfg, study, 4, 3, on_progress=lambda done, k, so_far: calls.append((done, k, so_far)))
+    assert [(done, k) for done, k, _ in calls] == [(0, 3), (1, 3), (2, 3), (3, 3)]  # once at the start, once a schedule
+    assert [so_far is None for _, _, so_far in calls] == [True, True, True, False] and calls[-1][2].n == 3
 
 
 def test_few_shot_bands_score_each_schedule_on_its_own_bands_weights(tiny_config, tmp_path, capsys):

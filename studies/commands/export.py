@@ -40,6 +40,7 @@ def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="a checkpoint study ([base] model): also write the hybrid model to the new folder OUT, the "
                    "checkpoint's config.json with the schedule in its family's keys and its other files linked (the "
                    "healed weights when the study healed); AutoModelForCausalLM.from_pretrained(OUT) loads it")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar while --checkpoint heals")
     p.set_defaults(run=run)
 
 
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     view = StudyView(study, cfg)
     if args.checkpoint is not None:  # refused before anything is written
         point = chosen_point(view, args.trial)
-        for path in write_checkpoint(cfg, point, args.checkpoint):
+        for path in write_checkpoint(cfg, point, args.checkpoint, progress=not args.no_progress):
             print(f"wrote {path} (the {point.layers.text} model: AutoModelForCausalLM.from_pretrained("
                   f"{str(args.checkpoint)!r}))")
     for path in export_trial(view, args.trial, out, args.hf_family):
