@@ -42,7 +42,7 @@ from benchmarks.machine import describe  # noqa: E402
 from spanmix.search.calibration import CurvePoint, separation  # noqa: E402
 from spanmix.search.config import StudyConfig  # noqa: E402
 from spanmix.search.logs import quiet_libraries  # noqa: E402
-from spanmix.search.objective import CURVE, Standalone, digest  # noqa: E402
+from spanmix.search.measures import CURVE, StandaloneMeasure, digest  # noqa: E402
 from spanmix.studies.config import load_config, preset_names  # noqa: E402
 
 THRESHOLDS = (2.0, 3.0, 4.0, 5.0, 6.0)
@@ -52,7 +52,7 @@ def seed_scores(cfg: StudyConfig, seeds: int, out: Path) -> dict[str, dict[int, 
     """Each of the space's extremes trained with ``seeds`` seeds: schedule -> seed -> budget
     fraction -> quality. Read from ``out/seeds.json`` where an earlier run of the same measurement
     left it; each new seed is written there as it finishes."""
-    measure = Standalone(cfg, seeds=seeds)
+    measure = StandaloneMeasure(cfg, seeds=seeds)
     key = digest(measure.key)
     path = out / "seeds.json"
     kept = json.loads(path.read_text()) if path.exists() else {}

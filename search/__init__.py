@@ -17,7 +17,8 @@ from spanmix.search.config import (
 )
 from spanmix.search.fidelity import Fidelity, rank_fidelity
 from spanmix.search.front import knee, maximized, rescored
-from spanmix.search.objective import STANDALONE, Objective
+from spanmix.search.measures import STANDALONE
+from spanmix.search.objective import Objective
 from spanmix.search.queue import finished
 from spanmix.search.record import Point, TrialRecord
 from spanmix.search.run import (

@@ -29,7 +29,8 @@ from optuna.trial import FrozenTrial
 from spanmix.proxies.subject import Proxy
 from spanmix.search import record
 from spanmix.search.config import StudyConfig
-from spanmix.search.objective import CURVE, STANDALONE, Objective, Standalone
+from spanmix.search.measures import CURVE, STANDALONE, StandaloneMeasure
+from spanmix.search.objective import Objective
 from spanmix.search.queue import measure_schedules
 from spanmix.search.record import TrialRecord
 from spanmix.space import ConfigError
@@ -155,10 +156,10 @@ def calibrate(cfg: StudyConfig, study: optuna.Study,
     seeds = max(2, cfg.seeds)
     precision = record.pinned_precision(study.user_attrs)
     name = STANDALONE if seeds == cfg.seeds else CALIBRATION
-    measure = Standalone(cfg, precision=precision, seeds=seeds, name=name)
+    measure = StandaloneMeasure(cfg, precision=precision, seeds=seeds, name=name)
     cheap, dear = (s.canonical(cfg.space.context).text for s in cfg.space.extremes())
     # the study's own measure first: trials it queued untagged (a grid's) run as the study would
-    objective = Objective(cfg, Standalone(cfg, precision=precision), measure)
+    objective = Objective(cfg, StandaloneMeasure(cfg, precision=precision), measure)
     measure_schedules(study, objective, [dear, cheap], name, callbacks=callbacks)
     return read_calibration(study, cfg, dear, cheap, name)
 

@@ -18,7 +18,8 @@ from spanmix.search.calibration import Calibration, calibrate
 from spanmix.search.config import StudyConfig
 from spanmix.search.fidelity import Fidelity, confirm_set, fidelity_report
 from spanmix.search.front import front_of
-from spanmix.search.objective import STANDALONE, Objective, Standalone
+from spanmix.search.measures import STANDALONE, StandaloneMeasure
+from spanmix.search.objective import Objective
 from spanmix.search.queue import measure_schedules
 from spanmix.search.storage import undone_on_error
 from spanmix.search.strategies import RunOptions
@@ -197,7 +198,7 @@ def run_fidelity(cfg: StudyConfig, study: optuna.Study, budget: int, k: int,
         raise ConfigError(f"--schedules must be in 3..{available} (the schedules this study trained standalone; got {k})")
     chosen = pick_for_retraining(view, k, cfg.seed)
     precision = record.pinned_precision(study.user_attrs)
-    longer = Standalone(cfg, budget, precision)
+    longer = StandaloneMeasure(cfg, budget, precision)
     wanted = set(chosen)
 
     def so_far(now: optuna.Study) -> list[Fidelity]:
@@ -215,7 +216,7 @@ def run_fidelity(cfg: StudyConfig, study: optuna.Study, budget: int, k: int,
              budget, cfg.train.steps, cfg.seeds, _estimate(view, left * budget * cfg.seeds))
     report(study)
     # the study's own measure first: trials it queued untagged (a grid's rest) run at its budget
-    objective = Objective(cfg, Standalone(cfg, precision=precision), longer)
+    objective = Objective(cfg, StandaloneMeasure(cfg, precision=precision), longer)
     measure_schedules(study, objective, chosen, longer.name, callbacks=[lambda now, trial: report(now)])
     return so_far(study)
 

@@ -18,7 +18,7 @@ from spanmix.proxies.data import DataConfig
 from spanmix.proxies.train import TrainConfig, train_and_score
 from spanmix.search.config import HalvingConfig, StudyConfig
 from spanmix.search.front import crowding, ranked
-from spanmix.search.objective import Standalone
+from spanmix.search.measures import StandaloneMeasure
 from spanmix.search.record import Point
 from spanmix.search.strategies.halving import Rung, promotions
 from spanmix.space import ConfigError, Schedule
@@ -45,7 +45,7 @@ def test_the_last_rung_is_the_standalone_measurement_itself(tiny_config, tmp_pat
     cfg = StudyConfig.from_dict(tomllib.loads(tiny_config(steps=12, extra=HALVING).read_text()))
     rungs = [Rung(cfg, i, "fp32", tmp_path) for i in range(3)]
     assert [r.until for r in rungs] == [3, 6, 12] and [r.name for r in rungs] == ["rung-0", "rung-1", "standalone"]
-    plain = Standalone(cfg, precision="fp32")
+    plain = StandaloneMeasure(cfg, precision="fp32")
     assert rungs[-1].key == plain.key and rungs[0].key != plain.key  # so a standalone study's result is reused
     schedule = Schedule.parse("F S4")
     climbed = [r(schedule, 1) for r in rungs][-1]
@@ -60,7 +60,7 @@ def test_one_seed_below_the_last_rung_and_the_study_s_seeds_at_it(tiny_config, t
     data["study"]["seeds"] = 2
     cfg = StudyConfig.from_dict(data)
     low, top = Rung(cfg, 0, "fp32", tmp_path), Rung(cfg, 1, "fp32", tmp_path)
-    plain = Standalone(cfg, precision="fp32")
+    plain = StandaloneMeasure(cfg, precision="fp32")
     assert (low.replicates, top.replicates) == (1, 2) and "seeds" not in low.key and top.key == plain.key
     schedule = Schedule.parse("F S4")
     low(schedule, 0)

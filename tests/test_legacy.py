@@ -72,8 +72,8 @@ def test_the_previous_release_measurements_are_compared_as_before(storage):
 
 def test_a_study_of_the_previous_release_resumes_without_training_again(storage, monkeypatch):
     import spanmix.proxies.subject as subject
-    import spanmix.search.objective as trial_objective
     from spanmix.search import Objective, config_of, finished, run_study
+    from spanmix.search.measures import StandaloneMeasure
 
     def no_training(*args, **kwargs):
         raise AssertionError("a schedule the old study measured was trained again")
@@ -85,7 +85,7 @@ def test_a_study_of_the_previous_release_resumes_without_training_again(storage,
     # a new draw of a schedule 0.1.0 measured finds it under the same measurement key and reuses it
     old = next(t for t in study.trials if t.user_attrs.get("fidelity") == "standalone")
     study.enqueue_trial(old.params)
-    study.optimize(Objective(cfg, trial_objective.Standalone(cfg)), n_trials=1)
+    study.optimize(Objective(cfg, StandaloneMeasure(cfg)), n_trials=1)
     new = study.trials[-1]
     assert new.state.name == "COMPLETE" and new.user_attrs["reused_from"] == old.number
     assert new.values == old.values and new.user_attrs["measurement"] == "standalone"

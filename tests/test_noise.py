@@ -15,11 +15,11 @@ import torch
 from optuna.trial import TrialState
 
 import spanmix.proxies.subject as subject
-import spanmix.search.objective as trial_objective
 from spanmix.proxies.data import DataConfig
 from spanmix.proxies.scoring import RESAMPLES, Scorer
 from spanmix.search import StudyView, run_study
 from spanmix.search.fidelity import repeatability
+from spanmix.search.measures import StandaloneMeasure
 from spanmix.search.noise import (
     better,
     interval,
@@ -165,7 +165,7 @@ def test_a_retried_trial_trains_only_the_seeds_its_killed_attempt_did_not_finish
     finished_seed = {"0": {"loss": 5.0, "ppl": 148.4, "long_loss": 5.0, "recall": 0.0, "recall/loss": 5.0,
                            "recall/acc": 0.0}}
     study.enqueue_trial({"n_full": 1, "placement": "bottom", "window": 8}, user_attrs={"seed_scores": finished_seed})
-    study.optimize(Objective(cfg, trial_objective.Standalone(cfg)), n_trials=1)
+    study.optimize(Objective(cfg, StandaloneMeasure(cfg)), n_trials=1)
     assert trained == [("F S8", 1), ("F S8", 2)]  # seed 0 is not trained again
     t = study.trials[0]
     assert sorted(t.user_attrs["seed_scores"]) == ["0", "1", "2"] and t.user_attrs["seed_scores"]["0"]["loss"] == 5.0

@@ -21,6 +21,8 @@ from spanmix.search import (
     points,
     run_study,
 )
+from spanmix.search.measures import StandaloneMeasure
+from spanmix.search.reuse import measured_before
 from spanmix.space import Schedule
 from spanmix.studies.config import load_config
 
@@ -121,21 +123,20 @@ def test_a_target_of_the_whole_space_measures_every_schedule(tiny_config, tmp_pa
 def test_a_sampled_draw_of_a_schedule_in_training_is_skipped_and_a_queued_one_waits(tiny_config, tmp_path):
     cfg = load_config(path=tiny_config(sampler="random"))
     study = open_study(cfg, optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}"))  # no heartbeat thread
-    objective = trial_objective.Objective(cfg, wait_seconds=0.05)
-    args = (objective.measures["standalone"], Schedule.parse("F F"))  # one seed: nothing to help with
+    args = (StandaloneMeasure(cfg), Schedule.parse("F F"), 0.05)  # one seed: nothing to help with
     running = study.ask()  # measuring "key" in another worker
     running.set_user_attr("key", "key")
     sampled = study.ask()
     assert "fixed_params" not in study.trials[sampled.number].system_attrs
     with pytest.raises(optuna.TrialPruned, match=f"being measured in trial {running.number}"):
-        objective._measured(sampled, "key", *args)
+        measured_before(sampled, "key", *args)
     study.enqueue_trial({"n_full": 2})
     queued = study.ask()
     study.ask()  # another worker's trial, created but not drawn yet: it holds no schedule to leave out
     assert [text for _, text in queue.unmeasured(study, cfg.space, "standalone")] == [
         s.text for s in cfg.space.enumerate() if s.text != "F F"]
     assert "fixed_params" in study.trials[queued.number].system_attrs
-    waited = concurrent.futures.ThreadPoolExecutor(1).submit(objective._measured, queued, "key", *args)
+    waited = concurrent.futures.ThreadPoolExecutor(1).submit(measured_before, queued, "key", *args)
     time.sleep(0.3)
     assert not waited.done()  # waits instead of training the schedule a second time
     study.tell(running, [3.0, 1.0])
@@ -187,3 +188,15 @@ def test_a_notebook_launch_is_the_commands_pipeline_preflight_once_calibration_t
     assert stages == [("calibration", 2), ("search", 3)] and len(preflights) == 2
     assert launched.calibration is not None and not launched.calibration.separated and launched.skipped == ""
     assert finished(launched.study) == 3  # the two calibrated schedules are reused, not trained again
+
+
+@pytest.mark.parametrize("cost, field", [("flops", "total"), ("decode_flops", "decode"),
+                                         ("attention_flops", "attention"), ("kv_cache", "kv_cache_bytes")])
+def test_a_trials_cost_is_the_counted_one_and_its_ratio_to_all_full(tiny_config, cost, field):
+    from spanmix.search.costs import cost_of
+
+    cfg = load_config(path=tiny_config(cost=cost))
+    schedule, full = Schedule.parse("F S4"), Schedule.parse("F F")
+    value, ratio, report = cost_of(cfg, schedule)
+    assert value == report[field] == getattr(cfg.count(schedule), field)
+    assert ratio == pytest.approx(value / cost_of(cfg, full)[0]) and 0 < ratio < 1

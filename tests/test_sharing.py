@@ -14,13 +14,14 @@ from optuna.trial import TrialState
 
 from spanmix.proxies.train import ProxyResult
 from spanmix.search import StudyConfig, open_study
-from spanmix.search.objective import Objective, Standalone
+from spanmix.search.measures import StandaloneMeasure
+from spanmix.search.objective import Objective
 from spanmix.search.queue import enqueue
 from spanmix.space import Schedule
 from spanmix.studies.cli import main
 
 
-class Slow(Standalone):
+class Slow(StandaloneMeasure):
     """The standalone measurement's name and key, with a training that takes ``seconds`` and
     scores each seed by its number; every call is logged as (thread, seed)."""
 

@@ -44,8 +44,8 @@ from spanmix.search.calibration import Calibration
 from spanmix.search.config import StudyConfig
 from spanmix.search.front import ranked
 from spanmix.search.logs import stable_enough
-from spanmix.search.objective import STANDALONE, Objective, digest
-from spanmix.search.objective import Standalone as StandaloneMeasure
+from spanmix.search.measures import STANDALONE, StandaloneMeasure, digest
+from spanmix.search.objective import Objective
 from spanmix.search.queue import finished, measure_schedules, work
 from spanmix.search.record import Point, TrialRecord
 from spanmix.search.strategies.base import RunOptions

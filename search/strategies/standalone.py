@@ -17,8 +17,8 @@ import optuna
 from spanmix.search import record, strategies
 from spanmix.search.config import StudyConfig
 from spanmix.search.logs import log_to_stderr, quiet_libraries
+from spanmix.search.measures import StandaloneMeasure
 from spanmix.search.objective import Objective
-from spanmix.search.objective import Standalone as StandaloneMeasure
 from spanmix.search.queue import work
 from spanmix.search.strategies.base import RunOptions, Strategy
 from spanmix.search.study import open_study, worker_seed

@@ -52,8 +52,9 @@ from spanmix.search import record
 from spanmix.search.config import StudyConfig
 from spanmix.search.fidelity import confirm_set
 from spanmix.search.front import fronts
+from spanmix.search.measures import STANDALONE, StandaloneMeasure, digest
 from spanmix.search.noise import basis_of, resolved
-from spanmix.search.objective import STANDALONE, Objective, Standalone, digest
+from spanmix.search.objective import Objective
 from spanmix.search.queue import enqueue_space, measure_schedules, work
 from spanmix.search.record import ZERO_SHOT, Point
 from spanmix.search.strategies.base import RunOptions, Strategy
@@ -283,9 +284,9 @@ class Supernet(Strategy):
                 "path": "; ".join(str(w.path) for _, w in weights), "steps": sum(w.steps for _, w in weights),
                 "tokens_per_second": sum(w.seconds * w.tokens_per_second for w in fresh) / seconds if seconds else 0.0})
         callbacks = options.callbacks()
-        measures = [SupernetScore(cfg, weights, precision), Standalone(cfg, precision=precision)]
+        measures = [SupernetScore(cfg, weights, precision), StandaloneMeasure(cfg, precision=precision)]
         if cfg.subject.pretrained:  # shared healing is read against the weights as they are
-            measures.append(Standalone(cfg.zero_shot, name=ZERO_SHOT))
+            measures.append(StandaloneMeasure(cfg.zero_shot, name=ZERO_SHOT))
         objective = Objective(cfg, *measures)
 
         start = time.perf_counter()
