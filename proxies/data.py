@@ -30,7 +30,7 @@ Tasks:
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import lightning as L
@@ -171,9 +171,13 @@ class DataConfig:
         with a tokenizer the built-in tasks are written in its tokens (:mod:`spanmix.proxies.worded`)."""
         if self.files and name == self.files_task:
             return FILES_TASK
-        if self.tokenizer is not None:
-            return worded.TASKS[name]
-        return TASKS[name]
+        task = TASKS[name]
+        if self.tokenizer is None:
+            return task
+        if task.worded is None:
+            raise ConfigError(f"data.tasks: task {name!r} has no form in a tokenizer's tokens (data.tokenizer); "
+                              "leave out the tokenizer or the task")
+        return task.worded
 
     def is_text(self, task: str) -> bool:
         """Text tasks score every position and are bucketed by position, not by distance to a fact."""
@@ -327,7 +331,22 @@ def text_window(name: str, split: str, cfg: DataConfig, rng: np.random.Generator
     return tokens, tokens.copy(), np.full(cfg.seq_len + 1, -1)
 
 
-TASKS: dict[str, Task] = {t.name: t for t in (
+TASKS: dict[str, Task] = {}
+
+
+def register(task: Task, worded_form: Task | None = None) -> Task:
+    """Add ``task`` to the registry, with its form in a tokenizer's tokens (None: it has none, and
+    a study with ``data.tokenizer`` refuses it by name): one entry a task, whatever its forms."""
+    if task.name in TASKS:
+        raise ValueError(f"task {task.name!r} is registered twice")
+    if worded_form is not None and worded_form.name != task.name:
+        raise ValueError(f"task {task.name!r}: its worded form is named {worded_form.name!r}")
+    TASKS[task.name] = replace(task, worded=worded_form)
+    return TASKS[task.name]
+
+
+_WORDED = {t.name: t for t in worded.FORMS}
+for _task in (
     # a fact's answer is one of its key's 8 values
     probe_task("recall", recall,
            lambda c: min(c.n_pairs, 16) * c.fact_copies + 2 * c.n_queries + c.min_distance + 1, lambda c: 1 / 8),
@@ -340,7 +359,10 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     probe_task("copy", copy, lambda c: max(8, -(-4 * c.min_distance // 3)), lambda c: 1 / 64),
     text_task("code", text_window),
     text_task("prose", text_window),
-)}
+):
+    register(_task, _WORDED.pop(_task.name, None))
+if _WORDED:  # a form written for a task the registry lacks would never be used
+    raise RuntimeError(f"worded forms of no registered task: {sorted(_WORDED)}")
 PROBES = tuple(name for name, t in TASKS.items() if t.probe)
 FILES_TASK = Task("files", True, "position", lambda cfg: 16, None)
 

@@ -95,6 +95,8 @@ def apply_schedule(model: torch.nn.Module, schedule: Schedule | str) -> torch.nn
     return model
 
 
+# Hugging Face's name of each spanmix layer kind in ``layer_types``: the one map of them, which the
+# retrofit follows and export writes
 TYPE_NAMES = {"full": "full_attention", "sliding": "sliding_attention", "block": "chunked_attention"}
 
 

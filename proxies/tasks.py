@@ -84,6 +84,8 @@ class Task:
         sample: ``(config, split, rng) -> (tokens, targets, distances)``; None for the user's
             files, which :class:`TaskData` reads from their token files.
         chance: a probe's answer accuracy by guessing among its possible answers.
+        worded: the same task written in a tokenizer's tokens (``data.tokenizer``), or None where
+            it has no such form (a study with a tokenizer then refuses it).
     """
 
     name: str
@@ -92,6 +94,7 @@ class Task:
     min_length: Callable[[DataConfig], int]
     sample: Callable[[DataConfig, str, np.random.Generator], Sample] | None
     chance: Callable[[DataConfig], float] | None = None
+    worded: Task | None = None
 
     @property
     def probe(self) -> bool:

@@ -306,7 +306,8 @@ def _encode_text(tokenizer: str, text: str) -> list[int]:
     return user_files.load_tokenizer(tokenizer).encode(text, add_special_tokens=False).ids
 
 
-TASKS: dict[str, Task] = {t.name: t for t in (
+# each the worded form of the byte task of its name in the registry (spanmix.proxies.data.TASKS)
+FORMS: tuple[Task, ...] = (
     probe_task("recall", recall, _recall_length, lambda c: 1 / 8),
     probe_task("mqar", mqar, _mqar_length, lambda c: 1 / c.n_symbols),
     probe_task("passkey", passkey, lambda c: sum(_passkey_lengths(c)) + c.min_distance + 1, lambda c: 1 / 10),
@@ -315,4 +316,4 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     probe_task("copy", copy, lambda c: max(8, -(-4 * c.min_distance // 3)), lambda c: 1 / 64),
     text_task("code", text_window),
     text_task("prose", text_window),
-)}
+)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from spanmix.proxies.retrofit import TYPE_NAMES
 from spanmix.search import Point, StudyConfig, StudyView
 from spanmix.search.study import model_type_of
 from spanmix.space import ConfigError, Schedule
@@ -53,7 +54,7 @@ class HFFamily:
 
     @property
     def layer_type(self) -> str:
-        return "chunked_attention" if self.local == "block" else "sliding_attention"
+        return TYPE_NAMES[self.local or "full"]
 
     @property
     def size_key(self) -> str:
@@ -116,7 +117,7 @@ def hf_fragment(schedule: Schedule, family: str = DEFAULT_FAMILY) -> dict[str, A
                               f"full and local layers; families with a type per layer: {typed}")
         fragment[spec.size_key] = local[0][1].window if local else None
         return fragment
-    fragment["layer_types"] = ["full_attention" if layer.is_full else spec.layer_type for layer in schedule.layers]
+    fragment["layer_types"] = [TYPE_NAMES["full"] if layer.is_full else spec.layer_type for layer in schedule.layers]
     if local:  # all-full: the family's default size stays (Gemma 3's model fails on a null sliding_window)
         fragment[spec.size_key] = local[0][1].window
         fragment.update(spec.when_local)

@@ -19,10 +19,10 @@ import torch
 import transformers
 from test_files import write_tokenizer
 
-from spanmix.proxies import checkpoint, worded
+from spanmix.proxies import checkpoint
 from spanmix.proxies.checkpoint import BaseConfig
 from spanmix.proxies.cost import closed_form
-from spanmix.proxies.data import DataConfig
+from spanmix.proxies.data import TASKS, DataConfig
 from spanmix.proxies.scoring import evaluate, val_batches
 from spanmix.proxies.train import TrainConfig
 from spanmix.search import (
@@ -104,7 +104,7 @@ def test_a_checkpoint_with_a_tokenizer_is_asked_its_probes_in_its_own_tokens(tmp
     raw["space"]["context"] = 256
     raw["data"].update(seq_len=256, n_pairs=4, n_queries=4)
     cfg = StudyConfig.from_user(raw)
-    assert cfg.data.tokenizer == str(tmp_path / "m" / "tokenizer.json") and cfg.data.task("recall") is worded.TASKS["recall"]
+    assert cfg.data.tokenizer == str(tmp_path / "m" / "tokenizer.json") and cfg.data.task("recall") is TASKS["recall"].worded
     result = checkpoint.score(cfg.base, Schedule.parse("F S16 S16 F"), cfg.data, cfg.train)
     batch = val_batches(cfg.data, 4)[0]
     assert int(batch["x"].max()) >= 256  # ids beyond bytes: the tokenizer's own

@@ -176,3 +176,67 @@ def test_benchmarks_import_no_private_name(path):
         elif isinstance(node, ast.Import):
             private += [a.name for a in node.names if any(p.startswith("_") for p in a.name.split("."))]
     assert not private, private
+
+
+def _toy_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, text: str) -> None:
+    """A module of the user's, outside spanmix, importable by name."""
+    (tmp_path / f"{name}.py").write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
+def test_a_toy_task_is_one_registry_entry_and_a_missing_worded_form_is_refused_by_name(tmp_path, monkeypatch):
+    """CONTRIBUTING.md's task recipe, as written there, from a module of the user's."""
+    import importlib
+    import re
+
+    from spanmix.proxies.data import TASKS, DataConfig, TaskData
+    from spanmix.space import ConfigError
+
+    recipe = re.search(r"## A task.*?```python\n(.*?)```", (ROOT / "CONTRIBUTING.md").read_text(), re.S).group(1)
+    monkeypatch.setattr("spanmix.proxies.data.TASKS", dict(TASKS))  # the registry as it was, after the test
+    _toy_module(tmp_path, monkeypatch, "toy_task", recipe)
+    importlib.import_module("toy_task")
+    data = DataConfig(tasks=("echo",), seq_len=32, val_samples=2)
+    sample = TaskData(data, "val", 2)[0]
+    assert int((sample["y"] >= 0).sum()) == 1 and data.task("echo").chance(data) == 1 / 256
+    with pytest.raises(ConfigError, match=r"task 'echo' has no form in a tokenizer's tokens"):
+        DataConfig(tasks=("echo",), seq_len=32, tokenizer="tokenizer.json").task("echo")
+
+
+def test_a_toy_strategy_is_one_registry_line(tiny_config, tmp_path, monkeypatch):
+    """A strategy from a module of the user's: a Strategy subclass and one REGISTRY line."""
+    from spanmix.search import StudyConfig, run_study
+    from spanmix.search.strategies import REGISTRY as registry
+    from spanmix.studies.config import load_config
+
+    _toy_module(tmp_path, monkeypatch, "toy_strategy", '''
+from spanmix.search.strategies.standalone import Standalone
+
+
+class Twice(Standalone):
+    """Standalone, asked for twice the schedules."""
+
+    name = "twice"
+
+    def target(self, cfg, n_trials):
+        return min(2 * n_trials, cfg.space.size())
+''')
+    monkeypatch.setitem(registry, "twice", "toy_strategy:Twice")
+    base = load_config(path=tiny_config(n_trials=2, sampler="grid"))
+    cfg = StudyConfig.from_dict({**base.to_dict(), "study": {**base.to_dict()["study"], "strategy": "twice"}})
+    from spanmix.search import strategies
+
+    assert strategies.get("twice").target(cfg, 2) == 4
+    run_study(cfg, f"sqlite:///{tmp_path / 's.db'}")
+
+
+def test_a_toy_family_is_one_row(monkeypatch):
+    """A Hugging Face family is one row of FAMILIES: exported, and named by --hf-family."""
+    from spanmix.space import Schedule
+    from spanmix.studies.export import FAMILIES, HFFamily, check_family, hf_fragment
+
+    monkeypatch.setitem(FAMILIES, "toy", HFFamily("toy_text", "ToyConfig", "ToyForCausalLM", "sliding"))
+    assert check_family("toy") == "toy"
+    assert hf_fragment(Schedule.parse("F S8 F"), "toy") == {
+        "model_type": "toy_text", "num_hidden_layers": 3, "sliding_window": 8,
+        "layer_types": ["full_attention", "sliding_attention", "full_attention"]}

@@ -9,8 +9,7 @@ import pytest
 from test_files import write_tokenizer
 from tokenizers import Tokenizer, models
 
-from spanmix.proxies import worded
-from spanmix.proxies.data import IGNORE, PROBES, DataConfig, TaskData
+from spanmix.proxies.data import IGNORE, PROBES, TASKS, DataConfig, TaskData
 from spanmix.space import ConfigError
 
 
@@ -88,4 +87,4 @@ def test_a_tokenizer_that_writes_nothing_is_refused_in_one_line(tmp_path):
 
 def test_without_a_tokenizer_the_tasks_are_bytes_as_before():
     cfg = DataConfig(tasks=("recall",), seq_len=128, min_distance=40)
-    assert cfg.task("recall") is not worded.TASKS["recall"] and cfg.vocab_needed() == 256
+    assert cfg.task("recall") is not TASKS["recall"].worded and cfg.vocab_needed() == 256

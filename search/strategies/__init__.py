@@ -8,8 +8,8 @@
   proposal trains to a first rung, the best ``1/eta`` of each rung continue from their checkpoint.
 
 A strategy is loaded by name when a study asks for it, so the configuration can list and check the
-names without importing any strategy's dependencies. A new strategy is a file here with a
-:class:`Strategy` subclass and one line in ``REGISTRY``.
+names without importing any strategy's dependencies. A new strategy is a file with a
+:class:`Strategy` subclass and one line in ``REGISTRY`` (CONTRIBUTING.md).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import importlib
 from spanmix.search.strategies.base import RunOptions, Strategy
 from spanmix.space import ConfigError
 
-# name -> class, in the module of the same name
+# name -> "module:Class" (a bare "Class": the module of this package named as the strategy)
 REGISTRY = {"standalone": "Standalone", "supernet": "Supernet", "halving": "Halving"}
 NAMES = tuple(REGISTRY)
 
@@ -27,14 +27,14 @@ NAMES = tuple(REGISTRY)
 def check(name: str) -> str:
     """``name``, if a strategy is called so."""
     if name not in REGISTRY:
-        raise ConfigError(f"study.strategy {name!r} is unknown; allowed: {', '.join(NAMES)}")
+        raise ConfigError(f"study.strategy {name!r} is unknown; allowed: {', '.join(REGISTRY)}")
     return name
 
 
 def get(name: str) -> Strategy:
     """The strategy called ``name``."""
-    module = importlib.import_module(f"{__name__}.{check(name)}")
-    return getattr(module, REGISTRY[name])()
+    module, _, cls = REGISTRY[check(name)].rpartition(":")
+    return getattr(importlib.import_module(module or f"{__name__}.{name}"), cls)()
 
 
 __all__ = ["NAMES", "REGISTRY", "RunOptions", "Strategy", "check", "get"]
