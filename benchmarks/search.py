@@ -38,7 +38,7 @@ from benchmarks.machine import describe  # noqa: E402
 from spanmix.proxies.resources import resolve_precision  # noqa: E402
 from spanmix.proxies.train import ProxyLM, fit  # noqa: E402
 from spanmix.search import STANDALONE, StudyConfig, StudyView, run_study  # noqa: E402
-from spanmix.search.strategies.supernet import SUPERNET, Sandwich  # noqa: E402
+from spanmix.search.strategies.supernet import SUPERNET, Sandwich, settings  # noqa: E402
 from spanmix.space import Schedule  # noqa: E402
 from spanmix.studies.config import load_config, preset_names  # noqa: E402
 from spanmix.studies.report import print_summary, trials_frame  # noqa: E402
@@ -49,7 +49,7 @@ def switching_cost(cfg: StudyConfig, steps_each: int = 6, rounds: int = 4) -> tu
     runs (each schedule ``steps_each`` steps in a row): the same steps, the same schedules, timed
     in ``rounds`` rounds whose order alternates (turns first, then runs first), after one warm-up
     fit, so a one-time cost (allocator, thread pool, first kernels) falls on neither side."""
-    sandwich = Sandwich(cfg.space, cfg.supernet.random_draws, cfg.train.seed)
+    sandwich = Sandwich(cfg.space, settings(cfg).random_draws, cfg.train.seed)
     schedules = [sandwich(s) for s in range(sandwich.cycle)]
     n = len(schedules) * steps_each
     precision = resolve_precision(cfg.train.precision, cfg.proxy, cfg.data.seq_len, cfg.train.batch_size, cfg.space.local)
@@ -112,7 +112,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     print(describe(), flush=True)
     print(f"preset {args.preset}: {cfg.space.size()} schedules, proxy d={cfg.proxy.d_model} T={cfg.data.seq_len}, "
-          f"{cfg.train.steps} standalone steps, {cfg.supernet.total_steps(cfg.train)} supernet steps, "
+          f"{cfg.train.steps} standalone steps, {settings(cfg).total_steps(cfg.train)} supernet steps, "
           f"precision {resolve_precision(cfg.train.precision, cfg.proxy, cfg.data.seq_len, cfg.train.batch_size, cfg.space.local)}\n", flush=True)
 
     start = time.perf_counter()

@@ -44,12 +44,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.machine import describe  # noqa: E402
 from spanmix.search import STANDALONE, StudyConfig, StudyView, run_study, strategies  # noqa: E402
-from spanmix.search.config import HalvingConfig, SupernetConfig  # noqa: E402
 from spanmix.search.fidelity import fidelity_report, repeatability  # noqa: E402
 from spanmix.search.front import front_of, maximized  # noqa: E402
 from spanmix.search.logs import quiet_libraries  # noqa: E402
 from spanmix.search.noise import resolved, tied_with_front  # noqa: E402
 from spanmix.search.record import Point  # noqa: E402
+from spanmix.search.strategies.halving import HalvingConfig, ladder  # noqa: E402
+from spanmix.search.strategies.supernet import SupernetConfig  # noqa: E402
 from spanmix.space import ConfigError  # noqa: E402
 from spanmix.studies.config import load_config, preset_names  # noqa: E402
 from spanmix.studies.report import print_summary  # noqa: E402
@@ -129,8 +130,9 @@ def compare(name: str, view: StudyView, seconds: float, ref: Reference) -> None:
                 for a, b in zip(p.seed_scores, ref.by_schedule[p.schedule].seed_scores)), default=0.0)
     print(f"\n{name}: {seconds / 60:.1f} min")
     print(f"  tokens trained: {tokens(view):,}, {tokens(view) / ref.tokens:.0%} of the reference's (target <= 25%)")
-    if view.ladder is not None:
-        print("  rungs: " + ", ".join(f"{n} schedules to {steps} steps" for _, steps, n in view.ladder.rungs))
+    rungs = ladder(view)
+    if rungs is not None:
+        print("  rungs: " + ", ".join(f"{n} schedules to {steps} steps" for _, steps, n in rungs.rungs))
     print(f"  reference front's resolved points found: {len(hits)}/{len(ref.resolved)} ({len(hits) / len(ref.resolved):.0%}, "
           f"target >= 80%): {hits}; all front points: {len(found & front)}/{len(front)}")
     print(f"  on its front but neither on the reference's front nor tied with it: {sorted(found - ref.near) or 'none'}")
@@ -180,11 +182,11 @@ def main() -> None:
     size = base.space.size()
     common = dict(seeds=args.seeds, sampler="grid", n_trials=size, calibrate=False)
     try:  # every study checked before the first one trains
-        studies = [(f"halving {spec}", replace(base, name=f"halving-{i}", strategy="halving",
-                                               halving=HalvingConfig.from_dict(inline("halving", spec)), **common))
+        studies = [(f"halving {spec}", replace(base, name=f"halving-{i}", strategy="halving", **common)
+                    .with_section("halving", HalvingConfig.from_dict(inline("halving", spec))))
                    for i, spec in enumerate(args.halving)]
-        studies += [(f"supernet {spec}", replace(base, name=f"supernet-{i}", strategy="supernet",
-                                                 supernet=SupernetConfig.from_dict(inline("supernet", spec)), **common))
+        studies += [(f"supernet {spec}", replace(base, name=f"supernet-{i}", strategy="supernet", **common)
+                     .with_section("supernet", SupernetConfig.from_dict(inline("supernet", spec))))
                     for i, spec in enumerate(args.supernet)]
         for _, cfg in studies:
             strategies.get(cfg.strategy).check(cfg, 1)

@@ -13,7 +13,6 @@ from spanmix.search.config import (
     QUALITIES,
     SAMPLERS,
     StudyConfig,
-    SupernetConfig,
 )
 from spanmix.search.fidelity import Fidelity, rank_fidelity
 from spanmix.search.front import knee, maximized, rescored
@@ -49,7 +48,6 @@ __all__ = [
     "Point",
     "StudyConfig",
     "StudyView",
-    "SupernetConfig",
     "TrialRecord",
     "calibrate_study",
     "check_storage_url",

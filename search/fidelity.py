@@ -23,7 +23,7 @@ import numpy as np
 from scipy import stats
 
 from spanmix.search.front import fronts
-from spanmix.search.record import STANDALONE, ZERO_SHOT, Point, rung_index
+from spanmix.search.record import STANDALONE, ZERO_SHOT, Point
 
 
 @dataclass(frozen=True)
@@ -149,16 +149,15 @@ def confirm_set(pts: list[Point], maximize: bool, controls: int, seed: int,
     return front + picked
 
 
-def comparisons(by_measurement: dict[str, list[Point]], searched: str, maximize: bool) -> list[tuple[str, str, list[Fidelity]]]:
-    """Every (cheap, dear, report) that points measured several ways hold: the searched
-    measurement against standalone training (a cheap strategy's confirmation), each rung of a
-    successive halving against the next (the last against standalone training, the full budget),
-    standalone training against each longer budget (``spanmix fidelity``), and a checkpoint's
-    zero-shot scores against its shared healing and its healing alone."""
+def comparisons(by_measurement: dict[str, list[Point]], searched: str, chain: list[str],
+                maximize: bool) -> list[tuple[str, str, list[Fidelity]]]:
+    """Every (cheap, dear, report) that points measured several ways hold: each measurement of the
+    strategy's ``chain`` against the next (a cheap strategy's search against its confirmation,
+    each rung of a successive halving against the next), standalone training against each longer
+    budget (``spanmix fidelity``), and a checkpoint's zero-shot scores against its shared healing
+    (the ``searched`` measurement) and its healing alone."""
     names = set(by_measurement)
-    rungs = sorted((n for n in names if rung_index(n) is not None), key=lambda n: rung_index(n) or 0)
-    ladder = [*rungs, STANDALONE] if rungs else [searched, STANDALONE] if searched != STANDALONE else []
-    pairs = list(zip(ladder, ladder[1:]))
+    pairs = list(zip(chain, chain[1:]))
     pairs += [(STANDALONE, n) for n in sorted(names) if n.startswith(f"{STANDALONE}-")]
     # a checkpoint scored as it is, against its shared healing and against each schedule healed alone
     pairs += [(ZERO_SHOT, n) for n in dict.fromkeys((searched, STANDALONE)) if n != ZERO_SHOT]

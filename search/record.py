@@ -66,19 +66,6 @@ FAILED_BY_HEARTBEAT = "heartbeat"  # its worker stopped beating: the schedule is
 STANDALONE = "standalone"
 # the measurement of a checkpoint scored as it is, beside its healed measurements (shared healing)
 ZERO_SHOT = "zero-shot"
-# the measurement of a training stopped at a rung below the full budget (successive halving): rung-0, rung-1, ...
-RUNG = "rung-"
-
-
-def rung(index: int) -> str:
-    """The measurement name of rung ``index`` below the full budget."""
-    return f"{RUNG}{index}"
-
-
-def rung_index(measurement: str) -> int | None:
-    """The rung a measurement name stands for, or None for any other measurement."""
-    tail = measurement.removeprefix(RUNG)
-    return int(tail) if tail != measurement and tail.isdigit() else None
 
 # --- study attributes ------------------------------------------------------------------------------------
 CONFIG = "spanmix_config"  # the StudyConfig as a dict

@@ -9,35 +9,19 @@ page of ten figures costs one query, and every view of a study agrees with the o
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from spanmix.search import record
+from spanmix.search import record, strategies
 from spanmix.search.config import StudyConfig
 from spanmix.search.fidelity import Fidelity, comparisons, repeatability
 from spanmix.search.front import front_of, knee, maximized, rescored
 from spanmix.search.noise import Noise, noise_of
-from spanmix.search.record import STANDALONE, Point, TrialRecord, rung_index
+from spanmix.search.record import STANDALONE, Point, TrialRecord
 from spanmix.search.study import config_of
-
-
-@dataclass(frozen=True)
-class Ladder:
-    """What a successive halving trained: for each rung (the full budget last) its measurement, the
-    step it trains to and the distinct schedules trained there; the tokens trained over every rung,
-    and the tokens that training every first-rung schedule to the full budget would have taken."""
-
-    rungs: list[tuple[str, int, int]]
-    tokens: int
-    full_tokens: int
-
-    @property
-    def share(self) -> float:
-        return self.tokens / self.full_tokens if self.full_tokens else 0.0
 
 
 class StudyView:
@@ -117,29 +101,14 @@ class StudyView:
     def comparisons(self) -> list[tuple[str, str, list[Fidelity]]]:
         """Rank fidelity between every pair of measurements the study holds (see
         :func:`spanmix.search.fidelity.comparisons`)."""
-        return comparisons(self.by_measurement, self.searched, self.maximize)
+        chain = strategies.get(self.config.strategy).chain(set(self.by_measurement), self.searched)
+        return comparisons(self.by_measurement, self.searched, chain, self.maximize)
 
     @cached_property
     def repeatability(self) -> list[Fidelity]:
         """How far two seeds of the final measurement order its schedules alike (see
         :func:`spanmix.search.fidelity.repeatability`); empty below 3 schedules with 2 seeds."""
         return repeatability(self.points(self.final), self.config.quality, self.maximize)
-
-    @cached_property
-    def ladder(self) -> Ladder | None:
-        """The rungs of a successive halving (None for a study that has none)."""
-        names = sorted((n for n in self.by_measurement if rung_index(n) is not None), key=lambda n: rung_index(n) or 0)
-        if not names:
-            return None
-        cfg = self.config
-        names.append(STANDALONE)
-        steps = cfg.halving.steps(cfg.train.steps)
-        trained = {n: [p for p in self.by_measurement.get(n, []) if p.reused_from is None] for n in names}
-        tokens = sum(r.tokens_seen or 0 for r in self.records
-                     if r.complete and r.reused_from is None and (r.measurement or STANDALONE) in trained)
-        per_schedule = cfg.seeds * cfg.train.steps * cfg.train.batch_size * cfg.data.seq_len
-        return Ladder([(n, s, len({p.schedule for p in trained[n]})) for n, s in zip(names, steps)], tokens,
-                      len({p.schedule for p in trained[names[0]]}) * per_schedule)
 
     @cached_property
     def states(self) -> dict[str, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from spanmix.search import Point, StudyView
+from spanmix.search import Point, StudyView, strategies
 from spanmix.search.noise import LEVEL, Noise, interval_of
 
 
@@ -29,11 +29,8 @@ def print_summary(view: StudyView, score: str | None = None) -> None:
         print(cfg.unmeasured_noise)
     else:
         print_noisy_front(view, front, noise, quality, chosen)
-    if view.ladder is not None:
-        ladder = view.ladder
-        rungs = ", ".join(f"{n} at {steps} steps ({name})" for name, steps, n in ladder.rungs)
-        print(f"halving: schedules trained {rungs}; {ladder.tokens:,} tokens, {ladder.share:.0%} of training "
-              "every first-rung schedule to the full budget")
+    for line in strategies.get(cfg.strategy).summary(view):
+        print(line)
     if view.stage_seconds:
         print("wall time by stage: " + ", ".join(f"{k} {v:.0f} s" for k, v in view.stage_seconds.items()))
     for cheap, dear, report in view.comparisons:

@@ -21,7 +21,9 @@ from spanmix.proxies.checkpoint import BaseConfig
 from spanmix.proxies.data import DataConfig
 from spanmix.proxies.model import ProxyConfig
 from spanmix.proxies.train import TrainConfig
-from spanmix.search.config import HalvingConfig, StudyConfig, SupernetConfig
+from spanmix.search.config import StudyConfig
+from spanmix.search.strategies.halving import HalvingConfig
+from spanmix.search.strategies.supernet import SupernetConfig
 from spanmix.space import SearchSpace
 from spanmix.studies.cli import main
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -16,11 +15,11 @@ from optuna.trial import TrialState
 from spanmix.proxies import ProxyConfig
 from spanmix.proxies.data import DataConfig
 from spanmix.proxies.train import TrainConfig, train_and_score
-from spanmix.search.config import HalvingConfig, StudyConfig
+from spanmix.search.config import StudyConfig
 from spanmix.search.front import crowding, ranked
 from spanmix.search.measures import StandaloneMeasure
 from spanmix.search.record import Point
-from spanmix.search.strategies.halving import Rung, promotions
+from spanmix.search.strategies.halving import HalvingConfig, Rung, promotions
 from spanmix.space import ConfigError, Schedule
 from spanmix.studies.cli import main
 
@@ -149,6 +148,6 @@ def test_calibration_warns_when_the_first_rung_comes_before_the_budget_separates
     calibration = Calibration("F F F", "B8 B8 B8", "loss", 2, [point(0.25, 0.028), point(0.5, 2.47), point(1.0, 3.96)], {})
     assert calibration.earliest_separating().steps == 120
     cfg = StudyConfig.from_dict(tomllib.loads(tiny_config(steps=240, n_trials=7).read_text()))
-    warning = Halving().advise(replace(cfg, halving=HalvingConfig(eta=3, rungs=3)), calibration)
+    warning = Halving().advise(cfg.with_section("halving", HalvingConfig(eta=3, rungs=3)), calibration)
     assert "first rung trains 27 steps" in warning and "from 120 steps (50%) on" in warning
-    assert Halving().advise(replace(cfg, halving=HalvingConfig(eta=2, rungs=2)), calibration) is None
+    assert Halving().advise(cfg.with_section("halving", HalvingConfig(eta=2, rungs=2)), calibration) is None

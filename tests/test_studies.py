@@ -256,7 +256,7 @@ def test_presets_load_and_quick_space_is_small():
         assert cfg.space.size() > 1
     assert load_config("quick").space.size() < 40
     medium = load_config("medium")  # scored whole on its supernet: the front is exact for the supernet
-    assert medium.strategy == "supernet" and medium.space.size() == 163 <= medium.supernet.exhaustive_limit
+    assert medium.strategy == "supernet" and medium.space.size() == 163 <= medium.section("supernet").exhaustive_limit
     assert medium.data.seq_len == 1024 and medium.space.n_layers == 8
     # docs/placement.toml asks medium's placement question at medium's budget: the same measurement
     placement = load_config(path=Path(__file__).parent.parent / "docs" / "placement.toml")

@@ -271,7 +271,7 @@ def test_the_shared_weights_key_names_bands_and_distill_only_when_set():
     cfg = load_config("medium")
     assert shared_key(band_configs(cfg)[1][1], "fp32")["supernet"] == {"steps": 1200, "random_draws": 2}
     assert shared_key(cfg, "fp32")["supernet"] == {"steps": 1200, "random_draws": 2, "bands": [1]}
-    distilled = replace(cfg, supernet=replace(cfg.supernet, distill=True))
+    distilled = cfg.with_section("supernet", replace(cfg.section("supernet"), distill=True))
     assert shared_key(distilled, "fp32")["supernet"] == {"steps": 1200, "random_draws": 2, "bands": [1], "distill": True}
 
 
@@ -283,7 +283,7 @@ def test_finetune_steps_train_a_copy_before_scoring(tiny_config, tmp_path):
     weights = train_supernets(cfg, tmp_path / "ft")
     schedule = Schedule.parse("F S4")
     tuned = SupernetScore(cfg, weights)(schedule)
-    plain = SupernetScore(replace(cfg, supernet=replace(cfg.supernet, finetune_steps=0)), weights)(schedule)
+    plain = SupernetScore(cfg.with_section("supernet", replace(cfg.section("supernet"), finetune_steps=0)), weights)(schedule)
     assert tuned.steps == 3 and tuned.tokens_seen == 3 * 4 * 32 and plain.steps == 0
     assert tuned.scores["loss"] != plain.scores["loss"]
     for name, tensor in weights[0][1].state.items():  # the shared weights are untouched
@@ -315,7 +315,7 @@ def test_in_place_distillation_trains_other_schedules_on_the_dearest_schedules_p
             expected = F.cross_entropy(module(x, dearest).flatten(0, 1), y.flatten(), ignore_index=IGNORE)
         assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     # the shared weights differ from plain training's, and are kept apart from them
-    plain = replace(cfg, supernet=replace(cfg.supernet, distill=False))
+    plain = cfg.with_section("supernet", replace(cfg.section("supernet"), distill=False))
     distilled, undistilled = train_supernet(cfg, tmp_path / "a"), train_supernet(plain, tmp_path / "a")
     assert not undistilled.reused and distilled.path != undistilled.path
     assert any(not torch.equal(distilled.state[k], undistilled.state[k]) for k in distilled.state)

@@ -7,8 +7,8 @@
 * ``halving`` (:mod:`.halving`): successive halving across budgets (asynchronous, as ASHA): every
   proposal trains to a first rung, the best ``1/eta`` of each rung continue from their checkpoint.
 
-A strategy is loaded by name when a study asks for it, so the configuration can list and check the
-names without importing any strategy's dependencies. A new strategy is a file with a
+A strategy is loaded by name, when a study asks for it or a configuration reads its section
+(``[supernet]``, ``[halving]``: each defined in its strategy's file). A new strategy is a file with a
 :class:`Strategy` subclass and one line in ``REGISTRY`` (CONTRIBUTING.md).
 """
 
@@ -33,8 +33,18 @@ def check(name: str) -> str:
 
 def get(name: str) -> Strategy:
     """The strategy called ``name``."""
-    module, _, cls = REGISTRY[check(name)].rpartition(":")
-    return getattr(importlib.import_module(module or f"{__name__}.{name}"), cls)()
+    return _class(check(name))()
 
 
-__all__ = ["NAMES", "REGISTRY", "RunOptions", "Strategy", "check", "get"]
+def _class(name: str) -> type[Strategy]:
+    module, _, cls = REGISTRY[name].rpartition(":")
+    return getattr(importlib.import_module(module or f"{__name__}.{name}"), cls)
+
+
+def sections() -> dict[str, type]:
+    """The config section of each strategy that has one, by the strategy's name (its table in a
+    config file): each is defined in its strategy's own file."""
+    return {name: cls.section for name in REGISTRY if (cls := _class(name)).section is not None}
+
+
+__all__ = ["NAMES", "REGISTRY", "RunOptions", "Strategy", "check", "get", "sections"]

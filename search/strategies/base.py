@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING, Callable, ClassVar
 
 import optuna
 
+from spanmix.search.record import STANDALONE
 from spanmix.space import ConfigError
 
 if TYPE_CHECKING:  # the configuration lists strategies by name: it imports this package
     from spanmix.search.calibration import Calibration
     from spanmix.search.config import StudyConfig
+    from spanmix.search.view import StudyView
 
 Progress = Callable[[optuna.Study], None]
 
@@ -59,6 +61,8 @@ class Strategy(ABC):
         single_process: why it cannot use more than ``max_workers``, for the refusal.
         heals: what it makes of a checkpoint's healing, for the refusal of a zero-shot one (empty:
             it scores a checkpoint zero-shot too).
+        section: the dataclass of its own config section, the table named as the strategy (None:
+            it has none); a frozen dataclass with ``from_dict`` and ``to_dict``.
     """
 
     name: ClassVar[str]
@@ -66,6 +70,7 @@ class Strategy(ABC):
     max_workers: ClassVar[int | None] = None
     single_process: ClassVar[str] = ""
     heals: ClassVar[str] = ""
+    section: ClassVar[type | None] = None
 
     def check(self, cfg: StudyConfig, workers: int) -> None:
         """Refuse, before any work, what this strategy cannot do with ``workers`` processes, or
@@ -85,6 +90,15 @@ class Strategy(ABC):
         """What the study's calibration says about this strategy's settings, as a warning (None:
         nothing)."""
         return None
+
+    def chain(self, measurements: set[str], searched: str) -> list[str]:
+        """The measurements of its schedules that its search compares, cheapest first, each read
+        against the next for rank fidelity: its search's (``searched``) against standalone training."""
+        return [searched, STANDALONE] if searched != STANDALONE else []
+
+    def summary(self, view: StudyView) -> list[str]:
+        """Lines the study's report adds about how this strategy spent the budget."""
+        return []
 
     @abstractmethod
     def run(self, cfg: StudyConfig, storage_url: str, target: int, options: RunOptions) -> optuna.Study:

@@ -33,7 +33,9 @@ import logging
 import math
 import shutil
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -51,10 +53,127 @@ from spanmix.search.record import Point, TrialRecord
 from spanmix.search.strategies.base import RunOptions
 from spanmix.search.strategies.standalone import Standalone
 from spanmix.search.view import StudyView
-from spanmix.space import ConfigError, Schedule
+from spanmix.space import ConfigError, Schedule, from_section, require_whole
 
 log = logging.getLogger("spanmix.halving")
 WAIT_SECONDS = 1.0  # between looks at the study while other workers finish the last trainings
+
+
+MAX_RUNGS = 8
+RUNG = "rung-"  # the measurement name of a rung below the full budget, before its index
+
+
+def rung(index: int) -> str:
+    """The measurement name of rung ``index`` below the full budget."""
+    return f"{RUNG}{index}"
+
+
+def rung_index(measurement: str) -> int | None:
+    """The rung a measurement name stands for, or None for any other measurement."""
+    tail = measurement.removeprefix(RUNG)
+    return int(tail) if tail != measurement and tail.isdigit() else None
+
+
+@dataclass(frozen=True)
+class HalvingConfig:
+    """How the halving strategy spreads the training budget over rungs (successive halving).
+
+    Attributes:
+        eta: at each rung the best ``1/eta`` of the schedules that finished it (by non-dominated
+            sorting) train on to the next rung.
+        rungs: how many budgets, the last being the study's full ``train.steps``.
+        first_steps: the first rung's steps; the rungs between are spaced geometrically up to the
+            full budget (None: ``train.steps / eta**(rungs - 1)``, so each rung is ``eta`` times
+            the one before). Set it where calibration says a short training starts to rank
+            schedules: a first rung below that ranks them by seed noise.
+        early_seeds: training seeds of every rung below the last (None: the study's ``seeds``).
+            The last rung is the standalone measurement and always has the study's seeds; a seed
+            the rung below did not train starts there from scratch. One seed below the last rung
+            spends a ``1/seeds`` share on the schedules that go no further.
+    """
+
+    eta: int = 3
+    rungs: int = 3
+    first_steps: int | None = None
+    early_seeds: int | None = None
+
+    def __post_init__(self) -> None:
+        require_whole(self, "halving", ("eta", "rungs"), minimum=2)
+        require_whole(self, "halving", ("rungs",), minimum=2, maximum=MAX_RUNGS)
+        require_whole(self, "halving", tuple(n for n in ("first_steps", "early_seeds") if getattr(self, n) is not None))
+
+    def steps(self, total: int) -> tuple[int, ...]:
+        """The step each rung trains to, for a full budget of ``total`` steps; refuses a budget too
+        short to give every rung a step of its own."""
+        last = self.rungs - 1
+        if self.first_steps is None:
+            steps = tuple(round(total / self.eta ** (last - i)) for i in range(self.rungs))
+            if total < self.eta ** last or len(set(steps)) < len(steps):
+                raise ConfigError(f"halving: train.steps={total} is too few for {self.rungs} rungs of eta={self.eta} "
+                                  f"(rungs at {list(steps)} steps); allowed: train.steps >= {self.eta ** last}, "
+                                  "or fewer rungs")
+            return steps
+        if self.first_steps >= total:
+            raise ConfigError(f"halving.first_steps={self.first_steps} must be below train.steps={total}: the last "
+                              "rung is the full budget")
+        steps = tuple(round(self.first_steps * (total / self.first_steps) ** (i / last)) for i in range(self.rungs))
+        if len(set(steps)) < len(steps):
+            raise ConfigError(f"halving: {self.rungs} rungs from first_steps={self.first_steps} to train.steps={total} "
+                              f"do not each get a step of their own (rungs at {list(steps)} steps); allowed: fewer "
+                              "rungs, or a smaller first_steps")
+        return steps
+
+    def seeds(self, study_seeds: int) -> int:
+        """The training seeds of a rung below the last."""
+        return self.early_seeds if self.early_seeds is not None else study_seeds
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HalvingConfig:
+        return from_section(cls, data, "halving")
+
+
+@dataclass(frozen=True)
+class Ladder:
+    """What a successive halving trained: for each rung (the full budget last) its measurement, the
+    step it trains to and the distinct schedules trained there; the tokens trained over every rung,
+    and the tokens that training every first-rung schedule to the full budget would have taken."""
+
+    rungs: list[tuple[str, int, int]]
+    tokens: int
+    full_tokens: int
+
+    @property
+    def share(self) -> float:
+        return self.tokens / self.full_tokens if self.full_tokens else 0.0
+
+
+def rungs_of(measurements: set[str]) -> list[str]:
+    """The rung measurements among ``measurements``, lowest first."""
+    return sorted((n for n in measurements if rung_index(n) is not None), key=lambda n: rung_index(n) or 0)
+
+
+def ladder(view: StudyView) -> Ladder | None:
+    """The rungs a study's successive halving trained (None where it trained none)."""
+    names = rungs_of(set(view.by_measurement))
+    if not names:
+        return None
+    cfg = view.config
+    names.append(STANDALONE)
+    steps = settings(cfg).steps(cfg.train.steps)
+    trained = {n: [p for p in view.by_measurement.get(n, []) if p.reused_from is None] for n in names}
+    tokens = sum(r.tokens_seen or 0 for r in view.records
+                 if r.complete and r.reused_from is None and (r.measurement or STANDALONE) in trained)
+    per_schedule = cfg.seeds * cfg.train.steps * cfg.train.batch_size * cfg.data.seq_len
+    return Ladder([(n, s, len({p.schedule for p in trained[n]})) for n, s in zip(names, steps)], tokens,
+                  len({p.schedule for p in trained[names[0]]}) * per_schedule)
+
+
+def settings(cfg: StudyConfig) -> HalvingConfig:
+    """The study's ``[halving]`` section."""
+    return cfg.section("halving")
 
 
 class Rung(StandaloneMeasure):
@@ -62,11 +181,11 @@ class Rung(StandaloneMeasure):
     checkpoint; the last rung is the standalone measurement itself."""
 
     def __init__(self, cfg: StudyConfig, index: int, precision: str | None, workdir: Path | None) -> None:
-        steps = cfg.halving.steps(cfg.train.steps)
+        steps = settings(cfg).steps(cfg.train.steps)
         last = index == len(steps) - 1
-        early = cfg.halving.seeds(cfg.seeds)
+        early = settings(cfg).seeds(cfg.seeds)
         super().__init__(cfg, precision=precision, seeds=None if last else early,
-                         name=STANDALONE if last else record.rung(index))
+                         name=STANDALONE if last else rung(index))
         self.until, self.previous = steps[index], steps[index - 1] if index else None
         self.continued = early if index else 0  # seeds the rung below trained: each should find its checkpoint
         self.last = last
@@ -122,50 +241,64 @@ class Halving(Standalone):
     """Propose schedules at the first rung, promote the best ``1/eta`` of each rung onwards."""
 
     name = "halving"
-    measurement = record.rung(0)
+    measurement = rung(0)
+    section = HalvingConfig
 
     heals = "halves its healing across rungs"
 
+    def chain(self, measurements: set[str], searched: str) -> list[str]:
+        """Each rung against the next, the last against standalone training (the full budget)."""
+        rungs = rungs_of(measurements)
+        return [*rungs, STANDALONE] if rungs else super().chain(measurements, searched)
+
+    def summary(self, view: StudyView) -> list[str]:
+        trained = ladder(view)
+        if trained is None:
+            return []
+        rungs = ", ".join(f"{n} at {steps} steps ({name})" for name, steps, n in trained.rungs)
+        return [f"halving: schedules trained {rungs}; {trained.tokens:,} tokens, {trained.share:.0%} of training "
+                "every first-rung schedule to the full budget"]
+
     def check(self, cfg: StudyConfig, workers: int) -> None:
         super().check(cfg, workers)
-        cfg.halving.steps(cfg.train.steps)
-        if cfg.halving.seeds(cfg.seeds) > cfg.seeds:
-            raise ConfigError(f"halving.early_seeds={cfg.halving.early_seeds} is more than study.seeds={cfg.seeds}, "
+        settings(cfg).steps(cfg.train.steps)
+        if settings(cfg).seeds(cfg.seeds) > cfg.seeds:
+            raise ConfigError(f"halving.early_seeds={settings(cfg).early_seeds} is more than study.seeds={cfg.seeds}, "
                               f"the last rung's; allowed: 1 to {cfg.seeds}")
-        least, target = cfg.halving.eta ** (cfg.halving.rungs - 1), self.target(cfg, cfg.n_trials)
+        least, target = settings(cfg).eta ** (settings(cfg).rungs - 1), self.target(cfg, cfg.n_trials)
         if target < least:
             raise ConfigError(f"halving: {target} schedules (study.n_trials={cfg.n_trials}, a space of "
                               f"{cfg.space.size()}) are too few for any to reach the full budget through "
-                              f"{cfg.halving.rungs} rungs of eta={cfg.halving.eta}; allowed: at least {least}, "
+                              f"{settings(cfg).rungs} rungs of eta={settings(cfg).eta}; allowed: at least {least}, "
                               "or a smaller eta or fewer rungs")
 
     def advise(self, cfg: StudyConfig, calibration: Calibration) -> str | None:
         """A first rung shorter than the budget at which calibration separates the extremes ranks
         schedules by seed noise: say so, with the figures."""
-        first = cfg.halving.steps(cfg.train.steps)[0]
+        first = settings(cfg).steps(cfg.train.steps)[0]
         point = calibration.earliest_separating()
         if point is not None and first >= point.steps:
             return None
         where = (f"from {point.steps} steps ({point.fraction:.0%}) on" if point is not None else "not even at the full budget")
         return (f"halving: the first rung trains {first} steps, but calibration separates the dearest and cheapest "
                 f"schedules {where}: rungs below that rank by seed noise; use fewer rungs or a smaller eta "
-                f"([halving] rungs = {cfg.halving.rungs}, eta = {cfg.halving.eta})")
+                f"([halving] rungs = {settings(cfg).rungs}, eta = {settings(cfg).eta})")
 
     def search(self, study: optuna.Study, cfg: StudyConfig, target: int, options: RunOptions, precision: str | None,
                seed: int) -> None:
-        rungs = [Rung(cfg, i, precision, options.workdir) for i in range(cfg.halving.rungs)]
+        rungs = [Rung(cfg, i, precision, options.workdir) for i in range(settings(cfg).rungs)]
         names = [r.name for r in rungs]
         objective = Objective(cfg, *rungs, retry_failed=options.retry_failed)
         callbacks = options.callbacks()
         deadline = time.monotonic() + options.timeout if options.timeout else math.inf
         log.info("halving: rungs at %s steps, the best 1/%d of each rung on to the next",
-                 [r.until for r in rungs], cfg.halving.eta)
+                 [r.until for r in rungs], settings(cfg).eta)
         tried: set[tuple[int, str]] = set()  # a promotion whose trial failed is not retried by this run
         while (left := deadline - time.monotonic()) > 0:
             timeout = left if options.timeout else None
             view = StudyView(study, cfg)
             started = [started_at(view.records, n, options.retry_failed) for n in names]
-            chosen = [c for c in promotions([view.points(n) for n in names], started, cfg.halving.eta, view.maximize,
+            chosen = [c for c in promotions([view.points(n) for n in names], started, settings(cfg).eta, view.maximize,
                                             cfg.quality) if c not in tried]
             running = any(r.state == TrialState.RUNNING for r in view.records)
             if chosen:

@@ -38,7 +38,7 @@ import logging
 import os
 import random
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -47,7 +47,7 @@ import optuna
 import torch
 
 from spanmix.proxies.scoring import score_batches, val_batches
-from spanmix.proxies.train import ProxyResult, fit
+from spanmix.proxies.train import ProxyResult, TrainConfig, fit
 from spanmix.search import record
 from spanmix.search.config import StudyConfig
 from spanmix.search.fidelity import confirm_set
@@ -60,7 +60,14 @@ from spanmix.search.record import ZERO_SHOT, Point
 from spanmix.search.strategies.base import RunOptions, Strategy
 from spanmix.search.study import open_study
 from spanmix.search.view import StudyView
-from spanmix.space import ConfigError, Schedule, SearchSpace
+from spanmix.space import (
+    ConfigError,
+    Schedule,
+    SearchSpace,
+    from_section,
+    require_whole,
+)
+from spanmix.space.validation import MAX_LAYERS
 
 log = logging.getLogger("spanmix.supernet")
 SUPERNET = "supernet"  # the measurement: a schedule scored on the shared weights
@@ -86,10 +93,92 @@ class Sandwich:
         return self.space.sample(random.Random(f"{self.seed}/{step}")).canonical(self.space.context)
 
 
+CONFIRM = ("front", "resolved")  # what the supernet strategy trains standalone
+
+
+@dataclass(frozen=True)
+class SupernetConfig:
+    """How the supernet strategy trains its shared weights and confirms what they found.
+
+    Attributes:
+        steps: training steps of the shared weights (None: 8x ``train.steps``); batch size,
+            learning rate and the rest come from ``[train]``.
+        random_draws: random schedules per sandwich cycle. The sandwich rule (BigNAS,
+            once-for-all) cycles the dearest schedule of the space, the cheapest, then this many
+            uniform draws, one schedule per step.
+        finetune_steps: steps a copy of the shared weights is fine-tuned under a schedule before
+            it is scored (0: score the shared weights as they are).
+        controls: schedules off the supernet's front, drawn with the study seed from the next two
+            fronts, that are trained standalone next to the front to measure rank fidelity.
+        exhaustive_limit: spaces of at most this many schedules are scored whole (the front is
+            then exact for the supernet); larger spaces are searched by the study's sampler for
+            ``n_trials`` schedules.
+        checkpoint_every: steps between checkpoints of the shared weights.
+        bands: full-layer counts at which a new set of shared weights starts (few-shot supernets,
+            Zhao et al. 2021): ``[1]`` trains one supernet on the schedules without a full layer
+            and one on those with, each for ``steps``, and scores a schedule on its band's weights.
+            Empty: one supernet for the whole space.
+        distill: in-place distillation (BigNAS): the steps that draw any schedule but the dearest
+            learn the dearest schedule's predictions under the same weights instead of the labels
+            (one extra forward each).
+        confirm: which of the supernet's front is trained standalone: ``front``, all of it;
+            ``resolved``, only the points its scores show better than every cheaper front point
+            (the others are tied with one of those on the supernet's own noise, so training them
+            would measure noise: see :func:`spanmix.search.noise.resolved`).
+    """
+
+    steps: int | None = None
+    random_draws: int = 2
+    finetune_steps: int = 0
+    controls: int = 4
+    exhaustive_limit: int = 512
+    checkpoint_every: int = 50
+    bands: tuple[int, ...] = ()
+    distill: bool = False
+    confirm: str = "front"
+
+    def __post_init__(self) -> None:
+        if self.confirm not in CONFIRM:
+            raise ConfigError(f"supernet.confirm={self.confirm!r}: allowed: {', '.join(map(repr, CONFIRM))}")
+        if self.steps is not None:
+            require_whole(self, "supernet", ("steps",))
+        require_whole(self, "supernet", ("exhaustive_limit", "checkpoint_every"))
+        require_whole(self, "supernet", ("random_draws", "finetune_steps", "controls"), minimum=0)
+        bands = list(self.bands)
+        if any(not 1 <= b <= MAX_LAYERS for b in bands) or bands != sorted(set(bands)):
+            raise ConfigError(f"supernet.bands={bands}: allowed: increasing full-layer counts from 1 to {MAX_LAYERS}, "
+                              "each the first of a band")
+
+    def total_steps(self, train: TrainConfig) -> int:
+        return self.steps if self.steps is not None else 8 * train.steps
+
+    def band_ranges(self, n_full: tuple[int, int]) -> list[tuple[int, int]]:
+        """The space's range of full-layer counts cut at :attr:`bands` (increasing, checked on
+        creation), as inclusive ranges; refuses a cut that leaves a band empty."""
+        lo, hi = n_full
+        cuts = list(self.bands)
+        if any(not lo < c <= hi for c in cuts):
+            raise ConfigError(f"supernet.bands={cuts}: allowed: increasing full-layer counts above "
+                              f"the space's lowest n_full and up to its highest ({lo} < band <= {hi})")
+        return [(a, b - 1) for a, b in zip([lo, *cuts], [*cuts, hi + 1])]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SupernetConfig:
+        return from_section(cls, data, "supernet")
+
+
+def settings(cfg: StudyConfig) -> SupernetConfig:
+    """The study's ``[supernet]`` section."""
+    return cfg.section("supernet")
+
+
 def shared_key(cfg: StudyConfig, precision: str) -> dict[str, Any]:
     """What makes two supernets interchangeable: the space they learn, how they train and the
     precision they trained in (``train.precision = "auto"`` resolves per machine)."""
-    sn = cfg.supernet
+    sn = settings(cfg)
     return {**cfg.measurement_key(), "space": cfg.space.to_dict(), "precision": precision,
             # bands and distill are named only when set, so weights trained before they existed are still found
             "supernet": {"steps": sn.total_steps(cfg.train), "random_draws": sn.random_draws,
@@ -100,11 +189,11 @@ def band_configs(cfg: StudyConfig) -> list[tuple[tuple[int, int], StudyConfig]]:
     """Each band of full-layer counts with the config of its own supernet: the study's, on the
     band's part of the space. A band's supernet is a plain supernet of that smaller space, so its
     weights are shared with any study of that space."""
-    ranges = cfg.supernet.band_ranges(cfg.space.n_full)
+    ranges = settings(cfg).band_ranges(cfg.space.n_full)
     if len(ranges) == 1:
         return [(ranges[0], cfg)]
-    plain = replace(cfg.supernet, bands=())
-    return [(r, replace(cfg, space=replace(cfg.space, n_full=r), supernet=plain)) for r in ranges]
+    plain = replace(settings(cfg), bands=())
+    return [(r, replace(cfg, space=replace(cfg.space, n_full=r)).with_section("supernet", plain)) for r in ranges]
 
 
 def supernet_key(cfg: StudyConfig, precision: str) -> str:
@@ -152,18 +241,18 @@ def train_supernet(cfg: StudyConfig, workdir: Path, progress: bool = False, prec
         log.info("supernet: reusing %s (%d steps, trained in %.0f s)", done, saved["steps"], saved["seconds"])
         return SupernetWeights(saved["state"], done, saved["steps"], saved["seconds"], saved["tokens_per_second"], True)
     folder = workdir / f"supernet-{supernet_key(cfg, precision)}"
-    steps = cfg.supernet.total_steps(cfg.train)
+    steps = settings(cfg).total_steps(cfg.train)
     train = replace(cfg.train, steps=steps, precision=precision, progress=progress)
-    sandwich = Sandwich(cfg.space, cfg.supernet.random_draws, cfg.train.seed)
+    sandwich = Sandwich(cfg.space, settings(cfg).random_draws, cfg.train.seed)
     resuming = (folder / "last.ckpt").exists()
     log.info("supernet: %s %d steps of %d sequences x %d tokens (sandwich: %s, %s, %d random%s), checkpoints in %s",
              "resuming" if resuming else "training", steps, train.batch_size, cfg.data.seq_len,
-             sandwich.dearest, sandwich.cheapest, cfg.supernet.random_draws,
-             "; in-place distillation from the first" if cfg.supernet.distill else "", folder)
+             sandwich.dearest, sandwich.cheapest, settings(cfg).random_draws,
+             "; in-place distillation from the first" if settings(cfg).distill else "", folder)
     L.seed_everything(train.seed, workers=True, verbose=False)
-    teacher = sandwich.dearest if cfg.supernet.distill else None
+    teacher = sandwich.dearest if settings(cfg).distill else None
     module = cfg.subject.shared_module(sandwich.dearest, cfg.data, train, sandwich, teacher)
-    fitted = fit(module, train, checkpoint_dir=folder, checkpoint_every=cfg.supernet.checkpoint_every, name="supernet")
+    fitted = fit(module, train, checkpoint_dir=folder, checkpoint_every=settings(cfg).checkpoint_every, name="supernet")
     tokens_per_second = fitted.tokens_per_second(train.batch_size, cfg.data.seq_len)
     saved = {"state": module.model.state_dict(), "steps": fitted.steps, "seconds": fitted.seconds,
              "tokens_per_second": tokens_per_second, "key": shared_key(cfg, precision)}
@@ -199,12 +288,12 @@ class SupernetScore:
                  precision: str | None = None) -> None:
         self.cfg, self.bands = cfg, bands
         self.precision, self.recorded = _precision(cfg, precision), _pinned(cfg, precision)
-        self.key = {**shared_key(cfg, self.precision), "finetune_steps": cfg.supernet.finetune_steps}
+        self.key = {**shared_key(cfg, self.precision), "finetune_steps": settings(cfg).finetune_steps}
         self.model = cfg.subject.scoring_model(cfg.space.extremes()[1])
         self.loaded: SupernetWeights | None = None
         self.batches = val_batches(cfg.data, cfg.train.batch_size)
         # fine-tuning continues from where the shared weights' schedule ended (10% of the peak rate)
-        ft = cfg.supernet.finetune_steps
+        ft = settings(cfg).finetune_steps
         self.finetune = replace(cfg.train, steps=max(ft, 1), warmup=0, lr=cfg.train.lr * 0.1, precision=self.precision)
 
     def weights(self, schedule: Schedule) -> SupernetWeights:
@@ -214,7 +303,7 @@ class SupernetScore:
 
     def __call__(self, schedule: Schedule, replicate: int = 0) -> ProxyResult:
         cfg, weights = self.cfg, self.weights(schedule)
-        if cfg.supernet.finetune_steps:
+        if settings(cfg).finetune_steps:
             return cfg.subject.measure(schedule, cfg.data, self.finetune, self.finetune.seed, init=weights.state)
         start = time.perf_counter()
         if self.loaded is not weights:
@@ -252,21 +341,22 @@ class Supernet(Strategy):
 
     name = "supernet"
     measurement = SUPERNET
+    section = SupernetConfig
     max_workers = 1
     single_process = "trains its shared weights in one process"
     heals = "is shared healing, confirmed by healing each front schedule alone"
 
     def check(self, cfg: StudyConfig, workers: int) -> None:
         super().check(cfg, workers)
-        cfg.supernet.band_ranges(cfg.space.n_full)
-        if cfg.subject.pretrained and cfg.supernet.finetune_steps:
-            raise ConfigError(f"supernet.finetune_steps={cfg.supernet.finetune_steps} on a checkpoint: allowed 0 "
+        settings(cfg).band_ranges(cfg.space.n_full)
+        if cfg.subject.pretrained and settings(cfg).finetune_steps:
+            raise ConfigError(f"supernet.finetune_steps={settings(cfg).finetune_steps} on a checkpoint: allowed 0 "
                               "(confirmation heals each front schedule alone instead)")
 
     def target(self, cfg: StudyConfig, n_trials: int) -> int:
         """A space of at most ``exhaustive_limit`` schedules is scored whole."""
         size = cfg.space.size()
-        return size if size <= cfg.supernet.exhaustive_limit else min(n_trials, size)
+        return size if size <= settings(cfg).exhaustive_limit else min(n_trials, size)
 
     def run(self, cfg: StudyConfig, storage_url: str, target: int, options: RunOptions) -> optuna.Study:
         if options.workdir is None:
@@ -308,8 +398,8 @@ class Supernet(Strategy):
         view = StudyView(study, cfg)
         pts = view.points(SUPERNET)
         front = fronts(pts, view.maximize)[0]
-        keep = keep_resolved(cfg.quality, view.maximize) if cfg.supernet.confirm == "resolved" else None
-        chosen = confirm_set(pts, view.maximize, cfg.supernet.controls, cfg.seed, keep)
+        keep = keep_resolved(cfg.quality, view.maximize) if settings(cfg).confirm == "resolved" else None
+        chosen = confirm_set(pts, view.maximize, settings(cfg).controls, cfg.seed, keep)
         kept = len({p.schedule for p in front} & {p.schedule for p in chosen})  # controls come from off the front
         log.info("confirm: training %s and %d controls standalone (%d schedules)",
                  f"the supernet's front ({kept} points)" if keep is None else
