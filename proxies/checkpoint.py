@@ -317,6 +317,41 @@ class HealLM(ScheduleLM):
         self.model.model.train()
 
 
+# config keys of a Llama-like family that the family it converts to reads otherwise or not at all
+_NOT_CARRIED = ("model_type", "architectures", "attention_bias", "mlp_bias", "pretraining_tp", "transformers_version")
+# what the converted model adds to the source's weights, set to zero: it then computes the same function
+_ADDED = ("q_proj.bias", "k_proj.bias", "v_proj.bias")
+
+
+def check_convertible(config: dict[str, Any], model_type: str) -> None:
+    """Refuse, before anything is written, a checkpoint whose weights ``model_type`` cannot carry:
+    biases on the output projection or the MLP, which a Qwen2 model has no place for."""
+    carried = [k for k in ("attention_bias", "mlp_bias") if config.get(k)]
+    if carried:
+        raise ConfigError(f"--checkpoint: the checkpoint sets {', '.join(carried)}, which a {model_type} model cannot "
+                          "carry; run it under spanmix instead (the apply_schedule line)")
+
+
+def convert(model: torch.nn.Module, fragment: dict[str, Any]) -> torch.nn.Module:
+    """``model`` (a Llama or Mistral) as the family ``fragment`` names (Qwen2), with the
+    fragment's config keys: the same weights, and zero biases where the new family has biases the
+    old one lacks, so it computes the same function (tested: equal logits)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    keys = {k: v for k, v in model.config.to_dict().items() if k not in _NOT_CARRIED}
+    config = AutoConfig.for_model(fragment["model_type"], **(keys | {k: v for k, v in fragment.items() if k != "model_type"}))
+    target = AutoModelForCausalLM.from_config(config).to(next(model.parameters()).dtype)
+    missing, unexpected = target.load_state_dict(model.state_dict(), strict=False)
+    added = [name for name in missing if name.endswith(_ADDED)]
+    if unexpected or len(added) < len(missing):
+        raise ConfigError(f"--checkpoint: {type(model).__name__}'s weights do not map onto {type(target).__name__} "
+                          f"(unexpected {unexpected[:3]}, missing {sorted(set(missing) - set(added))[:3]})")
+    with torch.no_grad():
+        for name in added:
+            target.get_parameter(name).zero_()
+    return target.eval()
+
+
 def check_layers(base: BaseConfig, schedule: Schedule) -> None:
     if schedule.n_layers != n_layers(base.model):
         raise ConfigError(f"the schedule {schedule.text!r} has {schedule.n_layers} layers and the checkpoint "

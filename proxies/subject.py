@@ -281,17 +281,29 @@ class Checkpoint:
              out: Path) -> Path:
         """The checkpoint's config with ``fragment``'s keys, and every other file of it linked, not
         copied; when the study healed, the weights healed under the schedule (seed
-        ``train.seed``, recomputed: healing is deterministic on the CPU) saved instead."""
+        ``train.seed``, recomputed: healing is deterministic on the CPU) saved instead. A
+        ``fragment`` of another family (Qwen2 for a Llama) converts the weights to it (see
+        :func:`~spanmix.proxies.checkpoint.convert`)."""
         source = Path(self.base.model).expanduser().resolve()
-        config = json.loads((source / "config.json").read_text()) | {k: v for k, v in fragment.items() if k != "model_type"}
+        own = json.loads((source / "config.json").read_text())
+        converted = fragment["model_type"] != own.get("model_type")
+        if converted:
+            checkpoint.check_convertible(own, fragment["model_type"])
         out.mkdir(parents=True, exist_ok=True)
-        if self.base.healed:
-            module, _ = checkpoint.heal(self.base, schedule, data, train, train.seed)
-            module.model.model.save_pretrained(out)
+        if self.base.healed or converted:
+            model = checkpoint.heal(self.base, schedule, data, train, train.seed)[0].model.model if self.base.healed \
+                else checkpoint.load(self.base)
+            if converted:
+                model = checkpoint.convert(model, fragment)
+            model.save_pretrained(out)
+        written = {p.name for p in out.iterdir()}
         for path in sorted(source.iterdir()):
-            if path.is_file() and path.name != "config.json" and not (out / path.name).exists():
+            weights = path.name.endswith((".safetensors", ".safetensors.index.json")) and bool(written)
+            if path.is_file() and path.name != "config.json" and path.name not in written and not weights:
                 (out / path.name).symlink_to(path)
-        (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        if not converted:  # a converted model's config is the new family's, written with its weights
+            (out / "config.json").write_text(json.dumps(own | {k: v for k, v in fragment.items() if k != "model_type"},
+                                                        indent=2) + "\n")
         return out / "config.json"
 
 

@@ -27,6 +27,7 @@ from spanmix.search.study import model_type_of
 from spanmix.space import ConfigError, Schedule
 
 log = logging.getLogger("spanmix")
+CONVERSIONS = "Qwen2 is Llama and Mistral with biases on the q, k and v projections, written as zeros"
 PER_LAYER = ("several windows, or sliding and block layers together, need a size per layer; transformers' "
              "per_layer_config takes one, but no family's masks read it (checked up to transformers 5.24): "
              "export the JSON schedule and build the spanmix module instead")
@@ -43,6 +44,8 @@ class HFFamily:
         when_local: keys the family also needs when some layer is local.
         per_layer: whether it reads a type per layer (``layer_types``); False: its window applies to
             every layer or to none.
+        converts_to: a family whose model computes this one's function from its weights, written
+            where this one cannot express a schedule (Qwen2 is Llama with q/k/v biases: zeros).
     """
 
     model_type: str
@@ -51,6 +54,7 @@ class HFFamily:
     local: str | None
     when_local: dict[str, Any] = field(default_factory=dict)
     per_layer: bool = True
+    converts_to: str | None = None
 
     @property
     def layer_type(self) -> str:
@@ -68,9 +72,10 @@ FAMILIES: dict[str, HFFamily] = {
     "gpt_oss": HFFamily("gpt_oss", "GptOssConfig", "GptOssForCausalLM", "sliding"),
     "llama4": HFFamily("llama4_text", "Llama4TextConfig", "Llama4ForCausalLM", "block"),
     # Llama has no local attention: a sliding layer_types entry is silently run as full attention
-    "llama": HFFamily("llama", "LlamaConfig", "LlamaForCausalLM", None),
+    "llama": HFFamily("llama", "LlamaConfig", "LlamaForCausalLM", None, converts_to="qwen2"),
     # Mistral is Llama with one sliding_window for every layer (null: full attention everywhere)
-    "mistral": HFFamily("mistral", "MistralConfig", "MistralForCausalLM", "sliding", per_layer=False),
+    "mistral": HFFamily("mistral", "MistralConfig", "MistralForCausalLM", "sliding", per_layer=False,
+                        converts_to="qwen2"),
 }
 DEFAULT_FAMILY = "auto"
 
@@ -148,7 +153,15 @@ def write_checkpoint(cfg: StudyConfig, point: Point, out: Path, progress: bool =
     try:
         fragment = hf_fragment(schedule, family)
     except ConfigError as err:
-        raise ConfigError(f"--checkpoint: {err}; run it under spanmix instead: {line}") from None
+        target = FAMILIES[family].converts_to
+        try:
+            fragment = hf_fragment(schedule, target) if target else None
+        except ConfigError:
+            fragment = None
+        if fragment is None:
+            raise ConfigError(f"--checkpoint: {err}; run it under spanmix instead: {line}") from None
+        log.info("--checkpoint: %s; writing it as %s, which computes the same function (%s)", err, target,
+                 CONVERSIONS)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--checkpoint {out}: exists and is not an empty folder; choose a new one")
     if cfg.trains:

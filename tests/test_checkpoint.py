@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -280,11 +281,37 @@ def test_a_schedule_the_checkpoints_family_cannot_express_is_refused_with_the_mo
     from spanmix.studies.export import write_checkpoint
 
     cfg = StudyConfig.from_user(_cfg(save_tiny(tmp_path / "m", "llama")))
+    point = Point(number=0, schedule="F S16 B32 F", quality=1.0, cost=1.0, cost_ratio=0.5, feasible=True,
+                  reused_from=None, scores={})
+    with pytest.raises(ConfigError, match=r"need a size per layer.*run it under spanmix instead: .*apply_schedule"):
+        write_checkpoint(cfg, point, tmp_path / "out")
+    biased = StudyConfig.from_user(_cfg(save_tiny(tmp_path / "b", "llama", attention_bias=True)))
+    with pytest.raises(ConfigError, match=r"sets attention_bias, which a qwen2 model cannot carry"):
+        write_checkpoint(biased, replace(point, schedule="F S16 S16 F"), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral"])
+def test_a_hybrid_its_family_cannot_express_is_written_as_qwen2_and_computes_what_spanmix_ran(tmp_path, family, caplog):
+    """Llama has no sliding layers and Mistral one window for all of them: the hybrid is written as
+    Qwen2 (Llama's architecture with q/k/v biases, zeros here), which transformers loads and whose
+    logits equal spanmix's run of the original under the schedule."""
+    from spanmix.proxies.retrofit import Retrofitted, apply_schedule
+    from spanmix.studies.export import write_checkpoint
+
+    cfg = StudyConfig.from_user(_cfg(save_tiny(tmp_path / "m", family)))
     point = Point(number=0, schedule="F S16 S16 F", quality=1.0, cost=1.0, cost_ratio=0.5, feasible=True,
                   reused_from=None, scores={})
-    with pytest.raises(ConfigError, match=r"llama has no local attention.*run it under spanmix instead: .*apply_schedule"):
-        write_checkpoint(cfg, point, tmp_path / "out")
-    assert not (tmp_path / "out").exists()
+    with caplog.at_level("INFO", logger="spanmix"):
+        write_checkpoint(cfg, point, tmp_path / "hybrid")
+    assert "writing it as qwen2" in caplog.text and "q, k and v projections" in caplog.text
+    hybrid = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hybrid", attn_implementation="eager").eval()
+    assert hybrid.config.model_type == "qwen2" and hybrid.config.layer_types == [
+        "full_attention", "sliding_attention", "sliding_attention", "full_attention"] and hybrid.config.sliding_window == 16
+    idx = torch.randint(0, 256, (2, 96), generator=torch.Generator().manual_seed(0))
+    ours = Retrofitted(apply_schedule(checkpoint.load(cfg.base), point.layers)).eval()
+    with torch.no_grad():
+        assert torch.allclose(hybrid(input_ids=idx).logits, ours(idx), atol=1e-5)
 
 
 def test_spanmix_cost_counts_a_checkpoint(tmp_path, capsys):
