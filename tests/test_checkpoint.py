@@ -6,6 +6,7 @@ transformers and gives the score spanmix measured."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import subprocess
@@ -292,7 +293,8 @@ def test_a_schedule_the_checkpoints_family_cannot_express_is_refused_with_the_mo
 
 
 @pytest.mark.parametrize("family", ["llama", "mistral"])
-def test_a_hybrid_its_family_cannot_express_is_written_as_qwen2_and_computes_what_spanmix_ran(tmp_path, family, caplog):
+def test_a_hybrid_its_family_cannot_express_is_written_as_qwen2_and_computes_what_spanmix_ran(tmp_path, family, caplog,
+                                                                                                monkeypatch):
     """Llama has no sliding layers and Mistral one window for all of them: the hybrid is written as
     Qwen2 (Llama's architecture with q/k/v biases, zeros here), which transformers loads and whose
     logits equal spanmix's run of the original under the schedule."""
@@ -302,6 +304,7 @@ def test_a_hybrid_its_family_cannot_express_is_written_as_qwen2_and_computes_wha
     cfg = StudyConfig.from_user(_cfg(save_tiny(tmp_path / "m", family)))
     point = Point(number=0, schedule="F S16 S16 F", quality=1.0, cost=1.0, cost_ratio=0.5, feasible=True,
                   reused_from=None, scores={})
+    monkeypatch.setattr(logging.getLogger("spanmix"), "propagate", True)  # the CLI's own handler may hold it
     with caplog.at_level("INFO", logger="spanmix"):
         write_checkpoint(cfg, point, tmp_path / "hybrid")
     assert "writing it as qwen2" in caplog.text and "q, k and v projections" in caplog.text
