@@ -201,24 +201,28 @@ def run_fidelity(cfg: StudyConfig, study: optuna.Study, budget: int, k: int,
     longer = StandaloneMeasure(cfg, budget, precision)
     wanted = set(chosen)
 
-    def so_far(now: optuna.Study) -> list[Fidelity]:
-        view = StudyView(now, cfg)
+    def so_far(view: StudyView) -> list[Fidelity]:
         return fidelity_report([p for p in view.points(STANDALONE) if p.schedule in wanted],
                                view.points(longer.name), view.maximize)
 
-    def report(now: optuna.Study) -> None:
-        done = len(wanted & {p.schedule for p in StudyView(now, cfg).points(longer.name)})
-        if on_progress is not None:
-            on_progress(done, k, next(iter(so_far(now)), None) if done >= 3 else None)
+    def retrained(view: StudyView) -> int:
+        return len(wanted & {p.schedule for p in view.points(longer.name)})
 
-    left = k - len(wanted & {p.schedule for p in view.points(longer.name)})
+    def report(now: optuna.Study) -> None:
+        if on_progress is None:  # reading the study costs a query: only for someone who asked
+            return
+        view = StudyView(now, cfg)
+        done = retrained(view)
+        on_progress(done, k, next(iter(so_far(view)), None) if done >= 3 else None)
+
+    left = k - retrained(view)
     log.info("retraining %d schedules of study %r at %dx its %d steps (%d seed(s) each)%s", left, study.study_name,
              budget, cfg.train.steps, cfg.seeds, _estimate(view, left * budget * cfg.seeds))
     report(study)
     # the study's own measure first: trials it queued untagged (a grid's rest) run at its budget
     objective = Objective(cfg, StandaloneMeasure(cfg, precision=precision), longer)
     measure_schedules(study, objective, chosen, longer.name, callbacks=[lambda now, trial: report(now)])
-    return so_far(study)
+    return so_far(StudyView(study, cfg))
 
 
 def _estimate(view: StudyView, trainings: int) -> str:
