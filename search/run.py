@@ -23,7 +23,7 @@ from spanmix.search.objective import Objective
 from spanmix.search.queue import measure_schedules
 from spanmix.search.storage import undone_on_error
 from spanmix.search.strategies import RunOptions
-from spanmix.search.study import open_study
+from spanmix.search.study import make_sampler, open_study
 from spanmix.search.view import StudyView
 from spanmix.search.workers import preflight
 from spanmix.space import ConfigError
@@ -56,9 +56,9 @@ def run_study(
 
 def _search(cfg: StudyConfig, storage_url: str, n_trials: int, timeout: float | None, workers: int,
             on_progress: strategies.base.Progress | None, workdir: str | Path | None,
-            retry_failed: bool) -> optuna.Study:
+            retry_failed: bool, study: optuna.Study | None = None) -> optuna.Study:
     options = RunOptions(timeout=timeout, workers=workers, on_progress=on_progress,
-                         workdir=Path(workdir) if workdir is not None else None, retry_failed=retry_failed)
+                         workdir=Path(workdir) if workdir is not None else None, retry_failed=retry_failed, study=study)
     return strategies.get(cfg.strategy).run(cfg, storage_url, n_trials, options)
 
 
@@ -122,7 +122,7 @@ def launch(cfg: StudyConfig, storage_url: str, *, workers: int = 1, timeout: flo
            stage: Stage | None = None, on_calibration: Callable[[Calibration, str | None], None] | None = None,
            new_files: tuple[Path, ...] = ()) -> Launched:
     """What ``spanmix launch`` does, in one call the command line and a notebook share: the
-    preflight (once), the study opened or resumed (a refusal leaves none of ``new_files`` behind),
+    preflight (once), the study opened or resumed once (a refusal leaves none of ``new_files`` behind),
     the calibration stage (see :mod:`spanmix.search.calibration`), then the strategy's search.
 
     ``stage(name, total, measurement)`` is called as ``calibration`` and ``search`` begin (with
@@ -144,7 +144,8 @@ def launch(cfg: StudyConfig, storage_url: str, *, workers: int = 1, timeout: flo
     log.info("study %r: %d schedules in the space, target %d measured (%s strategy), storage %s",
              cfg.name, cfg.space.size(), target, strategy.name, storage_url)
     follow = stage("search", target, strategy.measurement) if stage else None
-    study = _search(cfg, storage_url, cfg.n_trials, timeout, workers, follow, workdir, retry_failed)
+    study.sampler = make_sampler(cfg)  # as freshly seeded as a study opened for the search alone: same seed, same draws
+    study = _search(cfg, storage_url, cfg.n_trials, timeout, workers, follow, workdir, retry_failed, study)
     return Launched(study, calibration, skipped)
 
 

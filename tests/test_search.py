@@ -176,8 +176,12 @@ def test_a_notebook_launch_is_the_commands_pipeline_preflight_once_calibration_t
 
     cfg = load_config(path=tiny_config(n_trials=3, sampler="random"))
     cfg = StudyConfig.from_dict({**cfg.to_dict(), "study": {**cfg.to_dict()["study"], "calibrate": True, "seeds": 2}})
-    real, preflights = pipeline.preflight, []
+    import spanmix.search.strategies.standalone as standalone
+
+    real, preflights, opens = pipeline.preflight, [], []
     monkeypatch.setattr(pipeline, "preflight", lambda *a, **k: preflights.append(a) or real(*a, **k))
+    for module in (pipeline, standalone):
+        monkeypatch.setattr(module, "open_study", lambda *a, real=module.open_study, **k: opens.append(a) or real(*a, **k))
     storage, seen = f"sqlite:///{tmp_path / 's.db'}", []
     with pytest.raises(NotSeparated) as refused:
         launch(cfg, storage, on_calibration=lambda result, advice: seen.append(result))
@@ -185,7 +189,7 @@ def test_a_notebook_launch_is_the_commands_pipeline_preflight_once_calibration_t
     assert len(preflights) == 1 and finished(optuna.load_study(study_name="tiny", storage=storage)) == 2
     stages = []
     launched = launch(cfg, storage, force=True, stage=lambda name, total, measurement: stages.append((name, total)))
-    assert stages == [("calibration", 2), ("search", 3)] and len(preflights) == 2
+    assert stages == [("calibration", 2), ("search", 3)] and len(preflights) == 2 and len(opens) == 2  # once a launch
     assert launched.calibration is not None and not launched.calibration.separated and launched.skipped == ""
     assert finished(launched.study) == 3  # the two calibrated schedules are reused, not trained again
 

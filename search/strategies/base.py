@@ -36,6 +36,8 @@ class RunOptions:
         workdir: a folder of the run's own (checkpoints, shared weights).
         retry_failed: train again schedules whose training failed.
         threads: torch CPU threads for this process (None: torch's default, every core).
+        study: the study as the run already opened it (None: the strategy opens it from the
+            storage URL), so a launch opens it once.
     """
 
     timeout: float | None = None
@@ -44,6 +46,7 @@ class RunOptions:
     workdir: Path | None = None
     retry_failed: bool = False
     threads: int | None = None
+    study: optuna.Study | None = None
 
     def callbacks(self) -> list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]]:
         """``on_progress`` as Optuna trial callbacks."""

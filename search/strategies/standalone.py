@@ -34,7 +34,7 @@ class Standalone(Strategy):
     def run(self, cfg: StudyConfig, storage_url: str, target: int, options: RunOptions) -> optuna.Study:
         if options.workers == 1:
             return self.join(cfg, storage_url, target, options)
-        study = open_study(cfg, storage_url)  # validates and records the config before any worker starts
+        study = options.study or open_study(cfg, storage_url)  # the config recorded before any worker starts
         study.set_user_attr(record.SEARCHED, self.measurement)
         threads = max(1, cores() // options.workers)
         workdir = str(options.workdir) if options.workdir is not None else None
@@ -49,7 +49,7 @@ class Standalone(Strategy):
             import torch
 
             torch.set_num_threads(options.threads)
-        study = open_study(cfg, storage_url, stream)
+        study = options.study if options.study is not None and stream is None else open_study(cfg, storage_url, stream)
         study.set_user_attr(record.SEARCHED, self.measurement)
         self.search(study, cfg, target, options, record.pinned_precision(study.user_attrs), worker_seed(cfg.seed, stream))
         return study

@@ -361,7 +361,7 @@ class Supernet(Strategy):
     def run(self, cfg: StudyConfig, storage_url: str, target: int, options: RunOptions) -> optuna.Study:
         if options.workdir is None:
             raise ConfigError("the supernet strategy needs a folder for its checkpoints (workdir)")
-        study = open_study(cfg, storage_url)
+        study = options.study or open_study(cfg, storage_url)
         study.set_user_attr(record.SEARCHED, self.measurement)
         start = time.perf_counter()
         precision = record.pinned_precision(study.user_attrs)
