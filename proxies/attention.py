@@ -17,6 +17,10 @@ Small windows take a second path, chosen by a crossover measured in ``benchmarks
 queries, each against its own chunk (block) or the previous chunk and its own (sliding) with the
 pattern as a mask, all chunks in one batched matmul, softmax and backward written out.
 
+Attention sinks (``S<w>+<s>``: StreamingLLM's first ``s`` tokens kept beside the window) are one
+more sub-problem of every query past the window against the ``s`` sink keys it does not already
+see, written out (it is T x s), merged into the window's result by log-sum-exp like the pieces.
+
 On CUDA the same patterns run through FlexAttention with a block mask.
 """
 
@@ -68,14 +72,19 @@ def chunk_size(window: int, block: bool, seq_len: int) -> int:
     return min(window - 1 if _sliding(block, window) else window, seq_len)
 
 
-def kernel_pairs(seq_len: int, window: int, block: bool, dtype: torch.dtype = torch.float32) -> int:
+def kernel_pairs(seq_len: int, window: int, block: bool, dtype: torch.dtype = torch.float32, sinks: int = 0) -> int:
     """Query-key pairs inside the sub-problems the CPU kernel runs at ``dtype``.
 
     This is what the kernel computes, next to what the pattern allows (``Layer.attended_pairs``);
     the pieces differ only by the masked part of a ragged tail against its previous chunk; the
     band path (see :func:`kernel_path`) computes each chunk of c = min(w, T) queries against c keys
-    (block) or 2c (sliding), padded to whole chunks.
+    (block) or 2c (sliding), padded to whole chunks. Sinks add every query past the window
+    against the ``sinks`` first keys.
     """
+    return _window_pairs(seq_len, window, block, dtype) + max(0, seq_len - window) * sinks
+
+
+def _window_pairs(seq_len: int, window: int, block: bool, dtype: torch.dtype) -> int:
     if kernel_path(seq_len, window, block, dtype) == BAND:
         c = min(window, seq_len)
         return -(-seq_len // c) * c * (2 * c if _sliding(block, window) else c)
@@ -83,7 +92,8 @@ def kernel_pairs(seq_len: int, window: int, block: bool, dtype: torch.dtype = to
     return sum(p.n * (p.q_len * p.k_len if p.upper else p.q_len * (p.q_len + 1) // 2) for p in own + prev)
 
 
-def allowed_mask(seq_len: int, window: int | None, block: bool = False, device: torch.device | None = None) -> Tensor:
+def allowed_mask(seq_len: int, window: int | None, block: bool = False, device: torch.device | None = None,
+                 sinks: int = 0) -> Tensor:
     """The (T, T) boolean mask of the pattern: the definition the fast kernels are tested against."""
     i = torch.arange(seq_len, device=device)
     q, k = i[:, None], i[None, :]
@@ -92,7 +102,7 @@ def allowed_mask(seq_len: int, window: int | None, block: bool = False, device: 
         return mask
     if block:
         return mask & (q // window == k // window)
-    return mask & (k > q - window)
+    return mask & ((k > q - window) | (k < sinks))
 
 
 def reference_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
@@ -181,9 +191,15 @@ def _masked_forward(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> tuple[Tens
     return p.to(v.dtype) @ v, lse
 
 
-def _masked_backward(grad: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    # softmax backward: dS = P * (dP - rowsum(dO * O)), with P recomputed (as in the forward)
-    p = torch.softmax(_masked_scores(q, k, mask), -1)
+def _masked_backward(grad: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, mask: Tensor,
+                     lse: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    # softmax backward: dS = P * (dP - rowsum(dO * O)), with P recomputed (as in the forward). When
+    # this part's softmax was merged with another's (sinks), ``out`` and ``lse`` are the merged
+    # ones and P is renormalised to the merged denominator: each part's share is then exact.
+    scores = _masked_scores(q, k, mask)
+    p = torch.softmax(scores, -1)
+    if lse is not None:
+        p.mul_((scores.amax(-1) - p.amax(-1).log() - lse).exp().unsqueeze(-1))
     dv = p.to(v.dtype).transpose(-1, -2) @ grad
     ds = (grad @ v.transpose(-1, -2)).float()
     ds.sub_((grad.float() * out.float()).sum(-1, keepdim=True)).mul_(p).mul_(q.shape[-1] ** -0.5)
@@ -223,42 +239,87 @@ def _band_forward(q: Tensor, k: Tensor, v: Tensor, window: int, block: bool) -> 
 
 
 def _band_backward(grad: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, window: int,
-                   block: bool) -> tuple[Tensor, Tensor, Tensor]:
+                   block: bool, lse: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     t, c, sliding = q.shape[2], min(window, q.shape[2]), _sliding(block, window)
+    merged = None if lse is None else _chunks(lse.unsqueeze(-1), c).squeeze(-1)
     dq, dk, dv = _masked_backward(_chunks(grad, c), _chunks(q, c), *(_band_keys(_chunks(x, c), sliding) for x in (k, v)),
-                                 _chunks(out, c), _band_mask(t, window, block, q.device))
+                                 _chunks(out, c), _band_mask(t, window, block, q.device), merged)
     if sliding:  # a chunk's first c keys are the previous chunk's: fold their gradients back there
         dk, dv = (d[:, :, :, c:] + F.pad(d[:, :, 1:, :c], (0, 0, 0, 0, 0, 1)) for d in (dk, dv))
     return tuple(d.flatten(2, 3)[:, :, :t].contiguous() for d in (dq, dk, dv))  # type: ignore[return-value]
 
 
-def _local_forward(q: Tensor, k: Tensor, v: Tensor, window: int, block: bool) -> tuple[Tensor, Tensor]:
+def _merge(out: Tensor, lse: Tensor, start: int, out2: Tensor, lse2: Tensor) -> tuple[Tensor, Tensor]:
+    """One softmax from two over disjoint keys: rows ``start..`` of (out, lse) with (out2, lse2)."""
+    head_lse = lse[:, :, start:]
+    merged = torch.logaddexp(head_lse, lse2)
+    tail = out[:, :, start:].float() * (head_lse - merged).exp().unsqueeze(-1)
+    tail += out2.float() * (lse2 - merged).exp().unsqueeze(-1)
+    out = torch.cat([out[:, :, :start], tail.to(out.dtype)], dim=2)
+    lse = torch.cat([lse[:, :, :start], merged], dim=2)
+    return out.contiguous(), lse.contiguous()
+
+
+@functools.cache
+def _sink_mask(seq_len: int, window: int, sinks: int, device: torch.device) -> Tensor:
+    """(T - w, s) additive mask of the queries past the window against the sink keys they do not
+    already see in it: query i sees sink j when j <= i - w (query w sees sink 0)."""
+    query = torch.arange(window, seq_len, device=device)[:, None]
+    key = torch.arange(sinks, device=device)[None, :]
+    return torch.zeros(seq_len - window, sinks, device=device).masked_fill(key > query - window, float("-inf"))
+
+
+def _has_sinks(seq_len: int, window: int, sinks: int) -> bool:
+    return sinks > 0 and seq_len > window
+
+
+def _sink_parts(q: Tensor, k: Tensor, v: Tensor, window: int, sinks: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return q[:, :, window:], k[:, :, :sinks], v[:, :, :sinks], _sink_mask(q.shape[2], window, sinks, q.device)
+
+
+def _local_forward(q: Tensor, k: Tensor, v: Tensor, window: int, block: bool, sinks: int = 0) -> tuple[Tensor, Tensor]:
+    out, lse = _window_forward(q, k, v, window, block)
+    if _has_sinks(q.shape[2], window, sinks):
+        out, lse = _merge(out, lse, window, *_masked_forward(*_sink_parts(q, k, v, window, sinks)))
+    return out, lse
+
+
+def _window_forward(q: Tensor, k: Tensor, v: Tensor, window: int, block: bool) -> tuple[Tensor, Tensor]:
     if kernel_path(q.shape[2], window, block, q.dtype) == BAND:
         return _band_forward(q, k, v, window, block)
     if q.dtype != PIECES_DTYPE:  # see PIECES_DTYPE
-        out, lse = _local_forward(*(x.to(PIECES_DTYPE) for x in (q, k, v)), window, block)
+        out, lse = _window_forward(*(x.to(PIECES_DTYPE) for x in (q, k, v)), window, block)
         return out.to(q.dtype), lse
     own, prev = _pieces(q.shape[2], window, block)
     out, lse = _run(own, q, k, v)
     if prev:
-        start = prev[0].q_start
-        out2, lse2 = _run(prev, q, k, v)
-        head_lse = lse[:, :, start:]
-        merged = torch.logaddexp(head_lse, lse2)
-        tail = out[:, :, start:].float() * (head_lse - merged).exp().unsqueeze(-1)
-        tail += out2.float() * (lse2 - merged).exp().unsqueeze(-1)
-        out = torch.cat([out[:, :, :start], tail.to(out.dtype)], dim=2)
-        lse = torch.cat([lse[:, :, :start], merged], dim=2)
+        return _merge(out, lse, prev[0].q_start, *_run(prev, q, k, v))
     return out.contiguous(), lse.contiguous()
 
 
 def _local_backward(
-    grad: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, window: int, block: bool
+    grad: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, window: int, block: bool, sinks: int = 0
 ) -> tuple[Tensor, Tensor, Tensor]:
+    if not _has_sinks(q.shape[2], window, sinks):
+        return _window_backward(grad, q, k, v, out, lse, window, block, merged=False)
+    dq, dk, dv = _window_backward(grad, q, k, v, out, lse, window, block, merged=True)
+    sq, sk, sv, mask = _sink_parts(q, k, v, window, sinks)
+    gq, gk, gv = _masked_backward(grad[:, :, window:], sq, sk, sv, out[:, :, window:], mask, lse[:, :, window:])
+    dq[:, :, window:] += gq
+    dk[:, :, :sinks] += gk
+    dv[:, :, :sinks] += gv
+    return dq, dk, dv
+
+
+def _window_backward(
+    grad: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, window: int, block: bool, merged: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The window's share of the gradients; ``merged``: its softmax was merged with the sinks', so
+    ``out`` and ``lse`` are not its own (the fused pieces take the merged ones as they are)."""
     if kernel_path(q.shape[2], window, block, q.dtype) == BAND:
-        return _band_backward(grad, q, k, v, out, window, block)
+        return _band_backward(grad, q, k, v, out, window, block, lse if merged else None)
     if q.dtype != PIECES_DTYPE:  # the forward ran in PIECES_DTYPE; so does its backward
-        grads = _local_backward(*(x.to(PIECES_DTYPE) for x in (grad, q, k, v, out)), lse, window, block)
+        grads = _window_backward(*(x.to(PIECES_DTYPE) for x in (grad, q, k, v, out)), lse, window, block, merged)
         return tuple(g.to(q.dtype) for g in grads)  # type: ignore[return-value]
     b, h = q.shape[:2]
     dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
@@ -279,38 +340,38 @@ def _local_backward(
 
 
 @torch.library.custom_op("spanmix::local_attention", mutates_args=())
-def _local_attention_op(q: Tensor, k: Tensor, v: Tensor, window: int, block: bool) -> tuple[Tensor, Tensor]:
-    return _local_forward(q, k, v, window, block)
+def _local_attention_op(q: Tensor, k: Tensor, v: Tensor, window: int, block: bool, sinks: int) -> tuple[Tensor, Tensor]:
+    return _local_forward(q, k, v, window, block, sinks)
 
 
 @_local_attention_op.register_fake
-def _(q: Tensor, k: Tensor, v: Tensor, window: int, block: bool) -> tuple[Tensor, Tensor]:
+def _(q: Tensor, k: Tensor, v: Tensor, window: int, block: bool, sinks: int) -> tuple[Tensor, Tensor]:
     return torch.empty_like(q), q.new_empty(q.shape[:3], dtype=torch.float32)
 
 
 @torch.library.custom_op("spanmix::local_attention_backward", mutates_args=())
 def _local_attention_backward_op(
-    grad: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, window: int, block: bool
+    grad: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, window: int, block: bool, sinks: int
 ) -> tuple[Tensor, Tensor, Tensor]:
-    return _local_backward(grad, q, k, v, out, lse, window, block)
+    return _local_backward(grad, q, k, v, out, lse, window, block, sinks)
 
 
 @_local_attention_backward_op.register_fake
-def _(grad, q, k, v, out, lse, window, block):  # type: ignore[no-untyped-def]
+def _(grad, q, k, v, out, lse, window, block, sinks):  # type: ignore[no-untyped-def]
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
 def _setup_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
-    q, k, v, window, block = inputs
+    q, k, v, window, block, sinks = inputs
     ctx.save_for_backward(q, k, v, *output)
-    ctx.window, ctx.block = window, block
+    ctx.window, ctx.block, ctx.sinks = window, block, sinks
 
 
 def _backward(ctx, grad_out: Tensor, _grad_lse: Tensor | None):  # type: ignore[no-untyped-def]
     # the log-sum-exp is an internal by-product; nothing downstream differentiates it
     q, k, v, out, lse = ctx.saved_tensors
-    dq, dk, dv = _local_attention_backward_op(grad_out.contiguous(), q, k, v, out, lse, ctx.window, ctx.block)
-    return dq, dk, dv, None, None
+    dq, dk, dv = _local_attention_backward_op(grad_out.contiguous(), q, k, v, out, lse, ctx.window, ctx.block, ctx.sinks)
+    return dq, dk, dv, None, None, None
 
 
 _local_attention_op.register_autograd(_backward, setup_context=_setup_context)
@@ -318,12 +379,15 @@ _local_attention_op.register_autograd(_backward, setup_context=_setup_context)
 
 # --- CUDA kernel ----------------------------------------------------------------------------------------
 @functools.cache
-def _flex_block_mask(seq_len: int, window: int, block: bool, device: str):  # type: ignore[no-untyped-def]
+def _flex_block_mask(seq_len: int, window: int, block: bool, device: str, sinks: int = 0):  # type: ignore[no-untyped-def]
     from torch.nn.attention.flex_attention import create_block_mask
 
     if block:
         def mask_mod(b, h, q, k):  # type: ignore[no-untyped-def]
             return (k <= q) & (q // window == k // window)
+    elif sinks:
+        def mask_mod(b, h, q, k):  # type: ignore[no-untyped-def]
+            return (k <= q) & ((k > q - window) | (k < sinks))
     else:
         def mask_mod(b, h, q, k):  # type: ignore[no-untyped-def]
             return (k <= q) & (k > q - window)
@@ -337,32 +401,34 @@ def _compiled_flex():  # type: ignore[no-untyped-def]
     return torch.compile(flex_attention, dynamic=False)
 
 
-def flex_local_attention(q: Tensor, k: Tensor, v: Tensor, window: int, block: bool, compiled: bool = True) -> Tensor:
+def flex_local_attention(q: Tensor, k: Tensor, v: Tensor, window: int, block: bool, compiled: bool = True,
+                         sinks: int = 0) -> Tensor:
     """FlexAttention with a block mask (skips whole masked tiles); the CUDA path."""
     from torch.nn.attention.flex_attention import flex_attention
 
-    mask = _flex_block_mask(q.shape[2], window, block, str(q.device))
+    mask = _flex_block_mask(q.shape[2], window, block, str(q.device), sinks)
     fn = _compiled_flex() if compiled else flex_attention
     return fn(q, k, v, block_mask=mask)
 
 
 # --- public entry points -------------------------------------------------------------------------------
-def local_attention(q: Tensor, k: Tensor, v: Tensor, window: int, block: bool = False) -> Tensor:
+def local_attention(q: Tensor, k: Tensor, v: Tensor, window: int, block: bool = False, sinks: int = 0) -> Tensor:
     """Causal local attention over (batch, heads, T, head_dim) tensors.
 
-    ``block=False``: sliding window (a token sees itself and ``window - 1`` predecessors);
-    ``block=True``: MASFormer blocks of ``window`` tokens.
+    ``block=False``: sliding window (a token sees itself and ``window - 1`` predecessors, and the
+    first ``sinks`` tokens); ``block=True``: MASFormer blocks of ``window`` tokens.
     """
     if q.is_cuda:
-        return flex_local_attention(q, k, v, window, block)
-    return _local_attention_op(q, k, v, window, block)[0]
+        return flex_local_attention(q, k, v, window, block, sinks=sinks)
+    return _local_attention_op(q, k, v, window, block, sinks)[0]
 
 
-def local_attention_with_lse(q: Tensor, k: Tensor, v: Tensor, window: int, block: bool = False) -> tuple[Tensor, Tensor]:
+def local_attention_with_lse(q: Tensor, k: Tensor, v: Tensor, window: int, block: bool = False,
+                             sinks: int = 0) -> tuple[Tensor, Tensor]:
     """:func:`local_attention` (CPU kernels) with each query's log-sum-exp of its scores (float32),
-    for what renormalises the softmax afterwards (attention sinks). A window of the whole sequence
-    is full causal attention. The gradient flows through the output only."""
-    return _local_attention_op(q, k, v, window, block)
+    for what renormalises the softmax afterwards (GPT-OSS's learned sinks). A window of the whole
+    sequence is full causal attention. The gradient flows through the output only."""
+    return _local_attention_op(q, k, v, window, block, sinks)
 
 
 def full_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:

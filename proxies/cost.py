@@ -48,8 +48,8 @@ def _sdpa_handle(inputs: list[Any], outputs: list[Any]) -> int:
 
 
 def _local_handle(inputs: list[Any], outputs: list[Any]) -> int:
-    window, block = inputs[3].toIValue(), inputs[4].toIValue()
-    return _attention_macs(get_shape(inputs[0]), Layer("block" if block else "sliding", window))
+    window, block, sinks = (x.toIValue() for x in inputs[3:6])
+    return _attention_macs(get_shape(inputs[0]), Layer("block" if block else "sliding", window, sinks))
 
 
 @dataclass(frozen=True)
@@ -250,10 +250,10 @@ def report(shape: Shape, schedule: Schedule, seq_len: int, batch: int = 1, analy
     layers = []
     by_module = analyse(seq_len) if analyse else None
     for i, layer in enumerate(schedule.layers):
-        if layer.window is None or layer.window >= seq_len:
+        if layer.window is None or layer.span >= seq_len:  # type: ignore[operator]
             kernel = seq_len * (seq_len + 1) // 2
         else:
-            kernel = kernel_pairs(seq_len, layer.window, layer.kind == "block")
+            kernel = kernel_pairs(seq_len, layer.window, layer.kind == "block", sinks=layer.sinks)
         if by_module is None:
             attention, projections, mlp = (mine["layers"][i][part] for part in ("attention", "projections", "mlp"))
         else:

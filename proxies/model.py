@@ -98,8 +98,10 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         layer = layer or self.layer
-        w = layer.window
-        y = full_attention(q, k, v) if w is None or w >= t else local_attention(q, k, v, w, layer.kind == "block")
+        if layer.window is None or layer.span >= t:  # type: ignore[operator]
+            y = full_attention(q, k, v)
+        else:
+            y = local_attention(q, k, v, layer.window, layer.kind == "block", layer.sinks)
         return self.proj(y.transpose(1, 2).reshape(b, t, d))
 
 

@@ -51,12 +51,12 @@ def spanmix_attention(module: torch.nn.Module, query: Tensor, key: Tensor, value
     sinks = getattr(module, "sinks", None)
     if sinks is not None:  # a learned logit per head in every softmax's denominator (GPT-OSS)
         window = layer.window if layer.window is not None else query.shape[2]
-        out, lse = local_attention_with_lse(query, key, value, window, layer.kind == "block")
+        out, lse = local_attention_with_lse(query, key, value, window, layer.kind == "block", layer.sinks)
         out = out * torch.sigmoid(lse - sinks.view(1, -1, 1).to(lse.dtype)).unsqueeze(-1).to(out.dtype)
     elif layer.is_full:
         out = full_attention(query, key, value)
     else:
-        out = local_attention(query, key, value, layer.window, layer.kind == "block")
+        out = local_attention(query, key, value, layer.window, layer.kind == "block", layer.sinks)
     return out.transpose(1, 2).contiguous(), None
 
 

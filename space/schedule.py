@@ -29,12 +29,15 @@ class Layer:
     """One layer's attention.
 
     ``full``: causal attention over the whole prefix. ``sliding``: each token sees itself and the
-    ``window - 1`` tokens before it. ``block`` (MASFormer's block-sparse attention): the sequence is
-    cut into blocks of ``window`` tokens and each token sees the earlier tokens of its own block.
+    ``window - 1`` tokens before it, and with ``sinks`` (StreamingLLM's attention sinks, written
+    ``S<window>+<sinks>``) the first ``sinks`` tokens of the sequence as well. ``block`` (MASFormer's
+    block-sparse attention): the sequence is cut into blocks of ``window`` tokens and each token
+    sees the earlier tokens of its own block.
     """
 
     kind: Kind
     window: int | None = None
+    sinks: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -44,37 +47,57 @@ class Layer:
                 raise ScheduleError(f"a full layer takes no window (got window={self.window!r})")
         elif not isinstance(self.window, int) or isinstance(self.window, bool) or self.window < 1:
             raise ScheduleError(f"a {self.kind} layer needs an integer window >= 1 (got window={self.window!r})")
+        if not isinstance(self.sinks, int) or isinstance(self.sinks, bool) or self.sinks < 0:
+            raise ScheduleError(f"sinks must be a whole number >= 0 (got sinks={self.sinks!r})")
+        if self.sinks and self.kind != "sliding":
+            raise ScheduleError(f"only a sliding layer keeps sink tokens; a {self.kind} layer takes none (got sinks={self.sinks})")
 
     @property
     def is_full(self) -> bool:
         return self.kind == "full"
 
     @property
+    def span(self) -> int | None:
+        """The most keys a token of a long sequence sees (``window + sinks``; None when full). A
+        sliding layer with sinks allows as many pairs, and keeps as many keys, as a plain sliding
+        layer of this window: only which keys differs."""
+        return None if self.window is None else self.window + self.sinks
+
+    @property
     def token(self) -> str:
-        return "F" if self.window is None else f"{_LETTER[self.kind]}{self.window}"
+        if self.window is None:
+            return "F"
+        return f"{_LETTER[self.kind]}{self.window}" + (f"+{self.sinks}" if self.sinks else "")
 
     @classmethod
     def parse(cls, token: str) -> Layer:
         token = token.strip()
         kind = _KIND_OF_LETTER.get(token[:1].upper()) if token else None
         if kind is None:
-            raise ScheduleError(f"layer token {token!r} is not F, S<window> or B<window>")
+            raise ScheduleError(f"layer token {token!r} is not F, S<window>, S<window>+<sinks> or B<window>")
         if kind == "full":
             if token.upper() != "F":
                 raise ScheduleError(f"layer token {token!r}: a full layer is written 'F'")
             return cls("full")
-        digits = token[1:]
-        if not (digits.isascii() and digits.isdigit()):  # not '²' or Arabic-Indic digits
+        digits, plus, sinks = token[1:].partition("+")
+        if not _whole(digits):
             raise ScheduleError(f"layer token {token!r}: the window after {token[0]!r} must be a whole number")
-        return cls(kind, int(digits))
+        if plus and not _whole(sinks):
+            raise ScheduleError(f"layer token {token!r}: the sink count after '+' must be a whole number")
+        try:
+            return cls(kind, int(digits), int(sinks) if plus else 0)
+        except ScheduleError as err:
+            raise ScheduleError(f"layer token {token!r}: {err}") from None
 
     def canonical(self, context: int) -> Layer:
-        """A local window that covers the whole context is full attention; a window of one token is
-        the same (the token itself) in both local flavours, written ``S1``."""
+        """A local window (with its sinks) that covers the whole context is full attention; a
+        window of one token is the same (the token itself) in both local flavours, written ``S1``."""
         if self.window is None:
             return self
-        if self.window >= context:
+        if self.window + self.sinks >= context:
             return Layer("full")
+        if self.sinks:
+            return self
         if self.window == 1:
             return Layer("sliding", 1)
         return self
@@ -85,11 +108,11 @@ class Layer:
         This is the attention cost MASFormer counts: full causal attention has T(T+1)/2 entries.
         """
         t = seq_len
-        if self.kind == "full" or self.window >= t:
+        if self.window is None or self.window + self.sinks >= t:
             return t * (t + 1) // 2
-        w = self.window
+        w = self.window + self.sinks
         if self.kind == "sliding":
-            # the first w tokens see their whole prefix, the rest see exactly w
+            # the first w tokens see their whole prefix, the rest see exactly w (sinks included)
             return w * (w + 1) // 2 + (t - w) * w
         full_blocks, tail = divmod(t, w)
         return full_blocks * (w * (w + 1) // 2) + tail * (tail + 1) // 2
@@ -98,16 +121,20 @@ class Layer:
         """The most keys and values a decoder must hold for this layer over a context of
         ``context`` tokens: all of them for a full layer, ``window`` for a sliding layer, and
         ``window`` for a block layer too (its cache empties at each block boundary, but it peaks at
-        a full block)."""
-        return context if self.window is None else min(self.window, context)
+        a full block), and ``window + sinks`` for a sliding layer with sinks."""
+        return context if self.window is None else min(self.window + self.sinks, context)
 
     def decode_keys(self, position: int) -> int:
         """Keys the token at (1-based) ``position`` attends to, itself included: what generating it
         costs this layer. Full: ``position``; sliding: at most ``window``; block: its place in its
         block. Equal to ``attended_pairs(position) - attended_pairs(position - 1)``."""
-        if self.window is None or self.window >= position:
+        if self.window is None or self.window + self.sinks >= position:
             return position
-        return self.window if self.kind == "sliding" else (position - 1) % self.window + 1
+        return self.window + self.sinks if self.kind == "sliding" else (position - 1) % self.window + 1
+
+
+def _whole(digits: str) -> bool:
+    return digits.isascii() and digits.isdigit()  # not '²' or Arabic-Indic digits
 
 
 @dataclass(frozen=True)
@@ -208,6 +235,9 @@ class Schedule:
                     f"layer {i}: window {layer.window} is longer than the context {context}; "
                     f"allowed: 1..{context}"
                 )
+            if layer.sinks >= context:
+                raise ScheduleError(f"layer {i}: {layer.sinks} sink tokens is not below the context {context}; "
+                                    f"allowed: 0..{context - 1}")
         return self
 
     def canonical(self, context: int) -> Schedule:
@@ -280,11 +310,12 @@ def build(
     placement: str | Sequence[int] = "even",
     window: int | Sequence[int] = 256,
     local: Kind = "sliding",
+    sinks: int = 0,
 ) -> Schedule:
     """A schedule with ``n_full`` full layers at ``placement`` and ``local`` attention elsewhere.
 
     ``window`` is one window for every local layer, or a list with one window per local layer
-    (bottom first).
+    (bottom first); ``sinks`` the sink tokens every (sliding) local layer keeps.
     """
     if local not in LOCAL_KINDS:
         raise ScheduleError(f"local flavour {local!r} is unknown; allowed: {', '.join(LOCAL_KINDS)}")
@@ -298,4 +329,4 @@ def build(
         if len(windows) != n_local:
             raise ScheduleError(f"window: {len(windows)} windows given for {n_local} local layers")
     it: Iterable[int] = iter(windows)
-    return Schedule(tuple(Layer("full") if i in full else Layer(local, next(it)) for i in range(n_layers)))
+    return Schedule(tuple(Layer("full") if i in full else Layer(local, next(it), sinks) for i in range(n_layers)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator, Protocol, Sequence
@@ -41,6 +42,8 @@ class SearchSpace:
         windows: the local windows to choose from.
         local: the local flavours to choose from (``sliding``, ``block``); one per schedule.
         per_layer_windows: each local layer picks its own window instead of one shared window.
+        sinks: the sink counts a sliding schedule chooses from (``S<w>+<s>``; 0: none), one per
+            schedule; block layers take none.
     """
 
     n_layers: int
@@ -50,9 +53,10 @@ class SearchSpace:
     windows: tuple[int, ...] = (128, 256, 512)
     local: tuple[str, ...] = ("sliding",)
     per_layer_windows: bool = False
+    sinks: tuple[int, ...] = (0,)
 
     def __post_init__(self) -> None:
-        for name in ("n_full", "placements", "windows", "local"):
+        for name in ("n_full", "placements", "windows", "local", "sinks"):
             if not isinstance(getattr(self, name), (list, tuple)):
                 raise ScheduleError(f"{name} must be a list (got {getattr(self, name)!r})")
         n_full = tuple(self.n_full)
@@ -61,7 +65,7 @@ class SearchSpace:
         if n_full[1] == -1 and isinstance(self.n_layers, int):
             n_full = (n_full[0], self.n_layers)  # -1 reads as "up to every layer"
         object.__setattr__(self, "n_full", n_full)
-        for name in ("placements", "windows", "local"):
+        for name in ("placements", "windows", "local", "sinks"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         self._validate()
 
@@ -101,6 +105,25 @@ class SearchSpace:
             # either would make two points of the space one schedule.
             if not isinstance(w, int) or isinstance(w, bool) or not 2 <= w < T:
                 raise ScheduleError(f"window {w!r} is outside the allowed range 2..{T - 1} (context={T})")
+        self._validate_sinks()
+
+    def _validate_sinks(self) -> None:
+        T = self.context
+        if not self.sinks or len(set(self.sinks)) != len(self.sinks):
+            raise ScheduleError(f"sinks {list(self.sinks)} must be a non-empty list without repeats (0: no sinks)")
+        for s in self.sinks:
+            if not isinstance(s, int) or isinstance(s, bool) or not 0 <= s < T:
+                raise ScheduleError(f"sinks {s!r} is outside the allowed range 0..{T - 1} (context={T})")
+        if self.sinks != (0,) and "sliding" not in self.local:
+            raise ScheduleError(f"sinks {list(self.sinks)}: only sliding layers keep sink tokens, and local "
+                                f"{list(self.local)} has none; add 'sliding' or leave sinks at [0]")
+        if self.windows and max(self.windows) + max(self.sinks) >= T:
+            # such a layer sees every token: it is full attention, the same point as n_full + 1
+            raise ScheduleError(f"window {max(self.windows)} with {max(self.sinks)} sinks covers the whole context {T}; "
+                                f"allowed: window + sinks < {T}")
+
+    def _sink_choices(self, kind: str) -> tuple[int, ...]:
+        return self.sinks if kind == "sliding" else (0,)
 
     # --- the candidates ------------------------------------------------------------------------
     def full_sets(self) -> list[tuple[int, ...]]:
@@ -118,11 +141,14 @@ class SearchSpace:
         if n_local == 0:
             return 1
         per_schedule = len(self.windows) ** n_local if self.per_layer_windows else len(self.windows)
-        return len(self.local) * per_schedule
+        return sum(len(self._sink_choices(kind)) for kind in self.local) * per_schedule
 
     def size(self) -> int:
         """The number of distinct schedules (exact; no enumeration, so it is cheap for large spaces)."""
-        return sum(self._local_choices(self.n_layers - len(s)) for s in self.full_sets())
+        L = self.n_layers
+        if self.placements == (FREE,):  # 2^L sets: counted by size, not listed
+            return sum(math.comb(L, k) * self._local_choices(L - k) for k in range(L + 1))
+        return sum(self._local_choices(L - len(s)) for s in self.full_sets())
 
     def enumerate(self, limit: int = 100_000) -> Iterator[Schedule]:
         """Every schedule of the space once; refuses spaces larger than ``limit``."""
@@ -139,18 +165,21 @@ class SearchSpace:
                 if self.per_layer_windows
                 else ((w,) * n_local for w in self.windows)
             )
-            for kind, windows in itertools.product(self.local, list(window_sets)):
-                yield self._schedule(full, kind, windows)
+            window_sets = list(window_sets)
+            for kind in self.local:
+                for sinks, windows in itertools.product(self._sink_choices(kind), window_sets):
+                    yield self._schedule(full, kind, windows, sinks)
 
-    def _schedule(self, full: Sequence[int], kind: str, windows: Sequence[int]) -> Schedule:
+    def _schedule(self, full: Sequence[int], kind: str, windows: Sequence[int], sinks: int = 0) -> Schedule:
         it = iter(windows)
         return Schedule(
-            tuple(Layer("full") if i in full else Layer(kind, next(it)) for i in range(self.n_layers))  # type: ignore[arg-type]
+            tuple(Layer("full") if i in full else Layer(kind, next(it), sinks) for i in range(self.n_layers))  # type: ignore[arg-type]
         )
 
     def suggest(self, trial: TrialLike) -> Schedule:
         """Draw a schedule with interpretable parameters: ``n_full``, ``placement``, ``local``,
-        ``window`` (or ``window_<layer>`` per local layer, or ``full_<layer>`` with free placement).
+        ``window`` (or ``window_<layer>`` per local layer, or ``full_<layer>`` with free placement),
+        ``sinks`` (sliding schedules).
 
         Parameters that do not matter for the draw (a placement when every layer is full) are not
         suggested, so samplers never learn from noise.
@@ -176,7 +205,9 @@ class SearchSpace:
         else:
             w = trial.suggest_categorical("window", list(self.windows)) if len(self.windows) > 1 else self.windows[0]
             windows = [w] * n_local
-        return self._schedule(full, kind, windows)
+        choices = self._sink_choices(kind)
+        sinks = trial.suggest_categorical("sinks", list(choices)) if len(choices) > 1 else choices[0]
+        return self._schedule(full, kind, windows, sinks)
 
     def sample(self, rng: random.Random) -> Schedule:
         """One schedule drawn as a random sampler would draw it: each parameter of :meth:`suggest`
@@ -193,10 +224,20 @@ class SearchSpace:
 
         lo, hi = self.n_full
         placement = self.placements[0] if self.placements != (FREE,) else "bottom"
-        local = sorted(self.local, key=lambda k: pairs(Layer(k, max(self.windows, default=2))))  # type: ignore[arg-type]
-        cheap = self._schedule(place_full(self.n_layers, lo, placement), local[0], [min(self.windows, default=2)] * (self.n_layers - lo))
-        dear = self._schedule(place_full(self.n_layers, hi, placement), local[-1], [max(self.windows, default=2)] * (self.n_layers - hi))
+        narrow, wide = min(self.windows, default=2), max(self.windows, default=2)
+        cheapest = min(((k, min(self._sink_choices(k))) for k in self.local), key=lambda c: pairs(Layer(c[0], narrow, c[1])))  # type: ignore[arg-type]
+        dearest = max(((k, max(self._sink_choices(k))) for k in self.local), key=lambda c: pairs(Layer(c[0], wide, c[1])))  # type: ignore[arg-type]
+        cheap = self._schedule(place_full(self.n_layers, lo, placement), cheapest[0], [narrow] * (self.n_layers - lo), cheapest[1])
+        dear = self._schedule(place_full(self.n_layers, hi, placement), dearest[0], [wide] * (self.n_layers - hi), dearest[1])
         return cheap, dear
+
+    def params_of(self, schedule: Schedule) -> dict[str, Any]:
+        """The parameters :meth:`suggest` draws ``schedule`` from (without listing the space, so
+        it serves spaces of any size); refuses a schedule the space does not hold."""
+        trial = _Matching(schedule)
+        if not self.contains(schedule) or self.suggest(trial) != schedule:
+            raise ScheduleError(f"schedule {schedule.text!r} is not in the search space")
+        return trial.params
 
     def all_params(self) -> Iterator[tuple[dict[str, Any], Schedule]]:
         """Every distinct schedule with the parameters :meth:`suggest` would give it, so a grid of
@@ -215,22 +256,28 @@ class SearchSpace:
         """Whether ``schedule`` is one of this space's candidates."""
         if schedule.n_layers != self.n_layers:
             return False
-        if schedule.full_indices not in set(self.full_sets()):
+        if self.placements != (FREE,) and schedule.full_indices not in set(self.full_sets()):
             return False
         local = [layer for layer in schedule.layers if not layer.is_full]
         if not local:
             return True
         kinds = {layer.kind for layer in local}
         windows = [layer.window for layer in local]
+        sinks = {layer.sinks for layer in local}
         return (
             len(kinds) == 1
             and kinds <= set(self.local)
             and set(windows) <= set(self.windows)
             and (self.per_layer_windows or len(set(windows)) == 1)
+            and len(sinks) == 1
+            and sinks <= set(self._sink_choices(local[0].kind))
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        data = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        if self.sinks == (0,):  # a space without sinks reads as it did before they existed, so stored studies compare equal
+            del data["sinks"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SearchSpace:
@@ -248,6 +295,33 @@ class _RandomTrial:
 
     def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
         return self.rng.choice(list(choices))
+
+
+class _Matching:
+    """A trial that answers each suggestion with the value that draws one given schedule."""
+
+    def __init__(self, schedule: Schedule) -> None:
+        self.schedule, self.params = schedule, {}  # type: ignore[var-annotated]
+        local = [layer for layer in schedule.layers if not layer.is_full]
+        first = local[0] if local else Layer("sliding", 1)
+        full = schedule.full_indices
+        n = schedule.n_layers
+        self.answers: dict[str, Any] = {"n_full": len(full), "local": first.kind, "window": first.window,
+                                        "sinks": first.sinks}
+        self.answers |= {f"full_{i}": layer.is_full for i, layer in enumerate(schedule.layers)}
+        self.answers |= {f"window_{i}": layer.window for i, layer in enumerate(schedule.layers)}
+        self.placement = next((p for p in PLACEMENTS if place_full(n, len(full), p) == full), None)
+
+    def _answer(self, name: str, choices: Sequence[Any]) -> Any:
+        value = self.placement if name == "placement" else self.answers[name]
+        self.params[name] = value if value in choices else choices[0]  # not drawable: suggest's result differs
+        return self.params[name]
+
+    def suggest_int(self, name: str, low: int, high: int) -> int:
+        return self._answer(name, range(low, high + 1))
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        return self._answer(name, list(choices))
 
 
 class _Replay:

@@ -31,6 +31,8 @@ CONVERSIONS = "Qwen2 is Llama and Mistral with biases on the q, k and v projecti
 PER_LAYER = ("several windows, or sliding and block layers together, need a size per layer; transformers' "
              "per_layer_config takes one, but no family's masks read it (checked up to transformers 5.24): "
              "export the JSON schedule and build the spanmix module instead")
+NO_SINKS = ("no Hugging Face family keeps sink tokens beside a sliding window (GPT-OSS's learned per-head sinks "
+            "are another thing): export the JSON schedule and build the spanmix module instead")
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,9 @@ def hf_fragment(schedule: Schedule, family: str = DEFAULT_FAMILY) -> dict[str, A
     name = family_for(schedule, family)
     spec = FAMILIES[name]
     local = [(i, layer) for i, layer in enumerate(schedule.layers) if not layer.is_full]
+    sunk = [(i, layer) for i, layer in local if layer.sinks]
+    if sunk:
+        raise ConfigError(f"layer {sunk[0][0]} is {sunk[0][1].token}: {NO_SINKS}")
     if len({layer.token for _, layer in local}) > 1:
         raise ConfigError(f"{schedule.text}: {PER_LAYER}")
     for i, layer in local:

@@ -15,7 +15,8 @@ def _random_schedule(rng: random.Random, context: int) -> Schedule:
     layers = []
     for _ in range(rng.randint(1, 6)):
         kind = rng.choice(["full", "sliding", "block"])
-        layers.append(Layer("full") if kind == "full" else Layer(kind, rng.randint(1, context)))
+        sinks = rng.choice([0, 0, 3]) if kind == "sliding" else 0
+        layers.append(Layer("full") if kind == "full" else Layer(kind, rng.randint(1, context), sinks))
     return Schedule(tuple(layers))
 
 
@@ -40,7 +41,8 @@ def test_decode_hand_computed_per_kind():
     # d=32, r=4, V=256: one token through projections (4*32*32), MLP (2*4*32*32), head (32*256),
     # plus 2*32 per key attended by the token at position T=100
     base = 4 * 32 * 32 + 8 * 32 * 32 + 32 * 256
-    for text, keys in (("F", 100), ("S16", 16), ("B16", 100 - 96), ("B10", 10), ("B25", 25), ("S1", 1)):
+    for text, keys in (("F", 100), ("S16", 16), ("B16", 100 - 96), ("B10", 10), ("B25", 25), ("S1", 1), ("S16+4", 20),
+                       ("S1+3", 4), ("S90+20", 100)):
         assert count(CFG, Schedule.parse(text), seq_len=100).decode == base + 2 * 32 * keys, text
     report = count(CFG, Schedule.parse("F S16"), seq_len=100)
     assert report.decode_ratio == (2 * base - 32 * 256 + 2 * 32 * 116) / (2 * base - 32 * 256 + 2 * 32 * 200)
@@ -58,6 +60,10 @@ def test_ratios_and_kv_cache():
     assert report.ratio < 1 and report.attention_ratio == pytest.approx((2 * 256 * 257 / 2 + 2 * (136 + 240 * 16)) / (4 * 256 * 257 / 2))
     # a local layer keeps 16 keys/values, a full one all 256; 2 (k,v) * d * 2 bytes each
     assert report.kv_cache_bytes == 2 * 32 * 2 * (256 + 16 + 16 + 256)
+    # a layer with 4 sinks keeps them beside its window: 20 keys, and 20 per query past the start
+    sinks = count(CFG, Schedule.parse("F S16+4 S16 F"), seq_len=256)
+    assert sinks.kv_cache_bytes == 2 * 32 * 2 * (256 + 20 + 16 + 256)
+    assert sinks.layers[1].attention == 2 * 32 * (20 * 21 // 2 + 236 * 20)
     assert kv_cache_bytes(CFG, Schedule.parse("F F"), 256) == report.full_kv_cache_bytes / 2
 
 
@@ -96,12 +102,12 @@ def test_local_layer_equals_masked_full_model(monkeypatch):
     from spanmix.proxies.attention import allowed_mask, reference_attention
 
     torch.manual_seed(0)
-    model = build_model(CFG, "S8 F B16")
+    model = build_model(CFG, "S8 F B16 S6+3")
     idx = torch.randint(256, (1, 50))
     fast = model(idx)
     monkeypatch.setattr(
         spanmix.proxies.model,
         "local_attention",
-        lambda q, k, v, w, block=False: reference_attention(q, k, v, allowed_mask(q.shape[2], w, block)),
+        lambda q, k, v, w, block=False, sinks=0: reference_attention(q, k, v, allowed_mask(q.shape[2], w, block, sinks=sinks)),
     )
     assert (fast - model(idx)).abs().max().item() < 1e-4

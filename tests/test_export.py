@@ -71,6 +71,8 @@ def test_auto_picks_the_family_that_reads_the_schedule():
     ("auto", "S64 S128 F", r"S64 S128 F: several windows, .* no family's masks read it"),
     ("auto", "S64 B64 F", r"S64 B64 F: several windows, or sliding and block layers together"),
     ("gemma3", "B8 B16", r"several windows"),
+    ("auto", "F S64+4", r"layer 1 is S64\+4: no Hugging Face family keeps sink tokens beside a sliding window"),
+    ("gpt_oss", "S64+4 F", r"layer 0 is S64\+4: no Hugging Face family keeps sink tokens"),
     ("phi3", "F F", r"--hf-family 'phi3' is unknown; allowed: auto, qwen2, gemma3, gpt_oss, llama4, llama, mistral"),
     ("mistral", "F S64", r"--hf-family mistral applies one sliding_window to every layer; F S64 mixes full and local "
                          r"layers; families with a type per layer: qwen2, gemma3, gpt_oss"),

@@ -81,3 +81,24 @@ def test_zero_shot_scores_of_a_schedule_are_the_hybrid_models_own():
     assert {"loss", "recall/acc", "code/loss"} <= set(hybrid)
     with pytest.raises(ConfigError, match="do not fit the model's vocabulary of 128"):
         zero_shot(_model("qwen2", "F F"), "F F", data)
+
+
+@pytest.mark.parametrize("family", ["qwen2", "gemma3", "gpt_oss"])
+def test_sink_tokens_on_a_pretrained_model_equal_masked_attention(family, monkeypatch):
+    """``S<w>+<s>`` (StreamingLLM's sink tokens) on a pretrained model: the kernels' logits equal
+    plain masked attention's over the same pattern, and the sinks change what the model says."""
+    import spanmix.proxies.attention as attention
+
+    model = apply_schedule(_model(family, "S8 F"), "S8+4 F")
+    fast = _logits(model)
+
+    def masked(q, k, v, window, block=False, sinks=0):  # the definition, as the kernels are tested against
+        mask = attention.allowed_mask(q.shape[2], window, block, sinks=sinks)
+        scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+        scores = scores.masked_fill(~mask, float("-inf"))
+        return torch.softmax(scores, -1) @ v, torch.logsumexp(scores, -1)
+
+    monkeypatch.setattr("spanmix.proxies.retrofit.local_attention", lambda *a, **k: masked(*a, **k)[0])
+    monkeypatch.setattr("spanmix.proxies.retrofit.local_attention_with_lse", masked)
+    torch.testing.assert_close(fast, _logits(model), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(fast, _logits(apply_schedule(model, "S8 F")), atol=1e-3)

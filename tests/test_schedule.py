@@ -30,6 +30,10 @@ def test_json_round_trip_and_stable_hash():
         ("S0", "window >= 1"),
         ("S", "whole number"),
         ("Ffull", "written 'F'"),
+        ("S64+", r"sink count after '\+'"),
+        ("S64+-1", r"sink count after '\+'"),
+        ("B64+4", "only a sliding layer keeps sink tokens"),
+        ("F+4", "written 'F'"),
     ],
 )
 def test_bad_text_names_layer_and_value(text, fragment):
@@ -46,6 +50,17 @@ def test_canonical_form_merges_equivalent_layers():
     s = Schedule.parse("S2048 B1 S1 B512 F")
     assert s.canonical(2048).text == "F S1 S1 B512 F"
     assert s.canonical(2048).hash == Schedule.parse("F S1 S1 B512 F").hash
+    # sinks: +0 is no sink, and a window with its sinks that covers the context is full attention
+    assert Schedule.parse("S64+0 S64+4 S2040+8 S2040+7").canonical(2048).text == "S64 S64+4 F S2040+7"
+    assert Schedule.parse("S64+4").hash != Schedule.parse("S64").hash
+
+
+def test_sinks_round_trip_and_context_check():
+    s = build(4, 1, "top", 64, sinks=4)
+    assert s.text == "S64+4 S64+4 S64+4 F" and Schedule.from_json(s.to_json()) == s
+    assert s.kv_tokens(1024) == (68, 68, 68, 1024)
+    with pytest.raises(ScheduleError, match=r"layer 0: 64 sink tokens is not below the context 64; allowed: 0..63"):
+        Schedule.parse("S2+64").validate(64)
 
 
 @pytest.mark.parametrize(
@@ -74,7 +89,8 @@ def test_per_layer_windows_and_errors():
 
 
 @pytest.mark.parametrize("t", [1, 7, 64, 100])
-@pytest.mark.parametrize("layer", [Layer("full"), Layer("sliding", 1), Layer("sliding", 16), Layer("block", 16), Layer("block", 7)])
+@pytest.mark.parametrize("layer", [Layer("full"), Layer("sliding", 1), Layer("sliding", 16), Layer("block", 16), Layer("block", 7),
+                                   Layer("sliding", 16, 4), Layer("sliding", 1, 3)])
 def test_attended_pairs_counts_the_mask(t, layer):
     count = 0
     for q in range(t):
@@ -82,13 +98,13 @@ def test_attended_pairs_counts_the_mask(t, layer):
             if layer.window is None:
                 count += 1
             elif layer.kind == "sliding":
-                count += k > q - layer.window
+                count += k > q - layer.window or k < layer.sinks
             else:
                 count += q // layer.window == k // layer.window
     assert layer.attended_pairs(t) == count
 
 
-@pytest.mark.parametrize("text", ["F", "S1", "S7", "B7", "B1", "S200", "B64"])
+@pytest.mark.parametrize("text", ["F", "S1", "S7", "B7", "B1", "S200", "B64", "S7+4", "S1+2"])
 def test_decode_keys_are_the_growth_of_attended_pairs(text):
     layer = Schedule.parse(text).layers[0]
     for t in range(1, 160):

@@ -25,6 +25,7 @@ SPACES = [
     SearchSpace(n_layers=4, context=512, n_full=(1, 2), windows=(64, 128), local=("sliding", "block")),
     SearchSpace(n_layers=4, context=512, placements=("free",), windows=(64,)),
     SearchSpace(n_layers=3, context=256, n_full=(0, 1), windows=(16, 32), per_layer_windows=True),
+    SearchSpace(n_layers=3, context=256, windows=(16, 32), local=("sliding", "block"), sinks=(0, 4)),
 ]
 
 
@@ -65,6 +66,11 @@ def test_known_sizes():
     assert SearchSpace(n_layers=4, context=512, placements=("free",), windows=(64, 128)).size() == sum(
         __import__("math").comb(4, k) * (2 if k < 4 else 1) for k in range(5)
     )
+    # sinks multiply the sliding schedules only: per full set, 2 windows x (2 sink counts + 1 block)
+    sinks = SearchSpace(n_layers=4, context=512, placements=("free",), windows=(64, 128), local=("sliding", "block"), sinks=(0, 4))
+    assert sinks.size() == sum(__import__("math").comb(4, k) * (6 if k < 4 else 1) for k in range(5))
+    # a space without sinks is written as before sinks existed
+    assert "sinks" not in SPACES[0].to_dict() and SPACES[-1].to_dict()["sinks"] == [0, 4]
 
 
 @pytest.mark.parametrize(
@@ -77,6 +83,10 @@ def test_known_sizes():
         (dict(local=("dilated",)), r"local flavour 'dilated'"),
         (dict(placements=("free", "top")), r"use it alone"),
         (dict(windows=()), r"windows is empty"),
+        (dict(sinks=(-1,)), r"sinks -1 is outside the allowed range 0..1023"),
+        (dict(sinks=(4,), local=("block",)), r"only sliding layers keep sink tokens"),
+        (dict(windows=(1000,), sinks=(0, 24)), r"window 1000 with 24 sinks covers the whole context 1024"),
+        (dict(sinks=()), r"sinks \[\] must be a non-empty list"),
     ],
 )
 def test_invalid_spaces_are_rejected(kwargs, fragment):

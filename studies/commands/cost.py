@@ -23,7 +23,8 @@ def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "cost", help="count what schedules cost (fvcore, closed form, KV cache, latency)",
         description="Count each schedule's multiply-adds with fvcore on the real proxy model, next to "
         "the all-full schedule of the same depth. A schedule is one token per layer: F (full), "
-        "S<w> (sliding window w) or B<w> (MASFormer block of w).",
+        "S<w> (sliding window w), S<w>+<s> (sliding window w plus the first s tokens, attention sinks) "
+        "or B<w> (MASFormer block of w).",
         epilog='examples:\n  spanmix cost -s "F S256 S256 F" -s "F F F F" --layers\n'
         '  spanmix cost --checkpoint tiny-qwen2 --context 1024 -s "F S32 S32 F" -s "F F F F"',
         formatter_class=argparse.RawDescriptionHelpFormatter,
