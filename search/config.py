@@ -25,6 +25,7 @@ from spanmix.space import (
 )
 
 SAMPLERS = ("nsga2", "tpe", "random", "grid")
+GRID_LIMIT = 100_000  # schedules a grid queues as trials up front (about 1 ms each in SQLite)
 COSTS = {
     "flops": "multiply-adds of a forward pass over the context (fvcore)",
     "prefill_flops": "the same count under its inference name: a forward over the context",
@@ -106,6 +107,9 @@ class StudyConfig:
             raise ConfigError(f"study.quality 'recall' needs a probe task in data.tasks ({', '.join(PROBES)})")
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"study.sampler {self.sampler!r} is unknown; allowed: {', '.join(SAMPLERS)}")
+        if self.sampler == "grid" and self.space.size() > GRID_LIMIT:
+            raise ConfigError(f"study.sampler 'grid' queues every schedule, and the space holds {self.space.size():,}; "
+                              f"allowed: spaces of up to {GRID_LIMIT:,} schedules (use another sampler or strategy)")
         if self.budget is not None:
             require_positive(self, "study", ("budget",))
         if self.budget is not None and not 0 < self.budget <= 1:

@@ -19,7 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from spanmix.search import record
 from spanmix.search.objective import Objective
-from spanmix.space import SearchSpace
+from spanmix.space import Schedule, SearchSpace
 
 log = logging.getLogger("spanmix.search")
 
@@ -60,6 +60,14 @@ def unmeasured(study: optuna.Study, space: SearchSpace, measurement: str, untagg
     """(parameters, schedule) of each schedule of ``space`` that no trial at ``measurement`` has
     measured, is measuring or holds queued, and that did not fail there (unless ``retry_failed``).
     ``untagged`` is the measurement a trial queued without one gets."""
+    taken = _taken(study, space, measurement, untagged, retry_failed)
+    todo = {s.canonical(space.context).text: p for p, s in space.all_params()}
+    return [(p, text) for text, p in todo.items() if text not in taken]
+
+
+def _taken(study: optuna.Study, space: SearchSpace, measurement: str, untagged: str, retry_failed: bool) -> set[str | None]:
+    """The schedules a trial at ``measurement`` has measured, is measuring, holds queued, or
+    failed (unless ``retry_failed``)."""
     taken = set()
     for t in study.get_trials(deepcopy=False):
         r = record.TrialRecord.read(t)
@@ -67,8 +75,7 @@ def unmeasured(study: optuna.Study, space: SearchSpace, measurement: str, untagg
         live = r.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
         if (live or failed) and (r.measurement or untagged) == measurement:
             taken.add(_schedule_of(r, space))
-    todo = {s.canonical(space.context).text: p for p, s in space.all_params()}
-    return [(p, text) for text, p in todo.items() if text not in taken]
+    return taken
 
 
 def enqueue(study: optuna.Study, todo: list[tuple[dict[str, Any], str]], measurement: str) -> None:
@@ -149,8 +156,9 @@ def measure_schedules(
     again. Optuna runs queued trials oldest first, so trials queued before these (a grid's rest)
     run first, each at its own measurement."""
     space = objective.cfg.space
-    left = {text: params for params, text in unmeasured(study, space, measurement, objective.default, objective.retry_failed)}
-    enqueue(study, [(left[text], text) for text in schedules if text in left], measurement)
+    taken = _taken(study, space, measurement, objective.default, objective.retry_failed)
+    todo = [text for text in dict.fromkeys(schedules) if text not in taken]  # a space of any size: nothing listed
+    enqueue(study, [(space.params_of(Schedule.parse(text)), text) for text in todo], measurement)
     waiting = [record.TrialRecord.read(t) for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))]
     wanted = set(schedules)
     # the last waiting trial that measures a wanted schedule at ``measurement``, tagged or (a grid's) not

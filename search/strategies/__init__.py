@@ -6,6 +6,8 @@
   on it, the front confirmed standalone.
 * ``halving`` (:mod:`.halving`): successive halving across budgets (asynchronous, as ASHA): every
   proposal trains to a first rung, the best ``1/eta`` of each rung continue from their checkpoint.
+* ``layerwise`` (:mod:`.layerwise`): for free placements (which layers go local): each layer made
+  local alone, then the set of local layers grown by beam search from the least sensitive.
 
 A strategy is loaded by name, when a study asks for it or a configuration reads its section
 (``[supernet]``, ``[halving]``: each defined in its strategy's file). A new strategy is a file with a
@@ -20,7 +22,7 @@ from spanmix.search.strategies.base import RunOptions, Strategy
 from spanmix.space import ConfigError
 
 # name -> "module:Class" (a bare "Class": the module of this package named as the strategy)
-REGISTRY = {"standalone": "Standalone", "supernet": "Supernet", "halving": "Halving"}
+REGISTRY = {"standalone": "Standalone", "supernet": "Supernet", "halving": "Halving", "layerwise": "Layerwise"}
 NAMES = tuple(REGISTRY)
 
 

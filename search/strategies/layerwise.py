@@ -1,0 +1,220 @@
+"""The layerwise strategy: which of a model's layers can go local, found layer by layer.
+
+For ``placements = ["free"]`` (each layer full or local on its own), where a pretrained model's
+layers are not interchangeable and its 2^L schedules cannot be listed. PostNAS (Jet-Nemotron,
+arXiv 2508.15884) searches such a space with a beam over layer choices; this is the training-free
+form of it, every schedule scored by the study's standalone measurement (a checkpoint zero-shot or
+healed, a proxy trained, as the model under search is measured):
+
+1. **Sensitivity**: the all-full schedule, then each layer made local alone, once per local layer
+   the space allows (kind, window, sinks): ``L x V`` schedules. A layer's sensitivity is how much
+   the study's quality worsens when it alone goes local.
+2. **Beam**: from one local layer up to all of them, the ``beam`` best sets of local layers of each
+   size are kept for each local kind, and each grows by each of its ``expand`` least sensitive
+   remaining layers; every new candidate is scored. At most ``1 + L*V + (L-1)*V*beam*expand``
+   scored schedules trace the front over cost, instead of 2^L. One local kind per schedule, as the
+   space's own schedules; a beam per kind, so that a kind that harms more at first (a window
+   without sinks) cannot crowd out one that wins with more local layers.
+
+Candidates of one size rank by the study's quality, then (for an accuracy) by the probes' answer
+loss, so that near-ties at accuracy 0 or 1 still rank; then by cost. Every scored schedule is a
+trial of the study: the front, its noise, the dashboard and export read them as any other. The
+decisions follow from the stored scores alone, so a resumed run replays them and measures only
+what is missing; ``study.n_trials`` caps the schedules scored.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+import optuna
+
+from spanmix.search.config import StudyConfig
+from spanmix.search.measures import STANDALONE, StandaloneMeasure
+from spanmix.search.objective import Objective
+from spanmix.search.queue import finished, measure_schedules
+from spanmix.search.record import Point
+from spanmix.search.strategies.base import RunOptions
+from spanmix.search.strategies.standalone import Standalone
+from spanmix.search.view import StudyView
+from spanmix.space import (
+    FREE,
+    ConfigError,
+    Layer,
+    Schedule,
+    SearchSpace,
+    from_section,
+    require_whole,
+)
+
+log = logging.getLogger("spanmix.layerwise")
+SHOWN = 5  # layers named at each end of the sensitivity line of a deep model
+
+Rank = tuple[float, float, float, str]  # what orders the candidates of one size, best first
+Measure = Callable[[list[Schedule]], dict[Schedule, Rank]]
+
+
+@dataclass(frozen=True)
+class LayerwiseConfig:
+    """How wide the layer-by-layer beam search is.
+
+    Attributes:
+        beam: sets of local layers kept at each size, for each local kind.
+        expand: how many of its least sensitive remaining layers each kept set grows by.
+    """
+
+    beam: int = 3
+    expand: int = 2
+
+    def __post_init__(self) -> None:
+        require_whole(self, "layerwise", ("beam", "expand"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LayerwiseConfig:
+        return from_section(cls, data, "layerwise")
+
+
+def local_kinds(space: SearchSpace) -> list[Layer]:
+    """Every local layer a schedule of ``space`` may use (one kind per schedule)."""
+    return [Layer(kind, w, s) for kind in space.local for w in space.windows  # type: ignore[arg-type]
+            for s in (space.sinks if kind == "sliding" else (0,))]
+
+
+def with_local(n_layers: int, local: frozenset[int], kind: Layer) -> Schedule:
+    """The schedule with ``kind`` at the layers of ``local`` and full attention elsewhere."""
+    return Schedule(tuple(kind if i in local else Layer("full") for i in range(n_layers)))
+
+
+def beam_search(n_layers: int, kinds: Sequence[Layer], beam: int, expand: int, measure: Measure) -> int:
+    """Run the two phases (see the module); ``measure`` scores the schedules it can (within the
+    budget, without failing) and returns their ranks. Returns the size of the last scored step."""
+    everything = frozenset(range(n_layers))
+    singles = {(kind, frozenset({i})): with_local(n_layers, frozenset({i}), kind) for kind in kinds for i in everything}
+    ranks = measure([with_local(n_layers, frozenset(), kinds[0]), *singles.values()])
+    sensitivity = {key: ranks[s] for key, s in singles.items() if s in ranks}
+    kept = _best(sensitivity, sensitivity.__getitem__, beam)
+    size = 1
+    while kept and size < n_layers:
+        size += 1
+        candidates: dict[tuple[Layer, frozenset[int]], Schedule] = {}
+        for kind, local in kept:
+            rest = sorted(everything - local, key=lambda i: (sensitivity.get((kind, frozenset({i})), _WORST), i))
+            for i in rest[:expand]:
+                candidates.setdefault((kind, local | {i}), with_local(n_layers, local | {i}, kind))
+        ranks = measure(list(candidates.values()))
+        scored = [key for key, s in candidates.items() if s in ranks]
+        log.info("layerwise: %d local layers: %d of %d candidates scored%s", size, len(scored), len(candidates),
+                 f", best {candidates[min(scored, key=lambda k: ranks[candidates[k]])].text}" if scored else "")
+        if not scored:
+            return size - 1
+        kept = _best(scored, lambda k: ranks[candidates[k]], beam)
+    return size
+
+
+def _best(keys: Iterable[tuple[Layer, frozenset[int]]], rank: Callable[[tuple[Layer, frozenset[int]]], Rank],
+          beam: int) -> list[tuple[Layer, frozenset[int]]]:
+    """The ``beam`` best sets of each local kind."""
+    ordered = sorted(keys, key=rank)
+    return [key for kind in dict.fromkeys(k for k, _ in ordered) for key in [o for o in ordered if o[0] == kind][:beam]]
+
+
+_WORST: Rank = (float("inf"), float("inf"), float("inf"), "")
+
+
+def planned(cfg: StudyConfig) -> int:
+    """The most schedules the search scores (fewer where candidates coincide)."""
+    L, section = cfg.space.n_layers, settings(cfg)
+    V = len(local_kinds(cfg.space))
+    return min(cfg.space.size(), 1 + L * V + (L - 1) * V * section.beam * section.expand)
+
+
+def settings(cfg: StudyConfig) -> LayerwiseConfig:
+    """The study's ``[layerwise]`` section."""
+    return cfg.section("layerwise")
+
+
+def sensitivities(points: list[Point], maximize: bool) -> dict[str, list[tuple[int, float]]]:
+    """For each local kind (its token), each layer's change in quality when it alone goes local,
+    against the all-full schedule (positive: worse), read from a study's points."""
+    full = next((p for p in points if p.layers.n_full == p.layers.n_layers), None)
+    if full is None:
+        return {}
+    sign = -1.0 if maximize else 1.0
+    found: dict[str, list[tuple[int, float]]] = {}
+    for p in points:
+        local = [(i, layer) for i, layer in enumerate(p.layers.layers) if not layer.is_full]
+        if len(local) == 1:
+            found.setdefault(local[0][1].token, []).append((local[0][0], sign * (p.quality - full.quality)))
+    return {token: sorted(rows) for token, rows in found.items()}
+
+
+class Layerwise(Standalone):
+    """Score each layer made local alone, then grow the local set by beam search."""
+
+    name = "layerwise"
+    measurement = STANDALONE
+    section = LayerwiseConfig
+    max_workers = 1
+    single_process = "decides each step from the scores of the step before"
+
+    def check(self, cfg: StudyConfig, workers: int) -> None:
+        super().check(cfg, workers)
+        if cfg.space.placements != (FREE,):
+            raise ConfigError(f"study.strategy {self.name!r} chooses which layers go local, one at a time: set "
+                              f"[space] placements = [\"{FREE}\"] (got {list(cfg.space.placements)})")
+
+    def target(self, cfg: StudyConfig, n_trials: int) -> int:
+        return min(n_trials, planned(cfg))
+
+    def summary(self, view: StudyView) -> list[str]:
+        table = sensitivities(view.points(STANDALONE), view.maximize)
+        lines = []
+        for token, rows in table.items():
+            order = [f"{i} ({d:+.4f})" for i, d in sorted(rows, key=lambda r: (r[1], r[0]))]
+            shown = (", ".join(order) if len(order) <= 2 * SHOWN else
+                     f"{', '.join(order[:SHOWN])} ... {', '.join(order[-SHOWN:])}")
+            lines.append(f"layerwise: {view.config.quality} change when one layer alone is {token} ({len(rows)} layers "
+                         f"scanned), least sensitive first: {shown}")
+        if lines:
+            noise = view.noise()
+            trust = (f"changes within the study's noise unit ({noise.unit:.4f}) are ties" if noise.unit
+                     else "noise unmeasured: read small changes as ties")
+            lines.append(f"layerwise: {view.finished(STANDALONE)} schedules scored of {view.config.space.size():,} "
+                         f"in the space (beam {settings(view.config).beam}, expand {settings(view.config).expand}); {trust}")
+        return lines
+
+    def search(self, study: optuna.Study, cfg: StudyConfig, target: int, options: RunOptions, precision: str | None,
+               seed: int) -> None:
+        objective = Objective(cfg, StandaloneMeasure(cfg, precision=precision), retry_failed=options.retry_failed)
+        deadline = time.monotonic() + options.timeout if options.timeout else None
+        context = cfg.space.context
+
+        def measure(schedules: list[Schedule]) -> dict[Schedule, Rank]:
+            texts = [s.canonical(context).text for s in schedules]
+            known = {p.schedule for p in StudyView(study, cfg).points(STANDALONE)}
+            left = max(0, target - finished(study, STANDALONE))
+            todo = [t for t in dict.fromkeys(texts) if t not in known][:left]
+            timeout = None if deadline is None else deadline - time.monotonic()
+            if todo and (timeout is None or timeout > 0):
+                measure_schedules(study, objective, todo, STANDALONE, timeout, options.callbacks())
+            view = StudyView(study, cfg)
+            scored = {p.schedule: _rank(p, view.maximize) for p in view.points(STANDALONE)}
+            return {s: scored[t] for s, t in zip(schedules, texts) if t in scored}
+
+        kinds = local_kinds(cfg.space)
+        log.info("layerwise: %d layers x %d local kinds (%s) one at a time, then a beam of %d growing each set by "
+                 "%d layers: at most %d schedules", cfg.space.n_layers, len(kinds), ", ".join(k.token for k in kinds),
+                 settings(cfg).beam, settings(cfg).expand, planned(cfg))
+        reached = beam_search(cfg.space.n_layers, kinds, settings(cfg).beam, settings(cfg).expand, measure)
+        log.info("layerwise: the search reached %d of %d local layers", reached, cfg.space.n_layers)
+
+
+def _rank(point: Point, maximize: bool) -> Rank:
+    loss = point.scores.get("loss", 0.0) if maximize else 0.0
+    return (-point.quality if maximize else point.quality, loss, point.cost, point.schedule)
