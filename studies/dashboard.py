@@ -21,6 +21,7 @@ from spanmix.studies.figures import (
     heatmap_figures,
     history_figure,
     hypervolume_figure,
+    layer_figure,
     strips_figure,
 )
 
@@ -33,6 +34,9 @@ document.querySelectorAll('table.trials th').forEach((th, col) => th.addEventLis
     .forEach(r => body.appendChild(r));
 }));
 """
+
+
+_CLASSES = {2: ' class="schedule"'}  # the schedule column wraps: a deep model's schedule is hundreds of characters
 
 
 def trial_table(view: StudyView, front: list[Point]) -> str:
@@ -59,7 +63,8 @@ def trial_table(view: StudyView, front: list[Point]) -> str:
             (note, note),
         ]
         rows.append("<tr>" + "".join(
-            f'<td data-v="{html.escape(str(v if v is not None else ""))}">{html.escape(text)}</td>' for v, text in cells
+            f'<td data-v="{html.escape(str(v if v is not None else ""))}"{_CLASSES.get(i, "")}>{html.escape(text)}</td>'
+            for i, (v, text) in enumerate(cells)
         ) + "</tr>")
     header = "".join(f"<th>{h}</th>" for h in head)
     return f'<table class="trials"><thead><tr>{header}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
@@ -84,13 +89,17 @@ def page(view: StudyView, refresh_seconds: int | None = None, plotly_src: str | 
     study, cfg = view.study, view.config
     pts, front, chosen = view.points(), view.front(), view.knee()
     hypervolume = hypervolume_figure(study)
+    layers = layer_figure(cfg, view.points(view.final), front, view.final)
     figures = {"front": front_figure(cfg, view.points(view.final), [s for s in view.scores if "@" not in s],
                                      view.noise()),
                **fidelity_figures(view),
+               **({"layers": layers} if layers else {}),
                **heatmap_figures(cfg, view.points(view.searched), view.searched),
                "strips": strips_figure(cfg, pts, front), "history": history_figure(cfg, pts),
                **({"hypervolume": hypervolume} if hypervolume else {})}
-    divs = "\n".join(f.to_html(full_html=False, include_plotlyjs=False, div_id=name) for name, f in figures.items())
+    # each figure scrolls sideways inside the page where it is wider (the strips of a deep model)
+    divs = "\n".join(f'<div class="figure">{f.to_html(full_html=False, include_plotlyjs=False, div_id=name)}</div>'
+                      for name, f in figures.items())
     refresh = f'<meta http-equiv="refresh" content="{refresh_seconds}">' if refresh_seconds else ""
     summary = (
         f"{len(view.records)} trials, {len(pts)} finished, {view.finished()} schedules measured, front of {len(front)} "
@@ -103,13 +112,14 @@ def page(view: StudyView, refresh_seconds: int | None = None, plotly_src: str | 
 <html><head><meta charset="utf-8">{refresh}<title>spanmix: {html.escape(study.study_name)}</title>
 {f'<script src="{plotly_src}"></script>' if plotly_src else f'<script type="text/javascript">{get_plotlyjs()}</script>'}
 <style>body{{font-family:sans-serif;margin:2em;max-width:1200px}} table{{border-collapse:collapse;font-size:13px}}
-td,th{{border:1px solid #ddd;padding:3px 8px}} th{{cursor:pointer;background:#f3f3f3}} code{{background:#f3f3f3}}</style>
+td,th{{border:1px solid #ddd;padding:3px 8px}} th{{cursor:pointer;background:#f3f3f3}} code{{background:#f3f3f3}}
+.figure,.table{{overflow-x:auto}} td.schedule{{font-family:monospace;min-width:16em;max-width:48em;overflow-wrap:anywhere}}</style>
 </head><body>
 <h1>spanmix study <code>{html.escape(study.study_name)}</code></h1>
 <p id="summary">{summary}. Quality: {cfg.quality}; cost: {cfg.cost}; sampler: {cfg.sampler}.</p>
 {divs}
 <h2>Trials</h2>
-{trial_table(view, front)}
+<div class="table">{trial_table(view, front)}</div>
 <script type="application/json" id="front-data">{html.escape(data)}</script>
 <script>{_SORT_JS}</script>
 </body></html>

@@ -20,11 +20,16 @@ from spanmix.search import (
 )
 from spanmix.search.fidelity import paired
 from spanmix.search.front import fronts
+from spanmix.search.layers import full_share, sensitivities
 from spanmix.search.logs import stable_enough
 from spanmix.search.noise import Noise
-from spanmix.space import Schedule, placement_of
+from spanmix.space import FREE, Schedule, placement_of
 
 KIND_COLOURS = {"full": "#b2182b", "sliding": "#2166ac", "block": "#1b7837"}
+TEXT_LAYERS = 24  # the most layers whose tokens fit in a strip's cells across the page
+LAYER_PX = 22  # a layer's width in a deeper model's strips, which then scroll sideways
+PLOT_PX = 1000  # the plotting width of a figure on the page (its max-width less the margins)
+CELL_TEXT_PX = 48  # the narrowest heatmap cell that holds its number
 
 
 def _hover(p: Point) -> str:
@@ -132,14 +137,18 @@ def strips_figure(cfg: StudyConfig, pts: list[Point], front: list[Point]) -> go.
             ys.append(row)
             tokens.append(layer.token)
             hovers.append(_hover(p))
-    fig.add_scatter(x=xs, y=ys, mode="text", text=tokens, showlegend=False, textfont={"color": "black", "size": 11},
-                    hovertext=hovers, hoverinfo="text")
+    # a token is written in its cell only where it fits; deeper models scroll sideways (see the page)
+    fits = cfg.space.n_layers <= TEXT_LAYERS
+    fig.add_scatter(x=xs, y=ys, mode="text" if fits else "markers", text=tokens if fits else None, showlegend=False,
+                    textfont={"color": "black", "size": 11}, marker={"opacity": 0, "size": 14},
+                    hovertext=[f"layer {x - 0.475:.0f}: {t}<br>{h}" for x, t, h in zip(xs, tokens, hovers)], hoverinfo="text")
     fig.update_layout(shapes=shapes)
     for kind, colour in KIND_COLOURS.items():
         fig.add_scatter(x=[None], y=[None], mode="markers", marker={"color": colour, "size": 12, "symbol": "square"}, name=kind)
     fig.update_layout(
         title=f"Distinct schedules, the front's {len(front)} first (layer 0 = input side; lighter = shorter window)",
-        xaxis={"title": "layer", "range": [0, cfg.space.n_layers], "dtick": 1},
+        xaxis={"title": "layer", "range": [0, cfg.space.n_layers], "dtick": 1 if fits else 4},
+        width=None if fits else LAYER_PX * cfg.space.n_layers + 200,
         yaxis={"title": "schedule (first trial; * on the front)", "range": [len(pts) - 0.5, -0.5], "tickmode": "array",
                "tickvals": list(range(len(pts))),
                "ticktext": [f"{'* ' if p.schedule in on_front else ''}trial {p.number}" for p in pts]},
@@ -154,25 +163,68 @@ def _local_label(schedule: Schedule) -> str:
 
 
 def heatmap_figures(cfg: StudyConfig, pts: list[Point], measurement: str) -> dict[str, go.Figure]:
-    """The best quality at each number of full layers, by placement and by local window."""
+    """The best quality at each number of full layers, by placement (not for free placements,
+    where the per-layer figure says more) and by local window. Both axes are categories holding
+    only the values measured, sorted; a cell's number is written where it fits (hover always)."""
     schedules = [p.layers for p in pts]
     frame = pd.DataFrame({"n_full": [s.n_full for s in schedules], "placement": [placement_of(s) for s in schedules],
                           "window": [_local_label(s) for s in schedules], "quality": [p.quality for p in pts]})
     best = "max" if maximized(cfg.quality) else "min"
+    columns = ("window",) if cfg.space.placements == (FREE,) else ("placement", "window")
     figures: dict[str, go.Figure] = {}
-    for column in ("placement", "window") if len(frame) else ():
-        table = frame.pivot_table(index="n_full", columns=column, values="quality", aggfunc=best)
+    for column in columns if len(frame) else ():
+        table = frame.pivot_table(index="n_full", columns=column, values="quality", aggfunc=best).sort_index()
+        table = table[sorted(table.columns, key=lambda c: (c not in ("all full", "none"), c in ("mixed", "other"), c))]
+        x, y = [str(c) for c in table.columns], [str(n) for n in table.index]
+        fits = PLOT_PX / len(x) >= CELL_TEXT_PX
         fig = go.Figure(go.Heatmap(
-            z=table.values, x=[str(c) for c in table.columns], y=list(table.index),
-            colorscale="Viridis", reversescale=best == "min",
-            texttemplate="%{z:.4g}", hovertemplate=f"n_full %{{y}}, {column} %{{x}}: {cfg.quality} %{{z:.4g}}<extra></extra>",
+            z=table.values, x=x, y=y, colorscale="Viridis", reversescale=best == "min",
+            texttemplate="%{z:.4g}" if fits else None,
+            hovertemplate=f"n_full %{{y}}, {column} %{{x}}: {cfg.quality} %{{z:.4g}}<extra></extra>",
             colorbar={"title": cfg.quality},
         ))
         fig.update_layout(title=f"Best {cfg.quality} by number of full layers and {column} (measured {measurement})",
-                          xaxis_title=column, yaxis={"title": "full layers", "dtick": 1}, template="plotly_white",
-                          height=360)
+                          xaxis={"title": column, "type": "category", "categoryorder": "array", "categoryarray": x},
+                          yaxis={"title": "full layers", "type": "category", "categoryorder": "array", "categoryarray": y},
+                          template="plotly_white", height=max(360, 140 + ROW_PX * len(y)))
         figures[f"heatmap-{column}"] = fig
     return figures
+
+
+ROW_PX = 24  # a heatmap row's height: one line of cell text and its tick label
+
+
+def layer_figure(cfg: StudyConfig, pts: list[Point], front: list[Point], measurement: str) -> go.Figure | None:
+    """Which layers matter: for each layer, the change in quality when it alone goes local (one
+    bar per layer and local kind, with its 95% paired interval), and the share of the front's
+    schedules in which it is full. None where the study measured no single-local schedule."""
+    table = sensitivities(pts, cfg.quality, maximized(cfg.quality))
+    if not table:
+        return None
+    fig = go.Figure()
+    for token, rows in table.items():
+        spans = [s.interval or (s.change, s.change) for s in rows]
+        fig.add_bar(x=[s.layer for s in rows], y=[s.change for s in rows], name=f"alone {token}",
+                    error_y={"type": "data", "symmetric": False, "array": [hi - s.change for s, (_, hi) in zip(rows, spans)],
+                             "arrayminus": [s.change - lo for s, (lo, _) in zip(rows, spans)]},
+                    hovertemplate=[f"layer {s.layer} alone {token}: {s.change:+.4g}"
+                                   + (f" [{s.interval[0]:+.4g}, {s.interval[1]:+.4g}]" if s.interval else " (noise unmeasured)")
+                                   + "<extra></extra>" for s in rows])
+    share = full_share(front, cfg.space.n_layers)
+    fig.add_scatter(x=list(range(cfg.space.n_layers)), y=share, yaxis="y2", mode="markers", name="full on the front",
+                    marker={"color": KIND_COLOURS["full"], "symbol": "line-ew-open", "size": 14, "line": {"width": 3}},
+                    hovertemplate="layer %{x}: full in %{y:.0%} of the front's schedules<extra></extra>")
+    fig.update_layout(
+        title=f"Which layers matter: {cfg.quality} change when one layer alone goes local, against all-full "
+              f"(positive: worse; 95% paired interval; measured {measurement})",
+        xaxis={"title": "layer (0 = input side)", "dtick": 1 if cfg.space.n_layers <= TEXT_LAYERS * 2 else 4,
+               "range": [-0.5, cfg.space.n_layers - 0.5]},
+        yaxis={"title": f"{cfg.quality} change"}, barmode="group", template="plotly_white", height=440,
+        yaxis2={"title": "full on the front", "overlaying": "y", "side": "right", "range": [-0.02, 1.05],
+                "tickformat": ".0%", "tickvals": [0, 0.25, 0.5, 0.75, 1], "showgrid": False},
+        legend={"orientation": "h", "y": -0.2},
+    )
+    return fig
 
 
 def hypervolume_figure(study: optuna.Study) -> go.Figure | None:

@@ -15,12 +15,8 @@ from pathlib import Path
 import pytest
 
 from spanmix.search import StudyConfig, StudyView, preflight, run_study
-from spanmix.search.strategies.layerwise import (
-    beam_search,
-    local_kinds,
-    planned,
-    sensitivities,
-)
+from spanmix.search.layers import full_share, sensitivities
+from spanmix.search.strategies.layerwise import beam_search, local_kinds, planned
 from spanmix.space import ConfigError, Layer, Schedule
 
 LAYERWISE = """
@@ -73,16 +69,23 @@ def test_the_search_stops_where_its_budget_ends():
     assert len(scored) == budget and reached == 2  # 1 + 6 singles, then 2 of the size-2 candidates
 
 
-def test_the_sensitivity_table_reads_the_single_layer_schedules():
+def test_the_sensitivity_table_reads_the_single_layer_schedules_paired_by_seed():
     from spanmix.search.record import Point
 
-    def point(text, quality):
-        return Point(number=0, schedule=text, quality=quality, cost=1.0, cost_ratio=1.0, feasible=True,
-                     reused_from=None, scores={})
+    def point(text, seeds):
+        return Point(number=0, schedule=text, quality=sum(seeds) / len(seeds), cost=1.0, cost_ratio=1.0, feasible=True,
+                     reused_from=None, scores={"loss": sum(seeds) / len(seeds)},
+                     seed_scores=tuple({"loss": s} for s in seeds))
 
-    pts = [point("F F F", 1.0), point("S4 F F", 1.5), point("F S4 F", 0.9), point("F F S4+2", 1.2), point("S4 S4 F", 3.0)]
-    assert sensitivities(pts, maximize=False) == {"S4": [(0, 0.5), (1, pytest.approx(-0.1))], "S4+2": [(2, pytest.approx(0.2))]}
-    assert sensitivities(pts, maximize=True)["S4"][0] == (0, -0.5)
+    # seed 1 is worse for every schedule by 1.0: paired, the change of layer 0 is exactly +0.5 each seed
+    pts = [point("F F F", [1.0, 2.0]), point("S4 F F", [1.5, 2.5]), point("F S4 F", [0.9, 2.0]),
+           point("F F S4+2", [1.2, 2.2]), point("S4 S4 F", [3.0, 3.0])]
+    table = sensitivities(pts, "loss", maximize=False)
+    assert [(s.layer, s.change) for s in table["S4"]] == [(0, 0.5), (1, pytest.approx(-0.05))]
+    assert table["S4"][0].interval == (0.5, 0.5)  # no spread in the paired differences; unpaired, each seed's spread is 0.7
+    assert table["S4"][1].interval[0] < -0.05 < table["S4"][1].interval[1] and table["S4+2"][0].layer == 2
+    assert sensitivities(pts, "loss", maximize=True)["S4"][0].change == -0.5
+    assert full_share([pts[1], pts[4]], 3) == [0.0, 0.5, 1.0]
 
 
 def _config(tiny_config) -> Path:
@@ -165,8 +168,9 @@ def test_a_zero_shot_checkpoint_is_searched_layer_by_layer_with_sink_tokens(tmp_
     pts = {p.schedule: p for p in view.points("standalone")}
     # all-full, 6 layers x 2 kinds alone, then at least one set of each size for each kind
     assert 1 + 12 + 5 * 2 <= len(pts) <= planned(cfg) == 1 + 12 + 5 * 2 * 2 * 1
-    table = sensitivities(list(pts.values()), view.maximize)
-    assert set(table) == {"S16", "S16+4"} and [i for i, _ in table["S16+4"]] == list(range(6))
+    table = sensitivities(list(pts.values()), cfg.quality, view.maximize)
+    assert set(table) == {"S16", "S16+4"} and [s.layer for s in table["S16+4"]] == list(range(6))
+    assert all(s.interval is not None and s.interval[0] <= s.change <= s.interval[1] for s in table["S16"])
     # each score is the checkpoint's own under that schedule, zero-shot
     text = "F F S16+4 F F F"
     alone = checkpoint.score(cfg.base, Schedule.parse(text), cfg.data, cfg.train, seed=cfg.train.seed)

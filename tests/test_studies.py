@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -123,8 +124,8 @@ def test_dashboard_views(tiny_config, tmp_path):
     placement = heatmap_figures(cfg, pts, "standalone")["heatmap-placement"].data[0]
     for row, n_full in enumerate(placement.y):
         for col, name in enumerate(placement.x):
-            cell = [p.quality for p in pts
-                    if Schedule.parse(p.schedule).n_full == n_full and placement_of(Schedule.parse(p.schedule)) == name]
+            cell = [p.quality for p in pts  # categorical axes: the full-layer counts are labels
+                    if str(Schedule.parse(p.schedule).n_full) == n_full and placement_of(Schedule.parse(p.schedule)) == name]
             z = placement.z[row][col]
             assert (math.isnan(z) and not cell) or z == min(cell)
     # strips: each distinct schedule once, the front's first
@@ -132,6 +133,11 @@ def test_dashboard_views(tiny_config, tmp_path):
     strips = strips_figure(cfg, pts, front)
     labels = strips.layout.yaxis.ticktext
     assert len(labels) == len({p.schedule for p in pts}) and all(label.startswith("* ") for label in labels[:len(front)])
+    assert strips.layout.width is None and strips.data[0].mode == "text"  # 2 layers: the tokens fit in the cells
+    # 64 layers: the strips keep a readable width per layer (the page scrolls them) and tokens go to hover
+    deep = replace(cfg, space=replace(cfg.space, n_layers=64, n_full=(0, 64)))
+    wide = strips_figure(deep, [replace(pts[0], schedule="F S4 " * 32)], [])
+    assert wide.layout.width == 22 * 64 + 200 and wide.data[0].mode == "markers" and "layer 63: S4" in wide.data[0].hovertext[-1]
     # Optuna's own hypervolume, rising as trials finish
     hv = [y for trace in hypervolume_figure(study).data for y in trace.y]
     assert hv == sorted(hv) and hv[-1] > 0
