@@ -45,11 +45,12 @@ SIZES = {  # name: (layers, hidden, intermediate, heads, kv heads, vocab)
 }
 
 
-def build(folder: Path, size: str, context: int) -> int:
-    """A random Llama of ``size`` saved into ``folder``; returns its parameter count."""
+def build(folder: Path, shape: tuple[int, int, int, int, int, int], context: int) -> int:
+    """A random Llama of ``shape`` (as a ``SIZES`` entry) saved into ``folder``; returns its
+    parameter count."""
     import transformers
 
-    layers, hidden, inter, heads, kv, vocab = SIZES[size]
+    layers, hidden, inter, heads, kv, vocab = shape
     config = transformers.LlamaConfig(num_hidden_layers=layers, hidden_size=hidden, intermediate_size=inter,
                                       num_attention_heads=heads, num_key_value_heads=kv, vocab_size=vocab,
                                       max_position_embeddings=context, tie_word_embeddings=True)
@@ -166,7 +167,7 @@ def main() -> None:
 
     print(f"transformers {transformers.__version__}")
     with tempfile.TemporaryDirectory() as tmp:
-        params = build(Path(tmp), size, context)
+        params = build(Path(tmp), SIZES[size], context)
         layers = SIZES[size][0]
         print(f"random Llama checkpoint: {params / 1e6:.0f}M parameters, {layers} layers, T={context}, fp32, batch 1, "
               f"no gradients; best of {args.reps} after a warm-up\n")

@@ -10,6 +10,7 @@ Nothing is downloaded: transformers runs with ``local_files_only``.
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import json
@@ -31,7 +32,12 @@ from spanmix.proxies.cost import (
 )
 from spanmix.proxies.data import DataConfig
 from spanmix.proxies.resources import available_memory
-from spanmix.proxies.retrofit import Retrofitted, apply_schedule, decoder_layers
+from spanmix.proxies.retrofit import (
+    PrefixCache,
+    Retrofitted,
+    apply_schedule,
+    decoder_layers,
+)
 from spanmix.proxies.scoring import score_batches, val_batches
 from spanmix.proxies.train import (
     Curve,
@@ -41,7 +47,7 @@ from spanmix.proxies.train import (
     TrainConfig,
     fit,
 )
-from spanmix.space import ConfigError, Schedule, from_section, require_whole
+from spanmix.space import ConfigError, Layer, Schedule, from_section, require_whole
 
 HEALS = ("all", "attention")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -63,12 +69,18 @@ class BaseConfig:
             weights as they are). Batch size, learning rate and warm-up come from ``[train]``.
         heal: which weights healing trains: ``all``, or ``attention`` (the attention projections
             only, the rest frozen).
+        reuse: zero-shot scoring keeps every layer's output on the validation sequences, so that
+            the next schedule runs only from its first layer that differs (a layer-wise search
+            changes one layer a step); the same scores, at the memory of L layers' hidden states
+            over the validation set. Unset: where that takes at most a quarter of the memory left
+            after the weights; ``true``: refused where it takes more than half; ``false``: never.
     """
 
     model: str | None = None
     dtype: str = "auto"
     heal_steps: int = 0
     heal: str = "all"
+    reuse: bool | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in ("auto", *DTYPES):
@@ -78,13 +90,18 @@ class BaseConfig:
         require_whole(self, "base", ("heal_steps",), minimum=0)
         if self.model is not None and (not isinstance(self.model, str) or not self.model):
             raise ConfigError(f"base.model must be the path of a checkpoint folder (got {self.model!r})")
+        if self.reuse is not None and not isinstance(self.reuse, bool):
+            raise ConfigError(f"base.reuse must be true or false (got {self.reuse!r})")
 
     @property
     def healed(self) -> bool:
         return self.heal_steps > 0
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if self.reuse is None:  # unset reads as before the setting existed, so stored studies compare equal
+            del data["reuse"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BaseConfig:
@@ -210,13 +227,35 @@ def checkpointing(base: BaseConfig, batch_size: int, seq_len: int) -> bool:
     return activation_bytes(base, batch_size, seq_len) > available_memory() // 4
 
 
-def check_fits(base: BaseConfig, batch_size: int, seq_len: int, processes: int = 1) -> None:
-    need, have = processes * memory_needed(base, batch_size, seq_len), available_memory()
+def check_fits(base: BaseConfig, batch_size: int, data: DataConfig, processes: int = 1) -> None:
+    need, have = processes * memory_needed(base, batch_size, data.seq_len), available_memory()
     if need > have:
         what = f"healing at train.batch_size={batch_size}" if base.healed else "scoring"
         raise ConfigError(f"base.model {base.model!r}: {what} needs about {need / 2**30:.1f} GiB ({processes} "
                           f"process(es)), more than the {have / 2**30:.1f} GiB available; use base.dtype = 'bfloat16', "
                           "fewer workers, a smaller batch or a smaller checkpoint")
+    left = (have - need) // processes
+    if base.reuse and not base.healed and reuse_bytes(base, data) > left // 2:
+        raise ConfigError(f"base.reuse = true keeps every layer's hidden states on the validation sequences: about "
+                          f"{reuse_bytes(base, data) / 2**30:.1f} GiB, more than half of the {left / 2**30:.1f} GiB left "
+                          "after the weights; set base.reuse = false, or fewer data.val_samples or a shorter data.seq_len")
+
+
+def reuse_bytes(base: BaseConfig, data: DataConfig) -> int:
+    """The memory of :class:`~spanmix.proxies.retrofit.PrefixCache` over ``data``'s validation
+    sequences: ``SLOTS`` hidden states of every layer for every validation token, in the weights' dtype."""
+    c = hf_config(base.model)
+    tokens = data.val_samples * len(data.tasks) * data.seq_len
+    itemsize = torch.tensor([], dtype=torch_dtype(base)).element_size()
+    return PrefixCache.SLOTS * tokens * c.hidden_size * c.num_hidden_layers * itemsize
+
+
+def reuses(base: BaseConfig, data: DataConfig) -> bool:
+    """Whether zero-shot scoring keeps each layer's output (see ``BaseConfig.reuse``)."""
+    if base.healed or base.reuse is False:
+        return False
+    left = available_memory() - memory_needed(base, 1, data.seq_len)
+    return bool(base.reuse) or reuse_bytes(base, data) <= left // 4
 
 
 @functools.lru_cache(maxsize=8)
@@ -236,7 +275,8 @@ def identity(base: BaseConfig) -> dict[str, Any]:
     """What makes two measurements on a checkpoint interchangeable: the settings and the weights."""
     path = Path(base.model).expanduser()
     stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in _weights(path))
-    return {**base.to_dict(), "model": str(path.resolve()), "weights": fingerprint(str(path.resolve()), stamp)}
+    settings = {k: v for k, v in base.to_dict().items() if k != "reuse"}  # reuse gives the same scores
+    return {**settings, "model": str(path.resolve()), "weights": fingerprint(str(path.resolve()), stamp)}
 
 
 def shape(base: BaseConfig) -> Shape:
@@ -261,12 +301,43 @@ def is_dense(base: BaseConfig) -> bool:
 
 @functools.lru_cache(maxsize=64)
 def _meta_count(folder: str, schedule: Schedule, seq_len: int) -> dict[str, Any]:
+    """fvcore's count by module under ``schedule``, assembled layer by layer: a decoder layer's
+    operators depend on its own kind alone, so the model is traced once per kind with that kind
+    in every layer (cached), and each layer's modules are taken from its kind's trace; the modules
+    that hold the layers are summed again. A layer-wise search of a 30-layer model then costs a
+    trace per kind instead of one per schedule (tested equal to tracing the schedule itself)."""
+    traced = {layer: _meta_uniform(folder, layer, schedule.n_layers, seq_len) for layer in set(schedule.layers)}
+    first = traced[schedule.layers[0]]
+    mine = {name: counts for name, counts in first.items() if _layer_of(name) is None}
+    for i, layer in enumerate(schedule.layers):
+        mine.update({name: counts for name, counts in traced[layer].items() if _layer_of(name) == i})
+    for name in [n for n in mine if LAYERS.startswith(n + ".") or n in ("", LAYERS)]:  # what holds every layer
+        held = collections.Counter(first[name])
+        for i, layer in enumerate(schedule.layers):
+            held.update(traced[layer][f"{LAYERS}.{i}"])
+            held.subtract(first[f"{LAYERS}.{i}"])
+        mine[name] = collections.Counter({op: n for op, n in held.items() if n})
+    return mine
+
+
+LAYERS = "model.model.layers"  # the decoder layers' module, as the retrofitted model names it
+
+
+def _layer_of(name: str) -> int | None:
+    """The decoder layer a module name is in (None: outside every layer)."""
+    head, dot, tail = name.partition(LAYERS + ".")
+    index = tail.split(".")[0]
+    return int(index) if dot and not head and index.isdigit() else None
+
+
+@functools.lru_cache(maxsize=16)
+def _meta_uniform(folder: str, layer: Layer, n_layers: int, seq_len: int) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(hf_config(folder)).eval()
         idx = torch.zeros(1, seq_len, dtype=torch.long)
-    apply_schedule(model, schedule)
+    apply_schedule(model, Schedule((layer,) * n_layers))
     return fvcore_by_module(Retrofitted(model), idx, UNCOUNTED)
 
 
@@ -299,6 +370,12 @@ def _loaded(base: BaseConfig) -> torch.nn.Module:
     return load(base)
 
 
+@functools.lru_cache(maxsize=2)
+def _zero_shot(base: BaseConfig, reuse: bool) -> Retrofitted:
+    """The loaded checkpoint as scoring calls it, keeping each layer's output where ``reuse``."""
+    return Retrofitted(_loaded(base), reuse=reuse)
+
+
 class HealLM(ScheduleLM):
     """Fine-tuning a checkpoint under one schedule, or under the schedule ``draw`` gives each step
     (shared healing, as a supernet trains): all its weights, or its attention projections."""
@@ -308,7 +385,6 @@ class HealLM(ScheduleLM):
         super().__init__(data, train, draw, teacher)
         model = load(base)
         self.model = Retrofitted(apply_schedule(model, schedule))
-        self.model.schedule = schedule
         if checkpointing(base, train.batch_size, data.seq_len):
             model.gradient_checkpointing_enable()
         if base.heal == "attention":
@@ -408,7 +484,7 @@ def score(base: BaseConfig, schedule: Schedule, data: DataConfig, train: TrainCo
         model, steps, seconds, curve, start = module.model, fitted.steps, fitted.seconds, curves.scores, fitted.start_step
         tokens = (steps - start) * train.batch_size * data.seq_len
     else:
-        model = Retrofitted(_loaded(base))
+        model = _zero_shot(base, reuses(base, data))
     start = time.perf_counter()
     scorer = score_batches(model, schedule, data, batches, "fp32")
     scores = scorer.scores()

@@ -233,7 +233,7 @@ class Checkpoint:
         checkpoint.check_data(self.base, data)
 
     def check_fits(self, data: DataConfig, train: TrainConfig, n_layers: int, processes: int = 1) -> None:
-        checkpoint.check_fits(self.base, train.batch_size, data.seq_len, processes)
+        checkpoint.check_fits(self.base, train.batch_size, data, processes)
 
     def key(self, data: DataConfig, train: TrainConfig) -> dict[str, Any]:
         healing = {"train": train.to_dict()} if self.base.healed else {}

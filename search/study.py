@@ -47,7 +47,7 @@ def make_sampler(cfg: StudyConfig, stream: int | None = None) -> optuna.samplers
 
 
 # study keys that change how a launch runs, not what it measures: a relaunch may change them
-RUN_ONLY = ("n_trials", "calibrate")
+RUN_ONLY = ("n_trials", "calibrate", "reuse")  # settings a resumed study may change: the results stay the same
 
 
 def open_study(cfg: StudyConfig, storage: str | RDBStorage, stream: int | None = None) -> optuna.Study:

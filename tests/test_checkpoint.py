@@ -78,6 +78,52 @@ def test_the_cost_counted_by_fvcore_on_the_checkpoint_equals_its_closed_form(tmp
     assert report.full_kv_cache_bytes == 2 * 2 * 16 * 2 * 4 * 96
 
 
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma3_text", "mistral"])
+def test_a_count_assembled_layer_by_layer_equals_tracing_the_schedule(tmp_path, family):
+    """fvcore traces a checkpoint once per layer kind and assembles a schedule's count from them
+    (a layer-wise search would otherwise trace every schedule): module for module, operator for
+    operator, the same as tracing the schedule itself."""
+    from spanmix.proxies.checkpoint import UNCOUNTED, _meta_count, fvcore_by_module, hf_config
+    from spanmix.proxies.retrofit import Retrofitted, apply_schedule
+
+    folder = save_tiny(tmp_path / family, family)
+    for text in ("F S16 B32 F", "S16+4 F F S16", "B32 B32 S8 S8"):
+        with torch.device("meta"):
+            model = transformers.AutoModelForCausalLM.from_config(hf_config(folder)).eval()
+        traced = fvcore_by_module(Retrofitted(apply_schedule(model, text)), torch.zeros(1, 96, dtype=torch.long), UNCOUNTED)
+        assembled = _meta_count(folder, Schedule.parse(text), 96)
+        assert set(assembled) == set(traced)
+        for name in traced:
+            assert {op: n for op, n in assembled[name].items() if n} == {op: n for op, n in traced[name].items() if n}, name
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma3_text"])
+def test_zero_shot_scores_reusing_the_unchanged_layers_equal_scoring_each_schedule_whole(tmp_path, family):
+    """Prefix reuse: a schedule scored after another runs only from the first layer where they
+    differ, and its scores are exactly those of scoring it whole."""
+    folder = save_tiny(tmp_path / family, family, num_hidden_layers=6)
+    texts = ["F F F F F F", "F F F F F S16", "F F F F S16 F", "F F F S16+4 F F", "F F F S16+4 S16+4 F", "S16 F F F F F"]
+    reused = {t: checkpoint.score(BaseConfig(model=folder, reuse=True), Schedule.parse(t), DATA, TRAIN).scores for t in texts}
+    cache = checkpoint._zero_shot(BaseConfig(model=folder, reuse=True), True).cache
+    batches = len(val_batches(DATA, TRAIN.batch_size))
+    # 36 layers per batch whole; run: 6 + 1 + 2 + 3 + 2 + 6 (each from its first layer unlike the last run)
+    assert (cache.computed, cache.reused) == (20 * batches, 16 * batches)
+    for t in texts:
+        assert checkpoint.score(BaseConfig(model=folder, reuse=False), Schedule.parse(t), DATA, TRAIN).scores == reused[t], t
+
+
+def test_a_reuse_cache_that_would_not_fit_is_refused_before_any_work(tmp_path, monkeypatch):
+    base = BaseConfig(model=save_tiny(tmp_path / "m"), reuse=True)
+    need = checkpoint.reuse_bytes(base, DATA)
+    assert need == 4 * 4 * 2 * 96 * 32 * 4 * 4  # 4 prefixes of: 4 validation sequences of each task, 96 tokens, width 32, 4 layers, fp32
+    monkeypatch.setattr(checkpoint, "available_memory", lambda: checkpoint.memory_needed(base, 4, 96) + need)
+    with pytest.raises(ConfigError, match=r"base.reuse = true keeps every layer's hidden states .* set base.reuse = false"):
+        checkpoint.check_fits(base, 4, DATA)
+    assert not checkpoint.reuses(replace(base, reuse=None), DATA)  # unset: off where it takes over a quarter
+    with pytest.raises(ConfigError, match=r"base.reuse must be true or false \(got 'yes'\)"):
+        BaseConfig(model="m", reuse="yes")
+
+
 def test_a_mixture_of_experts_is_costed_by_its_closed_form(tmp_path):
     base = BaseConfig(model=save_tiny(tmp_path / "moe", "gpt_oss", num_local_experts=4, num_experts_per_tok=2,
                                       layer_types=["full_attention"] * 4))

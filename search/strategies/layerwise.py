@@ -20,7 +20,9 @@ Candidates of one size rank by the study's quality, then (for an accuracy) by th
 loss, so that near-ties at accuracy 0 or 1 still rank; then by cost. Every scored schedule is a
 trial of the study: the front, its noise, the dashboard and export read them as any other. The
 decisions follow from the stored scores alone, so a resumed run replays them and measures only
-what is missing; ``study.n_trials`` caps the schedules scored.
+what is missing; ``study.n_trials`` caps the schedules scored. Each step's schedules are scored in
+the order of their layers, so that a checkpoint scored zero-shot runs each one only from its first
+layer unlike the one before (``[base] reuse``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any, Callable, Iterable, Sequence
 import optuna
 
 from spanmix.search.config import StudyConfig
+from spanmix.search.layers import sensitivities
 from spanmix.search.measures import STANDALONE, StandaloneMeasure
 from spanmix.search.objective import Objective
 from spanmix.search.queue import finished, measure_schedules
@@ -139,21 +142,6 @@ def settings(cfg: StudyConfig) -> LayerwiseConfig:
     return cfg.section("layerwise")
 
 
-def sensitivities(points: list[Point], maximize: bool) -> dict[str, list[tuple[int, float]]]:
-    """For each local kind (its token), each layer's change in quality when it alone goes local,
-    against the all-full schedule (positive: worse), read from a study's points."""
-    full = next((p for p in points if p.layers.n_full == p.layers.n_layers), None)
-    if full is None:
-        return {}
-    sign = -1.0 if maximize else 1.0
-    found: dict[str, list[tuple[int, float]]] = {}
-    for p in points:
-        local = [(i, layer) for i, layer in enumerate(p.layers.layers) if not layer.is_full]
-        if len(local) == 1:
-            found.setdefault(local[0][1].token, []).append((local[0][0], sign * (p.quality - full.quality)))
-    return {token: sorted(rows) for token, rows in found.items()}
-
-
 class Layerwise(Standalone):
     """Score each layer made local alone, then grow the local set by beam search."""
 
@@ -173,14 +161,17 @@ class Layerwise(Standalone):
         return min(n_trials, planned(cfg))
 
     def summary(self, view: StudyView) -> list[str]:
-        table = sensitivities(view.points(STANDALONE), view.maximize)
+        table = sensitivities(view.points(STANDALONE), view.config.quality, view.maximize)
         lines = []
         for token, rows in table.items():
-            order = [f"{i} ({d:+.4f})" for i, d in sorted(rows, key=lambda r: (r[1], r[0]))]
+            order = [f"{s.layer} ({s.change:+.4f})" for s in sorted(rows, key=lambda s: (s.change, s.layer))]
             shown = (", ".join(order) if len(order) <= 2 * SHOWN else
                      f"{', '.join(order[:SHOWN])} ... {', '.join(order[-SHOWN:])}")
+            within = [s for s in rows if s.interval is not None and s.interval[0] <= 0 <= s.interval[1]]
+            tied = (f"; {len(within)} of them within noise of all-full (95% interval holds 0)"
+                    if any(s.interval is not None for s in rows) else "")
             lines.append(f"layerwise: {view.config.quality} change when one layer alone is {token} ({len(rows)} layers "
-                         f"scanned), least sensitive first: {shown}")
+                         f"scanned), least sensitive first: {shown}{tied}")
         if lines:
             noise = view.noise()
             trust = (f"changes within the study's noise unit ({noise.unit:.4f}) are ties" if noise.unit
@@ -199,7 +190,9 @@ class Layerwise(Standalone):
             texts = [s.canonical(context).text for s in schedules]
             known = {p.schedule for p in StudyView(study, cfg).points(STANDALONE)}
             left = max(0, target - finished(study, STANDALONE))
-            todo = [t for t in dict.fromkeys(texts) if t not in known][:left]
+            # in the order of their layers, so that each shares the longest prefix with the one before:
+            # zero-shot scoring then reuses those layers' outputs (base.reuse)
+            todo = sorted([t for t in dict.fromkeys(texts) if t not in known][:left], key=str.split)
             timeout = None if deadline is None else deadline - time.monotonic()
             if todo and (timeout is None or timeout > 0):
                 measure_schedules(study, objective, todo, STANDALONE, timeout, options.callbacks())
