@@ -235,9 +235,9 @@ def check_fits(base: BaseConfig, batch_size: int, data: DataConfig, processes: i
                           f"process(es)), more than the {have / 2**30:.1f} GiB available; use base.dtype = 'bfloat16', "
                           "fewer workers, a smaller batch or a smaller checkpoint")
     left = (have - need) // processes
-    if base.reuse and not base.healed and reuse_bytes(base, data) > left // 2:
+    if base.reuse and not base.healed and (cache := reuse_bytes(base, data)) > left // 2:
         raise ConfigError(f"base.reuse = true keeps every layer's hidden states on the validation sequences: about "
-                          f"{reuse_bytes(base, data) / 2**30:.1f} GiB, more than half of the {left / 2**30:.1f} GiB left "
+                          f"{cache / 2**30:.1f} GiB, more than half of the {left / 2**30:.1f} GiB left "
                           "after the weights; set base.reuse = false, or fewer data.val_samples or a shorter data.seq_len")
 
 
@@ -250,8 +250,10 @@ def reuse_bytes(base: BaseConfig, data: DataConfig) -> int:
     return PrefixCache.SLOTS * tokens * c.hidden_size * c.num_hidden_layers * itemsize
 
 
+@functools.lru_cache(maxsize=8)
 def reuses(base: BaseConfig, data: DataConfig) -> bool:
-    """Whether zero-shot scoring keeps each layer's output (see ``BaseConfig.reuse``)."""
+    """Whether zero-shot scoring keeps each layer's output (see ``BaseConfig.reuse``): decided
+    once per process, so that the memory the cache itself takes does not turn it off midway."""
     if base.healed or base.reuse is False:
         return False
     left = available_memory() - memory_needed(base, 1, data.seq_len)

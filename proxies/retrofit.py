@@ -177,12 +177,13 @@ class PrefixCache:
         return model.spanmix_prefix_cache
 
     def __init__(self, model: torch.nn.Module) -> None:
-        self.layers = len(decoder_layers(model))
+        blocks = decoder_layers(model)
+        self.layers = len(blocks)
         self.states: dict[bytes, collections.OrderedDict[tuple[Layer, ...], Any]] = {}
         self.computed = self.reused = 0
         self._batch: bytes | None = None
         self._schedule: Schedule | None = None
-        for j, block in enumerate(decoder_layers(model)):
+        for j, block in enumerate(blocks):
             block.forward = self._cached(j, block.forward)
 
     def _cached(self, j: int, forward: Callable[..., Any]) -> Callable[..., Any]:

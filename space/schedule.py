@@ -94,7 +94,7 @@ class Layer:
         window of one token is the same (the token itself) in both local flavours, written ``S1``."""
         if self.window is None:
             return self
-        if self.window + self.sinks >= context:
+        if self.span >= context:  # type: ignore[operator]
             return Layer("full")
         if self.sinks:
             return self
@@ -108,9 +108,9 @@ class Layer:
         This is the attention cost MASFormer counts: full causal attention has T(T+1)/2 entries.
         """
         t = seq_len
-        if self.window is None or self.window + self.sinks >= t:
+        if self.span is None or self.span >= t:
             return t * (t + 1) // 2
-        w = self.window + self.sinks
+        w = self.span
         if self.kind == "sliding":
             # the first w tokens see their whole prefix, the rest see exactly w (sinks included)
             return w * (w + 1) // 2 + (t - w) * w
@@ -122,15 +122,15 @@ class Layer:
         ``context`` tokens: all of them for a full layer, ``window`` for a sliding layer, and
         ``window`` for a block layer too (its cache empties at each block boundary, but it peaks at
         a full block), and ``window + sinks`` for a sliding layer with sinks."""
-        return context if self.window is None else min(self.window + self.sinks, context)
+        return context if self.span is None else min(self.span, context)
 
     def decode_keys(self, position: int) -> int:
         """Keys the token at (1-based) ``position`` attends to, itself included: what generating it
         costs this layer. Full: ``position``; sliding: at most ``window``; block: its place in its
         block. Equal to ``attended_pairs(position) - attended_pairs(position - 1)``."""
-        if self.window is None or self.window + self.sinks >= position:
+        if self.span is None or self.span >= position:
             return position
-        return self.window + self.sinks if self.kind == "sliding" else (position - 1) % self.window + 1
+        return self.span if self.kind == "sliding" else (position - 1) % self.window + 1  # type: ignore[operator]
 
 
 def _whole(digits: str) -> bool:

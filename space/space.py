@@ -125,6 +125,11 @@ class SearchSpace:
     def _sink_choices(self, kind: str) -> tuple[int, ...]:
         return self.sinks if kind == "sliding" else (0,)
 
+    def local_layers(self) -> list[Layer]:
+        """Every local layer a schedule of the space may use (kind, window and sinks)."""
+        return [Layer(kind, w, s) for kind in self.local for w in self.windows  # type: ignore[arg-type]
+                for s in self._sink_choices(kind)]
+
     # --- the candidates ------------------------------------------------------------------------
     def full_sets(self) -> list[tuple[int, ...]]:
         """Every distinct set of full-layer indices the space allows, in a stable order."""

@@ -44,8 +44,13 @@ def _error_bars(points: list[Point], noise: Noise | None) -> dict[str, Any] | No
     if noise is None or not noise.measured:
         return None
     spans = [noise.intervals.get(p.number, (p.quality, p.quality)) for p in points]
-    return {"type": "data", "symmetric": False, "array": [hi - p.quality for p, (_, hi) in zip(points, spans)],
-            "arrayminus": [p.quality - lo for p, (lo, _) in zip(points, spans)], "thickness": 1.5}
+    return _asymmetric([p.quality for p in points], spans) | {"thickness": 1.5}
+
+
+def _asymmetric(values: list[float], spans: list[tuple[float, float]]) -> dict[str, Any]:
+    """Plotly error bars from each value to the ends of its interval."""
+    return {"type": "data", "symmetric": False, "array": [hi - v for v, (_, hi) in zip(values, spans)],
+            "arrayminus": [v - lo for v, (lo, _) in zip(values, spans)]}
 
 
 def _front_traces(pts: list[Point], front: list[Point], chosen: Point | None, visible: bool,
@@ -205,8 +210,7 @@ def layer_figure(cfg: StudyConfig, pts: list[Point], front: list[Point], measure
     for token, rows in table.items():
         spans = [s.interval or (s.change, s.change) for s in rows]
         fig.add_bar(x=[s.layer for s in rows], y=[s.change for s in rows], name=f"alone {token}",
-                    error_y={"type": "data", "symmetric": False, "array": [hi - s.change for s, (_, hi) in zip(rows, spans)],
-                             "arrayminus": [s.change - lo for s, (lo, _) in zip(rows, spans)]},
+                    error_y=_asymmetric([s.change for s in rows], spans),
                     hovertemplate=[f"layer {s.layer} alone {token}: {s.change:+.4g}"
                                    + (f" [{s.interval[0]:+.4g}, {s.interval[1]:+.4g}]" if s.interval else " (noise unmeasured)")
                                    + "<extra></extra>" for s in rows])

@@ -83,7 +83,12 @@ def test_a_count_assembled_layer_by_layer_equals_tracing_the_schedule(tmp_path, 
     """fvcore traces a checkpoint once per layer kind and assembles a schedule's count from them
     (a layer-wise search would otherwise trace every schedule): module for module, operator for
     operator, the same as tracing the schedule itself."""
-    from spanmix.proxies.checkpoint import UNCOUNTED, _meta_count, fvcore_by_module, hf_config
+    from spanmix.proxies.checkpoint import (
+        UNCOUNTED,
+        _meta_count,
+        fvcore_by_module,
+        hf_config,
+    )
     from spanmix.proxies.retrofit import Retrofitted, apply_schedule
 
     folder = save_tiny(tmp_path / family, family)

@@ -16,7 +16,7 @@ import pytest
 
 from spanmix.search import StudyConfig, StudyView, preflight, run_study
 from spanmix.search.layers import full_share, sensitivities
-from spanmix.search.strategies.layerwise import beam_search, local_kinds, planned
+from spanmix.search.strategies.layerwise import beam_search, planned
 from spanmix.space import ConfigError, Layer, Schedule
 
 LAYERWISE = """
@@ -108,7 +108,7 @@ def test_a_layerwise_study_from_the_command_line_scans_each_layer_then_grows_a_b
     assert done.returncode == 0, done.stderr
     view = StudyView(__import__("optuna").load_study(study_name="lw", storage=f"sqlite:///{tmp_path}/runs/lw/study.db"))
     texts = {p.schedule for p in view.points("standalone")}
-    kinds = local_kinds(cfg.space)
+    kinds = cfg.space.local_layers()
     singles = {Schedule(tuple(k if j == i else Layer("full") for j in range(5))).text for k in kinds for i in range(5)}
     assert "F F F F F" in texts and singles <= texts and "S4 S4 S4 S4 S4" in texts
     assert 1 + 10 < len(texts) <= planned(cfg) < cfg.space.size()

@@ -48,7 +48,6 @@ from spanmix.space import (
     ConfigError,
     Layer,
     Schedule,
-    SearchSpace,
     from_section,
     require_whole,
 )
@@ -81,12 +80,6 @@ class LayerwiseConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LayerwiseConfig:
         return from_section(cls, data, "layerwise")
-
-
-def local_kinds(space: SearchSpace) -> list[Layer]:
-    """Every local layer a schedule of ``space`` may use (one kind per schedule)."""
-    return [Layer(kind, w, s) for kind in space.local for w in space.windows  # type: ignore[arg-type]
-            for s in (space.sinks if kind == "sliding" else (0,))]
 
 
 def with_local(n_layers: int, local: frozenset[int], kind: Layer) -> Schedule:
@@ -133,7 +126,7 @@ _WORST: Rank = (float("inf"), float("inf"), float("inf"), "")
 def planned(cfg: StudyConfig) -> int:
     """The most schedules the search scores (fewer where candidates coincide)."""
     L, section = cfg.space.n_layers, settings(cfg)
-    V = len(local_kinds(cfg.space))
+    V = len(cfg.space.local_layers())
     return min(cfg.space.size(), 1 + L * V + (L - 1) * V * section.beam * section.expand)
 
 
@@ -200,7 +193,7 @@ class Layerwise(Standalone):
             scored = {p.schedule: _rank(p, view.maximize) for p in view.points(STANDALONE)}
             return {s: scored[t] for s, t in zip(schedules, texts) if t in scored}
 
-        kinds = local_kinds(cfg.space)
+        kinds = cfg.space.local_layers()
         log.info("layerwise: %d layers x %d local kinds (%s) one at a time, then a beam of %d growing each set by "
                  "%d layers: at most %d schedules", cfg.space.n_layers, len(kinds), ", ".join(k.token for k in kinds),
                  settings(cfg).beam, settings(cfg).expand, planned(cfg))
