@@ -5,7 +5,7 @@ measures one per layer and local kind), and how often each layer is full on the 
 A change is paired: each seed (or bootstrap resample of the validation sequences) of the
 single-local schedule against the same seed (resample) of the all-full one, so what the two
 share (the initial weights, the sequences) cancels; its 95% interval is the study's basis's
-interval of those paired differences (see :mod:`spanmix.search.noise`).
+paired difference (see :mod:`spanmix.search.noise`: over seeds, on the study's moderated seed variance).
 """
 
 from __future__ import annotations
@@ -36,16 +36,13 @@ def sensitivities(points: list[Point], score: str, maximize: bool) -> dict[str, 
     singles = [(p, i, layer.token) for p in points
                if len(local := [(i, layer) for i, layer in enumerate(p.layers.layers) if not layer.is_full]) == 1
                for i, layer in local]
-    basis = basis_of([full, *(p for p, _, _ in singles)], score)
+    basis = basis_of([full, *(p for p, _, _ in singles)], score, maximize, points)
     sign = -1.0 if maximize else 1.0
     found: dict[str, list[Sensitivity]] = {}
     for p, i, token in singles:
-        interval = None
-        if basis is not None:
-            mine, theirs = basis.samples(p, score), basis.samples(full, score)
-            if len(mine) == len(theirs):
-                interval = basis.interval([sign * (a - b) for a, b in zip(mine, theirs)])
-                interval = None if interval is None else (min(interval), max(interval))
+        difference = basis.difference(p, full) if basis is not None else None
+        interval = None if difference is None else (min(sign * x for x in difference.interval),
+                                                    max(sign * x for x in difference.interval))
         found.setdefault(token, []).append(Sensitivity(i, token, sign * (_value(p, score) - _value(full, score)), interval))
     return {token: sorted(rows, key=lambda s: s.layer) for token, rows in found.items()}
 

@@ -281,6 +281,7 @@ class Point:
     measurement: str = STANDALONE
     seed_scores: tuple[dict[str, float], ...] = ()
     resampled: dict[str, list[float]] = field(default_factory=dict, compare=False)
+    seed_ids: tuple[int, ...] = ()  # the replicate of each of seed_scores (default 0, 1, ...)
 
     @cached_property
     def layers(self) -> Schedule:
@@ -291,6 +292,12 @@ class Point:
         """``score`` of each training seed (empty for a trial that kept none: one seed of a
         study made before seeds were recorded)."""
         return [s[score] for s in self.seed_scores if score in s]
+
+    def seed_values(self, score: str) -> dict[int, float]:
+        """``score`` by training seed (replicate): seed k of every schedule of a study starts from the
+        same weights and reads the same batches, so two schedules' values of one seed are paired."""
+        ids = self.seed_ids or range(len(self.seed_scores))
+        return {k: s[score] for k, s in zip(ids, self.seed_scores) if score in s}
 
     def resamples(self, score: str) -> list[float]:
         """``score`` on each bootstrap resample of the validation sequences (empty unless the
@@ -379,6 +386,6 @@ class TrialRecord:
             number=self.number, schedule=self.schedule, quality=self.values[0], cost=self.values[1],
             cost_ratio=self.cost_ratio if self.cost_ratio is not None else float("nan"), feasible=self.feasible,
             reused_from=self.reused_from, scores=self.scores, measurement=self.measurement or STANDALONE,
-            seed_scores=tuple(s for _, s in sorted(self.seed_scores.items())),
+            seed_scores=tuple(s for _, s in sorted(self.seed_scores.items())), seed_ids=tuple(sorted(self.seed_scores)),
             resampled=next(iter(self.seed_resamples.values()), {}),
         )

@@ -19,9 +19,10 @@ from spanmix.search import record, strategies
 from spanmix.search.config import StudyConfig
 from spanmix.search.fidelity import Fidelity, comparisons, repeatability
 from spanmix.search.front import front_of, knee, maximized, rescored
-from spanmix.search.noise import Noise, noise_of
+from spanmix.search.noise import Basis, Difference, Noise, basis_of, noise_of
 from spanmix.search.record import STANDALONE, Point, TrialRecord
 from spanmix.search.study import config_of
+from spanmix.space import ConfigError, Schedule, ScheduleError
 
 
 class StudyView:
@@ -36,6 +37,7 @@ class StudyView:
         self.metric_names: list[str] | None = study.metric_names
         self.records = [TrialRecord.read(t) for t in study.get_trials(deepcopy=False)]
         self._noise: dict[str, Noise] = {}
+        self._bases: dict[str, Basis | None] = {}
 
     @cached_property
     def points_all(self) -> list[Point]:
@@ -91,6 +93,51 @@ class StudyView:
             pts = rescored(pts, score) if score else pts
             self._noise[key] = noise_of(pts, self.front(score=score), key, maximized(score) if score else self.maximize)
         return self._noise[key]
+
+    def basis(self, measurement: str) -> Basis | None:
+        """The noise basis of the study's quality among the trials at ``measurement``, fitted on
+        them (None where a point has neither two seeds nor resamples)."""
+        if measurement not in self._bases:
+            pts = [p for p in self.by_measurement.get(measurement, []) if p.feasible]
+            self._bases[measurement] = basis_of(pts, self.config.quality, self.maximize)
+        return self._bases[measurement]
+
+    def point(self, ref: str, field: str = "--compare") -> Point:
+        """The finished trial ``ref`` names: a trial number, or a schedule's text (its latest trial at
+        :attr:`final`, else at any measurement). Refuses, naming ``field``, a trial that is not a
+        finished schedule and a schedule the study has not measured."""
+        if ref.strip().isdigit():
+            number = int(ref)
+            found = [p for p in self.points_all if p.number == number]
+            if not found:
+                known = ", ".join(str(p.number) for p in self.points_all[:12]) or "none yet"
+                raise ConfigError(f"{field} {ref!r}: study {self.name!r} has no finished trial {number}; "
+                                  f"its finished trials include: {known}")
+            return found[0]
+        try:
+            text = Schedule.parse(ref).canonical(self.config.space.context).text
+        except ScheduleError as err:
+            raise ConfigError(f"{field} {ref!r} is neither a trial number nor a schedule: {err}") from None
+        found = sorted((p for p in self.points_all if p.schedule == text), key=lambda p: (p.measurement != self.final, -p.number))
+        if not found:
+            raise ConfigError(f"{field} {ref!r}: schedule {text!r} is not in study {self.name!r} "
+                              f"({self.finished(self.final)} schedules measured; `spanmix show --csv` lists them)")
+        return found[0]
+
+    def compare(self, a: Point, b: Point) -> Difference:
+        """The paired difference ``a - b`` of the study's quality on the noise basis of their
+        measurement (see :mod:`spanmix.search.noise`). Refuses points measured differently (their
+        scores are not on one footing) and a difference the noise cannot be measured for."""
+        if a.measurement != b.measurement:
+            raise ConfigError(f"--compare: trial {a.number} was measured {a.measurement!r} and trial {b.number} "
+                              f"{b.measurement!r}; a difference needs one measurement (pick two trials of one)")
+        basis = self.basis(a.measurement)
+        difference = basis.difference(a, b) if basis is not None else None
+        if difference is None:
+            raise ConfigError(f"--compare: trials {a.number} and {b.number} share fewer than two seeds and no "
+                              f"resamples of the validation sequences, so their difference has no measured noise "
+                              f"(study.seeds = {self.config.seeds}; two or more measure it)")
+        return difference
 
     def knee(self, score: str | None = None) -> Point | None:
         """The knee of :meth:`front` (None before any feasible trial has finished)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from spanmix.search import Point, StudyView, strategies
-from spanmix.search.noise import LEVEL, Noise, interval_of
+from spanmix.search.noise import LEVEL, Noise
 
 
 def print_summary(view: StudyView, score: str | None = None) -> None:
@@ -77,16 +77,40 @@ def print_noisy_front(view: StudyView, front: list[Point], noise: Noise, quality
               f"(noise unit: {basis.unit} {noise.unit:.4g})")
 
 
+def print_difference(view: StudyView, a: Point, b: Point) -> None:
+    """The paired difference of ``a`` and ``b`` in the study's quality, its 95% interval, what it
+    was paired over and the verdict of the study's one-sided test (a tie where neither is better)."""
+    d, quality = view.compare(a, b), view.config.quality
+    basis = view.basis(a.measurement)
+    assert basis is not None  # compare refuses a difference without noise
+    over = f"{d.pairs} shared seeds" if d.df is not None else f"{d.pairs} paired resamples of the validation sequences"
+    df = "" if d.df is None else f", {d.df:.1f} degrees of freedom"
+    print(f"trial {a.number} ({a.schedule}) - trial {b.number} ({b.schedule}), {quality} measured {a.measurement}:")
+    print(f"  difference {d.estimate:+.4f}, 95% interval [{d.interval[0]:+.4f}, {d.interval[1]:+.4f}] "
+          f"(paired over {over}{df}; {basis.test})")
+    better = "higher" if view.maximize else "lower"
+    p_a, p_b = (d.p_higher, d.p_lower) if view.maximize else (d.p_lower, d.p_higher)
+    if d.better(view.maximize):
+        verdict = f"trial {a.number} is better ({better} {quality}, one-sided p={p_a:.3g} < {LEVEL:g})"
+    elif (p_b < LEVEL):
+        verdict = f"trial {b.number} is better ({better} {quality}, one-sided p={p_b:.3g} < {LEVEL:g})"
+    else:
+        verdict = (f"tie: neither is shown better at the {LEVEL:g} level (one-sided p={min(p_a, p_b):.3g}); "
+                   "the difference is within the noise")
+    print(f"  {verdict}; {a.cost_ratio:.1%} against {b.cost_ratio:.1%} of the all-full cost")
+
+
 def trials_frame(view: StudyView) -> pd.DataFrame:
     """Every trial as a flat table: number, state, the two values, the parameters, the duration,
     then the schedule, its measurement, cost ratio, reuse, failure, training, its seeds with the
-    95% interval of its quality over them and its standing (``front``, ``tied`` with the front,
+    95% interval of its quality (on the study's noise basis, as the front's) and its standing (``front``, ``tied`` with the front,
     ``dominated``; empty where untested), and every score."""
-    quality, noise = view.config.quality, view.noise()
+    noise = view.noise()
     front, tied = {p.number for p in view.front()}, {p.number for p in noise.tied}
     rows = []
     for r in view.records:
-        lo, hi = interval_of(r, quality) or (None, None)
+        basis = view.basis(r.measurement) if r.complete and r.measurement and r.schedule else None
+        lo, hi = (basis.interval(r.point) if basis is not None else None) or (None, None)
         tested = noise.measured and r.complete and r.measurement == view.final and lo is not None
         standing = "front" if r.number in front else "tied" if r.number in tied else "dominated" if tested else ""
         values = r.values or (None, None)

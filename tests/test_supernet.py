@@ -148,7 +148,7 @@ def test_confirm_resolved_trains_only_the_front_points_the_supernets_noise_separ
 
 
 def test_a_study_with_confirm_resolved_trains_the_resolved_front(tiny_config, tmp_path, capsys):
-    from spanmix.search.noise import SEQUENCES, resolved
+    from spanmix.search.noise import Sequences, resolved
 
     config = tiny_config(name="res", strategy="supernet",
                          extra=SUPERNET_SECTION.format(steps=12).replace("controls = 2", "controls = 0") + 'confirm = "resolved"\n')
@@ -158,7 +158,7 @@ def test_a_study_with_confirm_resolved_trains_the_resolved_front(tiny_config, tm
     study = optuna.load_study(study_name="res", storage=f"sqlite:///{out / 'study.db'}")
     shared = points(study, SUPERNET)
     front = fronts(shared, maximize=False)[0]
-    expected = {p.schedule for p in resolved(front, "loss", False, SEQUENCES)}
+    expected = {p.schedule for p in resolved(front, "loss", False, Sequences("loss"))}
     assert {p.schedule for p in points(study, STANDALONE)} == expected
     assert len(expected) < len(front), [(p.schedule, p.quality) for p in front]  # some of the front was tied
     bad = tiny_config(name="bad", strategy="supernet", extra=SUPERNET_SECTION.format(steps=12) + 'confirm = "all"\n')

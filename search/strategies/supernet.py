@@ -325,7 +325,7 @@ def keep_resolved(score: str, maximize: bool) -> Callable[[list[Point]], list[Po
     better than every cheaper one, on the noise they were measured with (all of the front where
     that noise is unmeasured: nothing can be called tied then)."""
     def keep(front: list[Point]) -> list[Point]:
-        basis = basis_of(front, score)
+        basis = basis_of(front, score, maximize)
         return front if basis is None else resolved(front, score, maximize, basis)
     return keep
 
