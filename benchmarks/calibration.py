@@ -2,21 +2,22 @@
 
 Calibration (``spanmix calibrate``) passes a budget when the dearest and cheapest schedules of the
 space are at least ``search.calibration.separation(k)`` noise units apart with the study's k seeds
-each (units: the gap of their means over their pooled seed standard deviation). This script trains
+each (units: the gap of their means over the paired seed noise, the standard deviation of their
+per-seed differences over sqrt(2)). This script trains
 both schedules with many more seeds (``--seeds N``, scored at 1/4, 1/2 and all of the budget, as
 calibration scores them) and, for every budget and k, counts over all ways of drawing k of the N
 seeds:
 
-* **false**: two disjoint draws of k seeds of the *same* schedule, which no budget can separate,
-  that reach the threshold (pooled over both schedules);
-* **t**: the same rate where seed noise is normal (the units are then sqrt(2/k) times a t with
-  2(k-1) degrees of freedom): where ``false`` is above it, the seed noise has heavier tails;
-* **pass**: k seeds of the dearest against k of the cheapest that reach it: how often the study
-  would go on at that budget.
+* **false**: two disjoint draws of k seeds of the *same* schedule, paired in the order drawn,
+  which no budget can separate, that reach the threshold (pooled over both schedules);
+* **t**: the same rate where the per-seed differences are normal (the units are then sqrt(2/k)
+  times a t with k - 1 degrees of freedom): where ``false`` is above it, the noise has heavier tails;
+* **pass**: the same k seeds of the dearest and of the cheapest (paired, as a study trains them)
+  that reach it: how often the study would go on at that budget.
 
-Beside them, the gap with all N seeds and the Welch test's two-sided p between the two schedules:
+Beside them, the gap with all N seeds and the paired t-test's two-sided p between the two schedules:
 what the budget really separates. Each seed's scores are kept in ``--out`` as it finishes, so a
-stopped run resumes; every training is fp32.
+stopped run resumes; every training is fp32 (``--precision``).
 
     python benchmarks/calibration.py                                # quick, 12 seeds: about 8 minutes on 2 cores
     python benchmarks/calibration.py --preset medium --seeds 6      # about 33 minutes
@@ -43,15 +44,18 @@ from spanmix.search.calibration import CurvePoint, separation  # noqa: E402
 from spanmix.search.config import StudyConfig  # noqa: E402
 from spanmix.search.logs import quiet_libraries  # noqa: E402
 from spanmix.search.measures import CURVE, StandaloneMeasure, digest  # noqa: E402
+from spanmix.space import Schedule  # noqa: E402
 from spanmix.studies.config import load_config, preset_names  # noqa: E402
 
-THRESHOLDS = (2.0, 3.0, 4.0, 5.0, 6.0)
+THRESHOLDS = (3.0, 3.51, 5.0, 8.0, 12.7)
 
 
-def seed_scores(cfg: StudyConfig, seeds: int, out: Path) -> dict[str, dict[int, dict[float, float]]]:
-    """Each of the space's extremes trained with ``seeds`` seeds: schedule -> seed -> budget
-    fraction -> quality. Read from ``out/seeds.json`` where an earlier run of the same measurement
-    left it; each new seed is written there as it finishes."""
+def seed_scores(cfg: StudyConfig, seeds: int, out: Path, schedules: list[Schedule] | None = None
+                ) -> dict[str, dict[int, dict[float, float]]]:
+    """Each of ``schedules`` (default: the space's extremes, dearest first) trained with ``seeds``
+    seeds: schedule -> seed -> budget fraction -> quality. Read from ``out/seeds.json`` where an
+    earlier run of the same measurement left it; each new seed is written there as it finishes, so
+    a stopped run resumes."""
     measure = StandaloneMeasure(cfg, seeds=seeds)
     key = digest(measure.key)
     path = out / "seeds.json"
@@ -60,7 +64,7 @@ def seed_scores(cfg: StudyConfig, seeds: int, out: Path) -> dict[str, dict[int, 
         kept = {"key": key, "machine": describe(), "date": str(date.today()), "schedules": {}}
     steps = cfg.train.steps
     scores: dict[str, dict[int, dict[float, float]]] = {}
-    for schedule in (s.canonical(cfg.space.context) for s in reversed(cfg.space.extremes())):
+    for schedule in (s.canonical(cfg.space.context) for s in schedules or reversed(cfg.space.extremes())):
         runs = kept["schedules"].setdefault(schedule.text, {})
         for r in range(seeds):
             if str(r) not in runs:
@@ -89,26 +93,26 @@ def null_units(values: list[float], k: int) -> list[float]:
 
 
 def pass_units(dear: list[float], cheap: list[float], k: int) -> list[float]:
-    """Units between every draw of ``k`` of the dearest's seeds and every draw of ``k`` of the cheapest's."""
-    return [units(list(a), list(b)) for a in itertools.combinations(dear, k) for b in itertools.combinations(cheap, k)]
+    """Units between the dearest and the cheapest on every draw of ``k`` seeds, the same seeds of both."""
+    return [units([dear[i] for i in seeds], [cheap[i] for i in seeds]) for seeds in itertools.combinations(range(len(dear)), k)]
 
 
 def t_rate(threshold: float, k: int) -> float:
-    """P(units >= threshold) for two equal schedules with normal seed noise and ``k`` seeds each."""
-    return 2 * stats.t.sf(threshold * math.sqrt(k / 2), 2 * (k - 1))
+    """P(units >= threshold) for two equal schedules with normal per-seed differences and ``k`` seeds each."""
+    return 2 * stats.t.sf(threshold * math.sqrt(k / 2), k - 1)
 
 
 def report(cfg: StudyConfig, scores: dict[str, dict[int, dict[float, float]]], ks: list[int]) -> None:
     dear, cheap = scores  # dearest first (see seed_scores)
     n = min(len(v) for v in scores.values())
     print(f"\n{dear} (dearest) against {cheap} (cheapest), {n} seeds each; {cfg.quality} at {cfg.train.steps} steps "
-          f"x the budget; the study's threshold: {separation(max(2, cfg.seeds)):g} units at {max(2, cfg.seeds)} seeds")
+          f"x the budget; the study's threshold: {separation(max(2, cfg.seeds)):.3g} units at {max(2, cfg.seeds)} seeds")
     rate = lambda xs, thr: sum(x >= thr for x in xs) / len(xs)  # noqa: E731
     for f in (*CURVE, 1.0):
         d, c = ([scores[s][r][f] for r in range(n)] for s in (dear, cheap))
-        p = stats.ttest_ind(d, c, equal_var=False).pvalue
+        p = stats.ttest_rel(d, c).pvalue
         print(f"\nbudget {f:.0%} ({round(f * cfg.train.steps)} steps): means {statistics.fmean(d):.4f} / {statistics.fmean(c):.4f}, "
-              f"seed SD {statistics.stdev(d):.4f} / {statistics.stdev(c):.4f}; all {n} seeds: {units(d, c):.1f} units, Welch p={p:.1e}")
+              f"seed SD {statistics.stdev(d):.4f} / {statistics.stdev(c):.4f}; all {n} seeds: {units(d, c):.1f} units, paired p={p:.1e}")
         print(f"  {'k':>2} {'draws':>11} " + " ".join(f"{'>=' + format(t, 'g') + ' false/t/pass':>21}" for t in THRESHOLDS))
         for k in ks:
             null = null_units(d, k) + null_units(c, k)
@@ -124,6 +128,9 @@ def main() -> None:
     parser.add_argument("--k", type=int, action="append", help="seeds a study would have (repeatable; default 2, 3 "
                         "and 4, those that leave two disjoint draws)")
     parser.add_argument("--out", default="runs/bench-calibration", help="where each seed's scores are kept")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
+                        help="what every training runs in (default fp32; auto: as the preset's study would, so "
+                        "`--precision auto --out runs/bench-coverage` reads the trainings benchmarks/coverage.py kept)")
     args = parser.parse_args()
     if args.seeds < 4:
         parser.error(f"--seeds {args.seeds}: at least 4, for two disjoint draws of 2 of one schedule's seeds")
@@ -133,9 +140,10 @@ def main() -> None:
     quiet_libraries()
     sys.stdout.reconfigure(line_buffering=True)
     cfg = load_config(args.preset, None, {})
-    cfg = replace(cfg, train=replace(cfg.train, precision="fp32"))
+    cfg = replace(cfg, train=replace(cfg.train, precision=args.precision))
     print(describe())
-    print(f"preset {args.preset}: the extremes of {cfg.space.size()} schedules, {args.seeds} seeds each, {date.today()}")
+    print(f"preset {args.preset}: the extremes of {cfg.space.size()} schedules, {args.seeds} seeds each, "
+          f"{args.precision}, {date.today()}")
     report(cfg, seed_scores(cfg, args.seeds, Path(args.out) / args.preset), ks)
 
 

@@ -7,8 +7,9 @@ study's seeds (at least 2, to measure the noise) and scores each training on the
 rate decays over the whole budget, so a score at 1/4 of the steps is where a training stands then,
 a little worse than a training given only that budget would reach.)
 
-For each point of the curve it reports the two schedules' gap in units of the seed noise (their
-pooled standard deviation) and, for each long-range probe, the dearest schedule's answer accuracy
+For each point of the curve it reports the two schedules' gap in units of the seed noise, paired:
+seed k of both starts from the same weights and reads the same batches, so the noise is the spread
+of their per-seed differences over sqrt(2), one schedule's share of it (see :class:`CurvePoint`), and, for each long-range probe, the dearest schedule's answer accuracy
 against chance. The budget **separates** when at its end the gap is at least
 :func:`separation` noise units for the seeds it has and every probe's accuracy is at least twice
 chance; otherwise it names what would help. Its trainings are the study's own measurement when the
@@ -25,6 +26,7 @@ from typing import Callable
 
 import optuna
 from optuna.trial import FrozenTrial
+from scipy import stats
 
 from spanmix.proxies.subject import Proxy
 from spanmix.search import record
@@ -38,15 +40,12 @@ from spanmix.space import ConfigError
 
 def separation(seeds: int) -> float:
     """The noise units the extremes must be apart at the full budget, with ``seeds`` seeds each (2 or more)."""
-    # Measured (benchmarks/calibration.py: quick, 12 seeds of each extreme, every draw of k of them,
-    # 2026-12-03): two draws of 2 seeds of the *same* schedule are 3 units apart 9-12% of the time
-    # (normal noise: 9.5%) and 5 units 3.6-4.1% (3.8%); at a budget that all 12 seeds put 0.4 units
-    # apart, 10.5% of 2-seed draws passed 3 units and 4.5% passed 5. With 3 seeds, 3 units: 2.0-3.3%
-    # (2.1%). So 5 at 2 seeds and 3 from 3 on, each under 5% false separation; 3 is kept as a floor
-    # because the extremes must leave room for the schedules in between. Budgets that 12 seeds
-    # separate by 9 and 31 units passed 95% and 100% of 2-seed draws at 5. On medium (6 seeds each),
-    # 5 units at 2 seeds: 2.2-8.9%, the most where nothing is learned yet and the probe check refuses.
-    return 5.0 if seeds == 2 else 3.0
+    # With k paired seeds the units are sqrt(2/k) times |t| with k - 1 degrees of freedom, so two
+    # equal schedules reach t(0.975, k - 1) * sqrt(2/k) units 5% of the time where the per-seed
+    # differences are normal: 12.7 at 2 seeds, 3.51 at 3, 2.25 at 4. 3 is kept as a floor so that
+    # the extremes leave room for the schedules between them (benchmarks/calibration.py measures
+    # both rates on trained seeds).
+    return max(3.0, float(stats.t.ppf(0.975, seeds - 1)) * math.sqrt(2 / seeds))
 
 
 PROBE_FACTOR = 2.0  # a probe counts as learned at this many times chance accuracy
@@ -70,8 +69,10 @@ class CurvePoint:
 
     @property
     def noise(self) -> float:
-        """The two schedules' pooled seed standard deviation."""
-        return math.sqrt((statistics.variance(self.dear) + statistics.variance(self.cheap)) / 2)
+        """One schedule's paired seed noise: the standard deviation of the per-seed differences
+        (seed k of both, ``dear[k] - cheap[k]``) over sqrt(2). What a seed does to both alike
+        cancels in each difference, so this is the noise a comparison of the two meets."""
+        return statistics.stdev(d - c for d, c in zip(self.dear, self.cheap, strict=True)) / math.sqrt(2)
 
     @property
     def units(self) -> float:
@@ -132,7 +133,7 @@ class Calibration:
     def verdict(self) -> str:
         """One line: whether the budget separates, with the figures and what would help."""
         figures = (f"the dearest and cheapest schedules are {self.last.units:.1f} noise units apart "
-                   f"(need {self.threshold:g} at {self.seeds} seeds)")
+                   f"(need {self.threshold:.3g} at {self.seeds} seeds)")
         if self.separated:
             return f"the budget separates: {figures}"
         missing = [f"{t} accuracy {self.last.probes.get(t, 0.0):.3f} against chance {c:.3f}"
@@ -140,7 +141,7 @@ class Calibration:
         learned = f"; the dearest schedule did not learn the probe ({', '.join(missing)})" if missing else ""
         helps = f"{self.helps}{PROBE_HELP}" if self.chance else f"{self.helps} or more data"
         if separation(self.seeds + 1) <= self.last.units < self.threshold:  # apart enough for 3 seeds' threshold
-            helps = f"{self.seeds + 1} seeds (study.seeds; they need {separation(self.seeds + 1):g} units), {helps}"
+            helps = f"{self.seeds + 1} seeds (study.seeds; they need {separation(self.seeds + 1):.3g} units), {helps}"
         return f"the budget does not separate schedules: {figures}{learned}; try {helps}"
 
 

@@ -4,13 +4,15 @@ trainings."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from spanmix.search.calibration import Calibration, CurvePoint
+from spanmix.search.calibration import Calibration, CurvePoint, separation
 from spanmix.studies.cli import main
 
 # the README's recall test (tests/test_training.py): F F learns the lookup in 260 steps, S8 S8 cannot
@@ -80,7 +82,7 @@ def test_a_budget_that_learns_the_probe_separates_on_the_same_trainings(tmp_path
     assert code == 0 and "the budget separates" in printed
     rows = [line.split() for line in printed.splitlines() if line.strip().startswith(("25%", "50%", "100%"))]
     assert [r[1] for r in rows] == ["65", "130", "260"]  # scored on the way, at 1/4, 1/2 and the end
-    assert float(rows[-1][6]) >= 5.0  # noise units at the full budget: the threshold at 2 seeds
+    assert float(rows[-1][6]) >= separation(2)  # noise units at the full budget: the threshold at 2 seeds
     for t in study.get_trials(states=(TrialState.COMPLETE,)):
         assert sorted(t.user_attrs["seed_scores"]) == ["0", "1"]
         assert all(sorted(c) == ["130", "65"] for c in t.user_attrs["seed_curves"].values())
@@ -109,15 +111,24 @@ def test_launch_calibrates_first_and_stops_before_the_space_is_spent_unless_forc
 
 
 def test_two_seeds_need_a_wider_gap_than_three():
-    # about 4 noise units apart: two equal schedules get that far 5.7% of the time with 2 seeds each
-    # and 0.8% with 3 (benchmarks/calibration.py measures it), so 2 seeds do not separate there
-    two = Calibration("F F", "S8 S8", "loss", 2, [CurvePoint(1.0, 10, [-1.0, 1.0], [5.0, 7.0], {})], {})
-    three = Calibration("F F", "S8 S8", "loss", 3, [CurvePoint(1.0, 10, [-1.0, 0.0, 1.0], [3.0, 4.0, 5.0], {})], {})
-    assert round(two.last.units, 2) == 4.24 and three.last.units == 4.0
-    assert not two.separated and "4.2 noise units apart (need 5 at 2 seeds)" in two.verdict()
-    assert "try 3 seeds (study.seeds; they need 3 units), more steps" in two.verdict()
-    assert three.separated and "(need 3 at 3 seeds)" in three.verdict()
+    # the noise is paired: seed k of both schedules shares its start and batches, so it is the
+    # spread of the per-seed differences over sqrt(2). Two equal schedules reach 12.7 such units
+    # 5% of the time with 2 seeds (t with 1 degree of freedom) and 3.51 with 3 (t with 2).
+    shared = CurvePoint(1.0, 10, [-0.5, 2.5], [5.0, 8.0], {})  # seed 1 moves both by 3: no part of the noise
+    assert shared.noise == 0.0 and shared.units == math.inf
+    two = Calibration("F F", "S8 S8", "loss", 2, [CurvePoint(1.0, 10, [-0.5, 0.5], [5.0, 5.0], {})], {})
+    three = Calibration("F F", "S8 S8", "loss", 3, [CurvePoint(1.0, 10, [-1.0, 0.0, 1.0], [4.0, 4.0, 4.0], {})], {})
+    assert two.last.units == pytest.approx(10.0) and three.last.units == pytest.approx(4 * math.sqrt(2))
+    assert not two.separated and "10.0 noise units apart (need 12.7 at 2 seeds)" in two.verdict()
+    assert "try 3 seeds (study.seeds; they need 3.51 units), more steps" in two.verdict()
+    assert three.separated and "(need 3.51 at 3 seeds)" in three.verdict()
     assert two.earliest_separating() is None and three.earliest_separating() is three.last
+    # what the threshold promises: equal schedules with normal per-seed differences reach it 5% of the time
+    rng = np.random.default_rng(0)
+    for k in (2, 3):
+        d = rng.standard_normal((20000, k))
+        units = np.abs(d.mean(1)) / (d.std(1, ddof=1) / math.sqrt(2))
+        assert (units >= separation(k)).mean() == pytest.approx(0.05, abs=0.005)
 
 
 @pytest.mark.parametrize("steps", [8])

@@ -141,11 +141,12 @@ def test_calibration_warns_when_the_first_rung_comes_before_the_budget_separates
     from spanmix.search.calibration import Calibration, CurvePoint
     from spanmix.search.strategies.halving import Halving
 
-    def point(fraction: float, gap: float) -> CurvePoint:  # seed noise 0.1: gap / 0.1 noise units
-        return CurvePoint(fraction, round(fraction * 240), [1.0, 1.2], [1.0 + gap, 1.2 + gap], {})
+    def point(fraction: float, gap: float) -> CurvePoint:  # paired seed noise 0.1: gap / 0.1 noise units
+        return CurvePoint(fraction, round(fraction * 240), [1.0, 1.2], [1.1 + gap, 1.1 + gap], {})
 
-    # the quick preset's curve, measured: 0.2, 17.5 and 28 units at 1/4, 1/2 and all of 240 steps
-    calibration = Calibration("F F F", "B8 B8 B8", "loss", 2, [point(0.25, 0.028), point(0.5, 2.47), point(1.0, 3.96)], {})
+    # the quick preset's curve, measured: 7.3, 14.4 and 31.2 units at 1/4, 1/2 and all of 240 steps
+    calibration = Calibration("F F F", "B8 B8 B8", "loss", 2, [point(0.25, 0.73), point(0.5, 1.44), point(1.0, 3.12)], {})
+    assert [round(p.units, 1) for p in calibration.points] == [7.3, 14.4, 31.2]
     assert calibration.earliest_separating().steps == 120
     cfg = StudyConfig.from_dict(tomllib.loads(tiny_config(steps=240, n_trials=7).read_text()))
     warning = Halving().advise(cfg.with_section("halving", HalvingConfig(eta=3, rungs=3)), calibration)

@@ -22,8 +22,8 @@ def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description="Train the space's dearest and cheapest schedules with the study's seeds (at least 2) and "
         "score each training at 1/4, 1/2 and all of its steps. Print, for each, the two schedules' gap in units of "
         f"the seed noise and each long-range probe's accuracy against chance. Exit 0 when at the full budget the "
-        f"gap is at least {separation(2):g} noise units ({separation(3):g} with 3 seeds or more: each is where two equal "
-        "schedules reach it less than 5% of the time, measured) and the dearest schedule learned every probe (twice chance or "
+        f"gap is at least {separation(2):.3g} noise units at 2 seeds ({separation(3):.3g} at 3, {separation(4):.3g} from 4 on: "
+        "two equal schedules reach it 5% of the time or less where seed noise is normal) and the dearest schedule learned every probe (twice chance or "
         "more), else exit 2 with the figures and what would help. The trainings are stored in the study's storage: "
         "a study with 2 seeds or more reuses them.",
         epilog="examples:\n  spanmix calibrate --preset quick\n  spanmix calibrate --config my.toml",
