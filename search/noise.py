@@ -254,6 +254,8 @@ class Seeds(Basis):
 
     def draw(self, rng: random.Random, p: Point, i: int) -> float:
         variance, df = self._paired(p)
+        if variance == 0 or df <= 0:  # a lone schedule: no seed effect to remove, no residual to draw from
+            return statistics.fmean(self.values(p))
         z = rng.gauss(0.0, 1.0)
         t = z if math.isinf(df) else z / math.sqrt(2 * rng.gammavariate(df / 2, 1.0) / df)
         return statistics.fmean(self.values(p)) + t * math.sqrt(variance / len(self.values(p)))

@@ -17,7 +17,7 @@ from optuna.trial import TrialState, create_trial
 from scipy import optimize, special, stats
 
 from spanmix.search.moderation import ANGULAR, LOG, fit_prior, trigamma_inverse
-from spanmix.search.noise import Seeds, interval
+from spanmix.search.noise import Seeds, interval, noise_of
 from spanmix.search.record import Point
 from spanmix.search.study import open_study
 from spanmix.studies.cli import main
@@ -190,3 +190,11 @@ def test_show_compare_refuses_what_it_cannot_compare_in_one_line(tmp_path, capsy
     assert main(["show", "--study", "quick", "--storage", url, "--compare", *refs]) == 2
     captured = capsys.readouterr()
     assert message in captured.err and len(captured.err.strip().splitlines()) == 1 and captured.out == ""
+
+
+def test_a_lone_schedule_with_seeds_has_an_interval_and_a_stable_knee():
+    """One schedule: no other to pool with or to take a seed effect from; its own seeds still count."""
+    lone = [_pt(0, [1.0, 1.2])]
+    noise = noise_of(lone, lone, "loss", maximize=False)
+    half = stats.t.ppf(0.975, 1) * np.std(np.log([1.0, 1.2]), ddof=1) / math.sqrt(2)  # its own t, on the log scale
+    assert noise.intervals[0] == pytest.approx((1.1 * math.exp(-half), 1.1 * math.exp(half))) and noise.knee_share == 1.0
