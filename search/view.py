@@ -37,7 +37,7 @@ class StudyView:
         self.metric_names: list[str] | None = study.metric_names
         self.records = [TrialRecord.read(t) for t in study.get_trials(deepcopy=False)]
         self._noise: dict[str, Noise] = {}
-        self._bases: dict[str, Basis | None] = {}
+        self._bases: dict[tuple[str, str], Basis | None] = {}
 
     @cached_property
     def points_all(self) -> list[Point]:
@@ -94,13 +94,14 @@ class StudyView:
             self._noise[key] = noise_of(pts, self.front(score=score), key, maximized(score) if score else self.maximize)
         return self._noise[key]
 
-    def basis(self, measurement: str) -> Basis | None:
-        """The noise basis of the study's quality among the trials at ``measurement``, fitted on
-        them (None where a point has neither two seeds nor resamples)."""
-        if measurement not in self._bases:
+    def basis(self, measurement: str, score: str | None = None) -> Basis | None:
+        """The noise basis of the study's quality (or ``score``) among the trials at
+        ``measurement``, fitted on them (None where a point has neither two seeds nor resamples)."""
+        key = (measurement, score or self.config.quality)
+        if key not in self._bases:
             pts = [p for p in self.by_measurement.get(measurement, []) if p.feasible]
-            self._bases[measurement] = basis_of(pts, self.config.quality, self.maximize)
-        return self._bases[measurement]
+            self._bases[key] = basis_of(pts, key[1], maximized(score) if score else self.maximize)
+        return self._bases[key]
 
     def point(self, ref: str, field: str = "--compare") -> Point:
         """The finished trial ``ref`` names: a trial number, or a schedule's text (its latest trial at
@@ -124,14 +125,14 @@ class StudyView:
                               f"({self.finished(self.final)} schedules measured; `spanmix show --csv` lists them)")
         return found[0]
 
-    def compare(self, a: Point, b: Point) -> Difference:
-        """The paired difference ``a - b`` of the study's quality on the noise basis of their
-        measurement (see :mod:`spanmix.search.noise`). Refuses points measured differently (their
-        scores are not on one footing) and a difference the noise cannot be measured for."""
+    def compare(self, a: Point, b: Point, score: str | None = None) -> Difference:
+        """The paired difference ``a - b`` of the study's quality (or ``score``) on the noise basis
+        of their measurement (see :mod:`spanmix.search.noise`). Refuses points measured differently
+        (their scores are not on one footing) and a difference the noise cannot be measured for."""
         if a.measurement != b.measurement:
             raise ConfigError(f"--compare: trial {a.number} was measured {a.measurement!r} and trial {b.number} "
                               f"{b.measurement!r}; a difference needs one measurement (pick two trials of one)")
-        basis = self.basis(a.measurement)
+        basis = self.basis(a.measurement, score)
         difference = basis.difference(a, b) if basis is not None else None
         if difference is None:
             raise ConfigError(f"--compare: trials {a.number} and {b.number} share fewer than two seeds and no "

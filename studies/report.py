@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from spanmix.search import Point, StudyView, strategies
+from spanmix.search.front import maximized
 from spanmix.search.noise import LEVEL, Noise
 
 
@@ -77,22 +78,24 @@ def print_noisy_front(view: StudyView, front: list[Point], noise: Noise, quality
               f"(noise unit: {basis.unit} {noise.unit:.4g})")
 
 
-def print_difference(view: StudyView, a: Point, b: Point) -> None:
-    """The paired difference of ``a`` and ``b`` in the study's quality, its 95% interval, what it
-    was paired over and the verdict of the study's one-sided test (a tie where neither is better)."""
-    d, quality = view.compare(a, b), view.config.quality
-    basis = view.basis(a.measurement)
+def print_difference(view: StudyView, a: Point, b: Point, score: str | None = None) -> None:
+    """The paired difference of ``a`` and ``b`` in the study's quality (or ``score``), its 95%
+    interval, what it was paired over and the verdict of the study's one-sided test (a tie where
+    neither is better)."""
+    d, quality = view.compare(a, b, score), score or view.config.quality
+    basis = view.basis(a.measurement, score)
     assert basis is not None  # compare refuses a difference without noise
     over = f"{d.pairs} shared seeds" if d.df is not None else f"{d.pairs} paired resamples of the validation sequences"
     df = "" if d.df is None else f", {d.df:.1f} degrees of freedom"
     print(f"trial {a.number} ({a.schedule}) - trial {b.number} ({b.schedule}), {quality} measured {a.measurement}:")
     print(f"  difference {d.estimate:+.4f}, 95% interval [{d.interval[0]:+.4f}, {d.interval[1]:+.4f}] "
           f"(paired over {over}{df}; {basis.test})")
-    better = "higher" if view.maximize else "lower"
-    p_a, p_b = (d.p_higher, d.p_lower) if view.maximize else (d.p_lower, d.p_higher)
-    if d.better(view.maximize):
+    maximize = maximized(score) if score else view.maximize
+    better = "higher" if maximize else "lower"
+    p_a, p_b = (d.p_higher, d.p_lower) if maximize else (d.p_lower, d.p_higher)
+    if d.better(maximize):
         verdict = f"trial {a.number} is better ({better} {quality}, one-sided p={p_a:.3g} < {LEVEL:g})"
-    elif (p_b < LEVEL):
+    elif p_b < LEVEL:
         verdict = f"trial {b.number} is better ({better} {quality}, one-sided p={p_b:.3g} < {LEVEL:g})"
     else:
         verdict = (f"tie: neither is shown better at the {LEVEL:g} level (one-sided p={min(p_a, p_b):.3g}); "

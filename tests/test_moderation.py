@@ -158,10 +158,11 @@ def test_show_compare_prints_the_paired_difference_and_a_verdict(tmp_path, capsy
     effects = [0.0, 0.3, -0.2]
     schedules = ["F F F", "B8 B8 B8", "F F B16", "S16 S16 S16", "F S8 S8", "F S8 F", "F F B8", "F B8 F", "F F S8",
                  "B16 B16 B16", "F B8 B8"]
-    # trial 10 (F B8 B8) is trial 4 (F S8 S8) less 0.05 on every seed; trial 0 (F F F) moves otherwise
+    # seed k moves every schedule alike; trial 10 (F B8 B8) is trial 4 (F S8 S8) less 0.05 on every
+    # seed; trial 0 (F F F) moves otherwise
     losses = {"F S8 S8": [1.00 + e for e in effects], "F B8 B8": [0.95 + e + d for e, d in zip(effects, (0.002, -0.001, 0.0))],
               "F F F": [0.96 + e for e in (0.01, 0.29, -0.21)]}
-    url = _study(tmp_path, [(s, "standalone", losses.get(s, [2.0 + 0.1 * n + 0.01 * e for e in effects]))
+    url = _study(tmp_path, [(s, "standalone", losses.get(s, [2.0 + 0.1 * n + e + 0.01 * n * e for e in effects]))
                             for n, s in enumerate(schedules)])
     capsys.readouterr()
     readme = (Path(__file__).parent.parent / "README.md").read_text()

@@ -20,7 +20,8 @@ def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("show", help="the study's Pareto front in the terminal; --csv for every trial",
                        description="Print the study's state, its Pareto front and the rank fidelity it measured; "
                        "with --compare A B the paired difference of two schedules (seed k of each starts from the same weights and "
-                       "reads the same batches, so their difference is far less noisy than either); "
+                       "reads the same batches, so what a seed does to both alike cancels in it; on --quality's score "
+                       "where given); "
                        "with --csv write every trial as a flat table (quality, cost, parameters, duration, schedule, "
                        "measurement, cost ratio, n_full and every score) and, beside it, FILE-fidelity.csv with the "
                        "fidelity figures.")
@@ -45,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
                           f"its scores: {', '.join(view.scores) or 'none yet'}")
     if args.compare:
         a, b = (view.point(ref) for ref in args.compare)
-        view.compare(a, b)  # refused before anything is printed
-        print_difference(view, a, b)
+        view.compare(a, b, args.quality)  # refused before anything is printed
+        print_difference(view, a, b, args.quality)
         return 0
     print_summary(view, args.quality)
     if args.csv:
