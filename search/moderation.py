@@ -114,6 +114,11 @@ class Prior:
         return math.exp(self.shift + float(_smooth(np.array(self.levels), np.array(self.logs), self.bandwidth,
                                                    np.array([level]))[0]))
 
+    def weights(self, level: float) -> np.ndarray:
+        """How much each fitted schedule (in the order fitted) counts at ``level``: the smooth's
+        kernel weights, summing to 1 (all alike without a trend)."""
+        return _weights(np.array(self.levels), self.bandwidth, np.array([level]))[0]
+
     def moderate(self, variance: float, df: float, level: float) -> tuple[float, float]:
         """A schedule's moderated variance and its degrees of freedom."""
         return self.shrink(variance, df, self.variance(level))

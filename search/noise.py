@@ -154,17 +154,22 @@ class Basis:
 
 class Seeds(Basis):
     """Seed noise read over a study's schedules (see the module): moderated intervals, paired
-    differences. Fitted on ``points`` (one per schedule, each with two seeds or more)."""
+    differences. Fitted on ``points`` (one per schedule, each with two seeds or more);
+    ``design_effect=False`` pools as if the schedules' seeds were independent (what that would
+    cost is measured by ``benchmarks/coverage.py``)."""
 
     name, resampled = "seeds", "the seeds"
 
-    def __init__(self, points: list[Point], score: str, maximize: bool) -> None:
-        self.score = score
+    def __init__(self, points: list[Point], score: str, maximize: bool, design_effect: bool = True) -> None:
+        self.score, self.design_effect = score, design_effect
         pts = [p for p in _distinct(points) if len(p.seed_values(score)) >= 2]
         self.scale: Scale = scale_of([v for p in pts for v in self.values(p)], accuracy=maximize)
         scaled = [self._scaled(p) for p in pts]
         self.prior: Prior | None = fit_prior([float(np.var(y, ddof=1)) for y in scaled], [len(y) - 1 for y in scaled],
                                              [float(np.mean(y)) for y in scaled])
+        # each schedule's seed offsets on the scale, in the prior's order: how alike seeds move them
+        self._moves = [{k: float(v - np.mean(y)) for k, v in zip(p.seed_values(score), y)} for p, y in zip(pts, scaled)]
+        self._order = {p.schedule: i for i, p in enumerate(pts)}
         # each seed's effect: how far its scores sit from their schedules' means, over the study
         offsets: dict[int, list[float]] = {}
         for p in pts:
@@ -191,7 +196,8 @@ class Seeds(Basis):
             return (f"mean of {seeds}+ seeds with 95% t-interval on its own seeds "
                     f"(too few schedules to pool their seed variance: {self.schedules})")
         return (f"mean of {seeds}+ seeds; 95% interval from the study's moderated seed variance "
-                f"({self.prior.describe()}, {self.scale.name} scale)")
+                f"({self.prior.describe()}, {self.scale.name} scale; degrees of freedom as far as the "
+                "schedules' correlated seeds lend them)")
 
     def _scaled(self, p: Point) -> np.ndarray:
         return self.scale.forward(np.array(self.values(p)))
@@ -212,11 +218,35 @@ class Seeds(Basis):
     def _moderated(self, prior: Prior | None, variance: float, df: float, level: float) -> tuple[float, float]:
         return (variance, df) if prior is None else prior.moderate(variance, df, level)
 
+    def _independent_df(self, p: Point, level: float) -> float:
+        """The most degrees of freedom the study's schedules near ``p`` can lend its variance.
+
+        Seed k starts every schedule from the same weights and batches, so schedules' seed offsets
+        correlate (measured with 8 seeds on ``quick``: 0.72 on average between schedules that learn
+        the probe, 0.91 between all-local ones), and their variances are not independent
+        estimates: ``G`` schedules whose offsets correlate ``r`` on average carry
+        ``G / (1 + (G - 1) r)`` schedules' worth (Kish's design effect). ``G`` and ``r`` are read
+        near ``p``'s level, weighted by the prior's kernel (every pair of schedules alike below
+        8 schedules); the result is ``(n - 1)`` times that."""
+        if self.prior is None or p.schedule not in self._order or not self.design_effect:
+            return math.inf
+        w = self.prior.weights(level)
+        pairs = [(w[i] * w[j], _correlation(self._moves[i], self._moves[j]))
+                 for i in range(len(w)) for j in range(i + 1, len(w))]
+        weight = sum(x for x, _ in pairs)
+        r = min(max(sum(x * c for x, c in pairs) / weight, 0.0), 1.0) if weight > 0 else 0.0
+        n = len(self._moves[self._order[p.schedule]])
+        if n == 2:  # two seeds' offsets correlate +-1, their sign: Sheppard, E = (2/pi) arcsin(rho)
+            r = math.sin(math.pi * r / 2)
+        g = 1.0 / float(np.sum(w**2))
+        return (n - 1) * g / (1 + (g - 1) * r)
+
     def interval(self, p: Point) -> tuple[float, float] | None:
         y = self._scaled(p)
         if len(y) < 2:
             return None
         variance, df = self._moderated(self.prior, float(np.var(y, ddof=1)), len(y) - 1, float(np.mean(y)))
+        df = min(df, max(self._independent_df(p, float(np.mean(y))), len(y) - 1.0))
         mean = statistics.fmean(self.values(p))
         if variance == 0:
             return (mean, mean)
@@ -311,6 +341,16 @@ def basis_of(points: list[Point], score: str, maximize: bool, population: list[P
     if points and all(len(p.resamples(score)) >= 2 for p in points):
         return Sequences(score)
     return None
+
+
+def _correlation(a: dict[int, float], b: dict[int, float]) -> float:
+    """The correlation of two schedules' seed offsets over the seeds they share (0 where either
+    does not vary or they share fewer than two)."""
+    common = sorted(set(a) & set(b))
+    x, y = np.array([a[k] for k in common]), np.array([b[k] for k in common])
+    if len(common) < 2 or not x.any() or not y.any():
+        return 0.0
+    return float(x @ y / math.sqrt(float(x @ x) * float(y @ y)))
 
 
 def _distinct(pts: list[Point]) -> list[Point]:

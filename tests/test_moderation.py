@@ -199,3 +199,22 @@ def test_a_lone_schedule_with_seeds_has_an_interval_and_a_stable_knee():
     noise = noise_of(lone, lone, "loss", maximize=False)
     half = stats.t.ppf(0.975, 1) * np.std(np.log([1.0, 1.2]), ddof=1) / math.sqrt(2)  # its own t, on the log scale
     assert noise.intervals[0] == pytest.approx((1.1 * math.exp(-half), 1.1 * math.exp(half))) and noise.knee_share == 1.0
+
+
+def test_schedules_whose_seeds_move_them_alike_lend_no_extra_degrees_of_freedom():
+    """Seed k moves all 25 schedules alike (a shared effect 7x their own noise): their 25 seed
+    variances are one estimate, not 25, so the interval keeps the t of one degree of freedom; where
+    the seeds move the schedules independently, the pooled degrees of freedom stand."""
+    rng = np.random.default_rng(4)
+    means = rng.uniform(0.2, 2.5, 25)
+
+    def widths(shared: np.ndarray, own: float) -> list[tuple[float, float]]:
+        pts = [_pt(i, list(m * np.exp(shared + own * rng.standard_normal(2)))) for i, m in enumerate(means)]
+        pooled, independent = Seeds(pts, "loss", maximize=False), Seeds(pts, "loss", maximize=False, design_effect=False)
+        return [(np.subtract(*pooled.interval(p)[::-1]), np.subtract(*independent.interval(p)[::-1])) for p in pts]
+
+    alike = widths(np.array([0.2, -0.2]), 0.03)
+    # t(0.975, 1) / t(0.975, 25) = 12.7 / 2.06: the interval is ~6x the one pooling as if independent
+    assert all(w > 4 * naive for w, naive in alike)
+    apart = widths(np.zeros(2), 0.05)
+    assert statistics.median(w / naive for w, naive in apart) < 1.5
