@@ -11,7 +11,7 @@ storage so that nothing is reused. Printed, all measured in this run, for each:
   (target: <= 1/4);
 * the reference front's *resolved* points found on the strategy's own front (target: >= 80%): a
   front point is resolved when its seeds are significantly better than every cheaper front
-  point's (one-sided Welch t-test at 5%); the others are tied with a cheaper point, and which of a
+  point's (one-sided paired t-test on the moderated seed variance, 5%); the others are tied with a cheaper point, and which of a
   tied group a strategy lands on is noise. All of the reference front's points found is printed
   beside it;
 * the schedules on the strategy's front that the reference has neither on its front nor tied with

@@ -222,8 +222,8 @@ class Seeds(Basis):
         """The most degrees of freedom the study's schedules near ``p`` can lend its variance.
 
         Seed k starts every schedule from the same weights and batches, so schedules' seed offsets
-        correlate (measured with 8 seeds on ``quick``: 0.72 on average between schedules that learn
-        the probe, 0.91 between all-local ones), and their variances are not independent
+        correlate (measured with 8 seeds on ``quick``: 0.76 on average between schedules that learn
+        the probe, 0.88 between those that never do), and their variances are not independent
         estimates: ``G`` schedules whose offsets correlate ``r`` on average carry
         ``G / (1 + (G - 1) r)`` schedules' worth (Kish's design effect). ``G`` and ``r`` are read
         near ``p``'s level, weighted by the prior's kernel (every pair of schedules alike below
