@@ -34,7 +34,7 @@ import itertools
 import math
 import statistics
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -58,12 +58,12 @@ class Tally:
 
     hits: int = 0
     count: int = 0
-    widths: list[float] | None = None
+    widths: list[float] = field(default_factory=list)
 
     def add(self, lo: float, hi: float, target: float) -> None:
         self.hits += lo <= target <= hi
         self.count += 1
-        self.widths = (self.widths or []) + [hi - lo]
+        self.widths.append(hi - lo)
 
     @property
     def rate(self) -> float:

@@ -9,8 +9,8 @@ a little worse than a training given only that budget would reach.)
 
 For each point of the curve it reports the two schedules' gap in units of the seed noise, paired:
 seed k of both starts from the same weights and reads the same batches, so the noise is the spread
-of their per-seed differences over sqrt(2), one schedule's share of it (see :class:`CurvePoint`), and, for each long-range probe, the dearest schedule's answer accuracy
-against chance. The budget **separates** when at its end the gap is at least
+of their per-seed differences over sqrt(2), one schedule's share of it (see :class:`CurvePoint`);
+and, for each long-range probe, the dearest schedule's answer accuracy against chance. The budget **separates** when at its end the gap is at least
 :func:`separation` noise units for the seeds it has and every probe's accuracy is at least twice
 chance; otherwise it names what would help. Its trainings are the study's own measurement when the
 study has 2 seeds or more (and so are reused by it); with 1 seed they are kept apart, under the

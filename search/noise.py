@@ -167,8 +167,11 @@ class Seeds(Basis):
         scaled = [self._scaled(p) for p in pts]
         self.prior: Prior | None = fit_prior([float(np.var(y, ddof=1)) for y in scaled], [len(y) - 1 for y in scaled],
                                              [float(np.mean(y)) for y in scaled])
-        # each schedule's seed offsets on the scale, in the prior's order: how alike seeds move them
-        self._moves = [{k: float(v - np.mean(y)) for k, v in zip(p.seed_values(score), y)} for p, y in zip(pts, scaled)]
+        # how alike seeds move each pair of schedules (the correlation of their seed offsets on the
+        # scale; 0 on the diagonal), in the prior's order: read by every interval, so found once
+        moves = [{k: float(v - np.mean(y)) for k, v in zip(p.seed_values(score), y)} for p, y in zip(pts, scaled)]
+        self._alike = np.array([[_correlation(a, b) if i != j else 0.0 for j, b in enumerate(moves)]
+                                for i, a in enumerate(moves)])
         self._order = {p.schedule: i for i, p in enumerate(pts)}
         # each seed's effect: how far its scores sit from their schedules' means, over the study
         offsets: dict[int, list[float]] = {}
@@ -181,6 +184,7 @@ class Seeds(Basis):
         # ones that never learn the probe) do not bend the effect the others share
         self.seed_effect = {k: statistics.median(v) for k, v in offsets.items()}
         self.schedules = len(pts)
+        self._paired_found: dict[tuple[str, tuple[tuple[int, float], ...]], tuple[float, float]] = {}
         residual = [self._residual(p) for p in pts]
         self.paired_prior: Prior | None = fit_prior([v for v, _ in residual], [d for _, d in residual],
                                                     [statistics.fmean(self.values(p)) for p in pts])
@@ -231,11 +235,9 @@ class Seeds(Basis):
         if self.prior is None or p.schedule not in self._order or not self.design_effect:
             return math.inf
         w = self.prior.weights(level)
-        pairs = [(w[i] * w[j], _correlation(self._moves[i], self._moves[j]))
-                 for i in range(len(w)) for j in range(i + 1, len(w))]
-        weight = sum(x for x, _ in pairs)
-        r = min(max(sum(x * c for x, c in pairs) / weight, 0.0), 1.0) if weight > 0 else 0.0
-        n = len(self._moves[self._order[p.schedule]])
+        weight = float(w.sum() ** 2 - w @ w)  # twice the weight of the pairs i < j; w @ alike @ w is twice theirs
+        r = min(max(float(w @ self._alike @ w) / weight, 0.0), 1.0) if weight > 0 else 0.0
+        n = len(self.values(p))
         if n == 2:  # two seeds' offsets correlate +-1, their sign: Sheppard, E = (2/pi) arcsin(rho)
             r = math.sin(math.pi * r / 2)
         g = 1.0 / float(np.sum(w**2))
@@ -253,9 +255,13 @@ class Seeds(Basis):
         return self.scale.interval(mean, float(stats.t.ppf((1 + CONFIDENCE) / 2, df)) * math.sqrt(variance / len(y)))
 
     def _paired(self, p: Point) -> tuple[float, float]:
-        """``p``'s moderated residual variance and its degrees of freedom."""
-        variance, df = self._residual(p)
-        return self._moderated(self.paired_prior, variance, df, statistics.fmean(self.values(p)))
+        """``p``'s moderated residual variance and its degrees of freedom (found once per schedule and
+        seeds: the knee's draws read it for every schedule in each of 400 draws)."""
+        key = (p.schedule, tuple(p.seed_values(self.score).items()))
+        if key not in self._paired_found:
+            variance, df = self._residual(p)
+            self._paired_found[key] = self._moderated(self.paired_prior, variance, df, statistics.fmean(self.values(p)))
+        return self._paired_found[key]
 
     def spread(self, p: Point) -> float:
         return math.sqrt(self._paired(p)[0])

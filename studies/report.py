@@ -81,7 +81,7 @@ def print_noisy_front(view: StudyView, front: list[Point], noise: Noise, quality
 def print_difference(view: StudyView, a: Point, b: Point, score: str | None = None) -> None:
     """The paired difference of ``a`` and ``b`` in the study's quality (or ``score``), its 95%
     interval, what it was paired over and the verdict of the study's one-sided test (a tie where
-    neither is better)."""
+    neither is better). A difference that cannot be taken is refused before anything is printed."""
     d, quality = view.compare(a, b, score), score or view.config.quality
     basis = view.basis(a.measurement, score)
     assert basis is not None  # compare refuses a difference without noise

@@ -46,7 +46,6 @@ def run(args: argparse.Namespace) -> int:
                           f"its scores: {', '.join(view.scores) or 'none yet'}")
     if args.compare:
         a, b = (view.point(ref) for ref in args.compare)
-        view.compare(a, b, args.quality)  # refused before anything is printed
         print_difference(view, a, b, args.quality)
         return 0
     print_summary(view, args.quality)
