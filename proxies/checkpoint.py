@@ -30,6 +30,7 @@ from spanmix.proxies.cost import (
     fvcore_by_module,
     report,
 )
+from spanmix.proxies import gguf
 from spanmix.proxies.data import DataConfig
 from spanmix.proxies.resources import available_memory
 from spanmix.proxies.retrofit import (
@@ -62,7 +63,8 @@ class BaseConfig:
 
     Attributes:
         model: a local folder with ``config.json`` and ``*.safetensors`` weights (a
-            ``save_pretrained`` folder); a study config's relative path is relative to its folder.
+            ``save_pretrained`` folder), or a ``.gguf`` file (converted once into a cached folder,
+            :mod:`spanmix.proxies.gguf`); a study config's relative path is relative to its folder.
         dtype: the dtype the weights are loaded, healed and scored in: ``auto`` (the checkpoint's
             own ``dtype``, float32 when it names none), ``float32``, ``bfloat16`` or ``float16``.
         heal_steps: fine-tuning steps under the schedule before it is scored (0: zero-shot, the
@@ -89,7 +91,7 @@ class BaseConfig:
             raise ConfigError(f"base.heal {self.heal!r} is unknown; allowed: {', '.join(HEALS)}")
         require_whole(self, "base", ("heal_steps",), minimum=0)
         if self.model is not None and (not isinstance(self.model, str) or not self.model):
-            raise ConfigError(f"base.model must be the path of a checkpoint folder (got {self.model!r})")
+            raise ConfigError(f"base.model must be the path of a checkpoint folder or .gguf file (got {self.model!r})")
         if self.reuse is not None and not isinstance(self.reuse, bool):
             raise ConfigError(f"base.reuse must be true or false (got {self.reuse!r})")
 
@@ -110,15 +112,15 @@ class BaseConfig:
 
 def require_file(folder: str) -> None:
     """Refuse a checkpoint folder without a readable config and safetensors weights, or a machine
-    without transformers."""
+    without transformers; a ``.gguf`` file is converted here (once: the folder is cached)."""
     try:
         import transformers  # noqa: F401
     except ImportError:
         raise ConfigError("base.model needs transformers: pip install 'spanmix[retrofit]'") from None
-    path = Path(folder).expanduser()
-    if not path.is_dir():
+    if not gguf.is_gguf(folder) and not Path(folder).expanduser().is_dir():
         raise ConfigError(f"base.model: {folder!r} is not a folder; allowed: a local checkpoint folder "
-                          "(config.json and *.safetensors, as save_pretrained writes it)")
+                          "(config.json and *.safetensors, as save_pretrained writes it) or a .gguf file")
+    path = local(folder)
     if not (path / "config.json").is_file():
         raise ConfigError(f"base.model: {folder!r} has no config.json")
     if not _weights(path):
@@ -129,6 +131,11 @@ def _weights(path: Path) -> list[Path]:
     return sorted(path.glob("*.safetensors"))
 
 
+def local(model: str) -> Path:
+    """The checkpoint folder ``base.model`` reads as: itself, or a ``.gguf`` file's converted folder."""
+    return Path(gguf.folder(model)).expanduser()
+
+
 @functools.lru_cache(maxsize=8)
 def hf_config(folder: str) -> Any:
     """The checkpoint's transformers config, read offline; refuses a family spanmix cannot retrofit
@@ -137,7 +144,7 @@ def hf_config(folder: str) -> Any:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     try:
-        config = AutoConfig.from_pretrained(Path(folder).expanduser(), local_files_only=True)
+        config = AutoConfig.from_pretrained(local(folder), local_files_only=True)
     except (OSError, ValueError, KeyError) as err:
         raise ConfigError(f"base.model: {folder!r}: config.json is not a transformers config: {err}") from None
     try:
@@ -182,7 +189,7 @@ def precision(base: BaseConfig) -> str:
 def n_parameters(folder: str) -> int:
     """Numbers stored in the checkpoint's weights, read from the safetensors headers alone."""
     total = 0
-    for path in _weights(Path(folder).expanduser()):
+    for path in _weights(local(folder)):
         with path.open("rb") as f:
             (size,) = struct.unpack("<Q", f.read(8))
             header = json.loads(f.read(size))
@@ -275,10 +282,10 @@ def fingerprint(folder: str, stamp: tuple[tuple[str, int, int], ...]) -> str:
 
 def identity(base: BaseConfig) -> dict[str, Any]:
     """What makes two measurements on a checkpoint interchangeable: the settings and the weights."""
-    path = Path(base.model).expanduser()
+    path = local(base.model).resolve()
     stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in _weights(path))
     settings = {k: v for k, v in base.to_dict().items() if k != "reuse"}  # reuse gives the same scores
-    return {**settings, "model": str(path.resolve()), "weights": fingerprint(str(path.resolve()), stamp)}
+    return {**settings, "model": str(Path(base.model).expanduser().resolve()), "weights": fingerprint(str(path), stamp)}
 
 
 def shape(base: BaseConfig) -> Shape:
@@ -360,7 +367,7 @@ def load(base: BaseConfig) -> torch.nn.Module:
 
     hf_logging.set_verbosity_error()  # the load report lists every tied or unused key; scores say what matters
     hf_logging.disable_progress_bar()  # a bar per schedule scored, inside the study's own bar
-    model = AutoModelForCausalLM.from_pretrained(Path(base.model).expanduser(), local_files_only=True,
+    model = AutoModelForCausalLM.from_pretrained(local(base.model), local_files_only=True,
                                                  dtype=torch_dtype(base))
     return model.eval()
 

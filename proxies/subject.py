@@ -17,7 +17,7 @@ from typing import Any, Callable, Protocol
 import torch
 from torch import Tensor
 
-from spanmix.proxies import checkpoint
+from spanmix.proxies import checkpoint, gguf
 from spanmix.proxies.checkpoint import BaseConfig
 from spanmix.proxies.cost import CostReport, measure_latency
 from spanmix.proxies.cost import count as count_proxy
@@ -211,7 +211,7 @@ class Checkpoint:
         space, data = sections.get("space", {}), sections.get("data", {})
         if isinstance(space, dict) and "n_layers" not in space:
             sections = {**sections, "space": {**space, "n_layers": checkpoint.n_layers(self.base.model)}}
-        own = Path(self.base.model).expanduser() / "tokenizer.json"
+        own = checkpoint.local(self.base.model) / "tokenizer.json"
         if isinstance(data, dict) and data.get("tokenizer") is None and own.is_file():
             sections = {**sections, "data": {**data, "tokenizer": str(own)}}
         return sections
@@ -270,8 +270,11 @@ class Checkpoint:
         return Retrofitted(checkpoint.load(self.base))
 
     def python_line(self, schedule: Schedule) -> str:
+        path = Path(self.base.model)
+        # transformers reads a GGUF file by its folder and name (and dequantizes it)
+        source = f"{str(path.parent)!r}, gguf_file={path.name!r}" if gguf.is_gguf(self.base.model) else repr(self.base.model)
         return ("from transformers import AutoModelForCausalLM; from spanmix.proxies.retrofit import apply_schedule; "
-                f"model = apply_schedule(AutoModelForCausalLM.from_pretrained({self.base.model!r}), {schedule.text!r})")
+                f"model = apply_schedule(AutoModelForCausalLM.from_pretrained({source}), {schedule.text!r})")
 
     @property
     def model_type(self) -> str | None:
@@ -284,7 +287,7 @@ class Checkpoint:
         ``train.seed``, recomputed: healing is deterministic on the CPU) saved instead. A
         ``fragment`` of another family (Qwen2 for a Llama) converts the weights to it (see
         :func:`~spanmix.proxies.checkpoint.convert`)."""
-        source = Path(self.base.model).expanduser().resolve()
+        source = checkpoint.local(self.base.model).resolve()
         own = json.loads((source / "config.json").read_text())
         converted = fragment["model_type"] != own.get("model_type")
         if converted:
