@@ -51,7 +51,7 @@ def search(folder: str, size: str, reuse: bool, budget: int, window: int, val_sa
     train = TrainConfig(batch_size=8)
     checkpoint.score(base, Schedule.parse("F " * layers), data, train)  # load once, outside the timing
     if reuse:
-        checkpoint._zero_shot(base, True).cache.states.clear()
+        checkpoint._zero_shot(base, True, "fp32").cache.states.clear()
     losses: dict[str, float] = {}
     seconds = 0.0
 
@@ -66,7 +66,7 @@ def search(folder: str, size: str, reuse: bool, budget: int, window: int, val_sa
 
     beam_search(layers, [Layer("sliding", window)], beam=3, expand=2, measure=measure)
     batches = len(val_batches(data, train.batch_size))
-    forwards = checkpoint._zero_shot(base, True).cache.computed if reuse else len(losses) * layers * batches
+    forwards = checkpoint._zero_shot(base, True, "fp32").cache.computed if reuse else len(losses) * layers * batches
     return losses, seconds / len(losses), forwards
 
 

@@ -23,6 +23,7 @@ from typing import Any, Callable
 import lightning as L
 import torch
 
+from spanmix.proxies import gguf
 from spanmix.proxies.cost import (
     UNCOUNTED_OPS,
     CostReport,
@@ -30,9 +31,8 @@ from spanmix.proxies.cost import (
     fvcore_by_module,
     report,
 )
-from spanmix.proxies import gguf
 from spanmix.proxies.data import DataConfig
-from spanmix.proxies.resources import available_memory
+from spanmix.proxies.resources import auto_precision, available_memory, best_ratio
 from spanmix.proxies.retrofit import (
     PrefixCache,
     Retrofitted,
@@ -181,9 +181,40 @@ def torch_dtype(base: BaseConfig) -> torch.dtype:
 
 
 def precision(base: BaseConfig) -> str:
-    """The precision a checkpoint is scored in, under spanmix's names (``fp32`` or ``bf16``; float16
-    is recorded as ``fp16``)."""
+    """The precision of the checkpoint's weights, under spanmix's names (``fp32`` or ``bf16``;
+    float16 is recorded as ``fp16``)."""
     return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[torch_dtype(base)]
+
+
+def scores_in(base: BaseConfig, setting: str, seq_len: int) -> str:
+    """The precision a study scores the checkpoint in, from ``train.precision`` (``setting``).
+
+    Zero-shot scoring of float32 weights follows it as a proxy's training does: ``bf16`` is autocast
+    over the float32 weights, and ``auto`` is bf16 where a forward of one ``seq_len`` sequence is
+    measured :data:`~spanmix.proxies.resources.BF16_MARGIN` times faster in it here (SmolLM2-135M
+    at T=1024 on an AMX machine: 3x). Healing, and weights stored in a lower dtype, run in the
+    weights' own dtype (:func:`precision`)."""
+    if base.healed or torch_dtype(base) != torch.float32 or setting == "fp32":
+        return precision(base)
+    return "bf16" if setting == "bf16" else auto_precision(lambda: forward_speedup(base, seq_len))
+
+
+@functools.lru_cache(maxsize=4)
+def forward_speedup(base: BaseConfig, seq_len: int) -> float:
+    """How much faster the checkpoint's all-full forward over one ``seq_len`` sequence runs under
+    bf16 autocast than in float32 here: best times of 3 alternating rounds (a forward of a real
+    checkpoint is long enough that a few rounds settle it), measured once per process."""
+    model = _zero_shot(base, False, "fp32")
+    schedule = Schedule.parse(" ".join(["F"] * n_layers(base.model)))
+    idx = torch.randint(vocab_size(base.model), (1, seq_len), generator=torch.Generator().manual_seed(0))
+
+    def seconds(bf16: bool) -> float:
+        start = time.perf_counter()
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            model(idx, schedule)
+        return time.perf_counter() - start
+
+    return best_ratio(seconds, rounds=3)
 
 
 def n_parameters(folder: str) -> int:
@@ -379,9 +410,10 @@ def _loaded(base: BaseConfig) -> torch.nn.Module:
     return load(base)
 
 
-@functools.lru_cache(maxsize=2)
-def _zero_shot(base: BaseConfig, reuse: bool) -> Retrofitted:
-    """The loaded checkpoint as scoring calls it, keeping each layer's output where ``reuse``."""
+@functools.lru_cache(maxsize=4)
+def _zero_shot(base: BaseConfig, reuse: bool, autocast: str) -> Retrofitted:
+    """The loaded checkpoint as scoring calls it, keeping each layer's output where ``reuse`` (one
+    cache per precision: a layer's output under bf16 autocast is not its float32 output)."""
     return Retrofitted(_loaded(base), reuse=reuse)
 
 
@@ -484,6 +516,8 @@ def score(base: BaseConfig, schedule: Schedule, data: DataConfig, train: TrainCo
     is, scored on ``data``'s validation sequences as a proxy is. Deterministic on the CPU."""
     schedule = check(base, schedule, data)
     steps, seconds, curve, tokens, start = 0, 0.0, {}, 0, 0
+    # train.precision as the study pinned it (scores_in); unresolved, the weights' own
+    autocast = "bf16" if train.precision == "bf16" and scores_in(base, "bf16", data.seq_len) == "bf16" else "fp32"
     batches = val_batches(data, train.batch_size)
     if base.healed:
         stop = until or base.heal_steps
@@ -493,16 +527,16 @@ def score(base: BaseConfig, schedule: Schedule, data: DataConfig, train: TrainCo
         model, steps, seconds, curve, start = module.model, fitted.steps, fitted.seconds, curves.scores, fitted.start_step
         tokens = (steps - start) * train.batch_size * data.seq_len
     else:
-        model = _zero_shot(base, reuses(base, data))
+        model = _zero_shot(base, reuses(base, data), autocast)
     start = time.perf_counter()
-    scorer = score_batches(model, schedule, data, batches, "fp32")
+    scorer = score_batches(model, schedule, data, batches, autocast)
     scores = scorer.scores()
     scored = time.perf_counter() - start
     return ProxyResult(
         schedule=schedule.text, scores=scores, cost=count(base, schedule, data.seq_len).to_dict(), tokens_seen=tokens,
         steps=steps, train_seconds=seconds if base.healed else scored,
         tokens_per_second=(tokens / seconds if seconds else sum(b["x"].numel() for b in batches) / scored),
-        seed=seed, precision=precision(base), curve=curve, start_step=start,
+        seed=seed, precision=autocast if autocast == "bf16" else precision(base), curve=curve, start_step=start,
         config={"base": base.to_dict(), "data": data.to_dict(), "train": train.to_dict()},
         # healed weights carry training noise too, which resampling the sequences would not show
         resamples={} if base.healed else scorer.resamples(),

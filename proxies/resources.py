@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -64,32 +64,43 @@ def bf16_speedup(proxy: ProxyConfig, seq_len: int, batch_size: int = 1, local: t
         return float("inf")
     model = build_model(proxy, _probe(seq_len, local))
     idx = torch.randint(proxy.vocab_size, (batch_size, seq_len), generator=torch.Generator().manual_seed(0))
+    return best_ratio(lambda bf16: step_seconds(model, idx, bf16))
 
-    step_seconds(model, idx, False), step_seconds(model, idx, True)  # warm allocators and kernels
+
+def best_ratio(seconds: Callable[[bool], float], rounds: int = BF16_ROUNDS) -> float:
+    """fp32's best time over bf16's, each timed by ``seconds(bf16)`` in ``rounds`` rounds back to
+    back, their order alternating, after one warm-up of each (allocators, kernels)."""
+    seconds(False), seconds(True)
     best = {False: float("inf"), True: float("inf")}
-    for i in range(BF16_ROUNDS):
+    for i in range(rounds):
         for bf16 in (False, True) if i % 2 == 0 else (True, False):
-            best[bf16] = min(best[bf16], step_seconds(model, idx, bf16))
+            best[bf16] = min(best[bf16], seconds(bf16))
     return best[False] / best[True]
+
+
+def auto_precision(speedup: Callable[[], float]) -> str:
+    """``bf16`` only on a CPU with native bf16 (or a GPU) where ``speedup()`` measures it at least
+    :data:`BF16_MARGIN` times faster; else ``fp32``."""
+    if not torch.cuda.is_available() and not native_bf16():
+        return "fp32"
+    return "bf16" if speedup() >= BF16_MARGIN else "fp32"
 
 
 def resolve_precision(precision: str, proxy: ProxyConfig, seq_len: int, batch_size: int = 1,
                       local: tuple[str, ...] = ("sliding",)) -> str:
-    """``auto`` becomes ``bf16`` only on a CPU with native bf16 where a training step of this shape
-    is measured at least :data:`BF16_MARGIN` times faster in it; else ``fp32``."""
+    """``auto`` becomes ``bf16`` only where a training step of this shape is measured at least
+    :data:`BF16_MARGIN` times faster in it (:func:`auto_precision`); else ``fp32``."""
     if precision != "auto":
         return precision
-    if not torch.cuda.is_available() and not native_bf16():
-        return "fp32"
-    return "bf16" if bf16_speedup(proxy, seq_len, batch_size, tuple(local)) >= BF16_MARGIN else "fp32"
+    return auto_precision(lambda: bf16_speedup(proxy, seq_len, batch_size, tuple(local)))
 
 
-def why_precision(setting: str, resolved: str) -> str:
-    """Why ``setting`` resolved to ``resolved`` here, in a few words for the log."""
+def why_precision(setting: str, resolved: str, what: str = "a training step") -> str:
+    """Why ``setting`` resolved to ``resolved`` here (``what`` was timed), in a few words for the log."""
     if setting != "auto":
         return "as train.precision says"
     if resolved == "bf16":
-        return f"auto: a training step measured at least {BF16_MARGIN:g}x faster in bf16 here"
+        return f"auto: {what} measured at least {BF16_MARGIN:g}x faster in bf16 here"
     if torch.cuda.is_available() or native_bf16():
         return f"auto: bf16 not measured {BF16_MARGIN:g}x faster here"
     return "auto: no native bf16 on this CPU"

@@ -246,10 +246,13 @@ class Checkpoint:
         raise ConfigError("study.cost 'latency' is measured on proxies only")
 
     def precision(self, setting: str, data: DataConfig, batch_size: int, local: tuple[str, ...]) -> str:
-        return checkpoint.precision(self.base)
+        return checkpoint.scores_in(self.base, setting, data.seq_len)
 
     def why_precision(self, setting: str, resolved: str) -> str:
-        return f"scores {self.base.model} in {resolved} (base.dtype={self.base.dtype})"
+        if self.base.healed or checkpoint.torch_dtype(self.base) != torch.float32:
+            why = "healing runs" if self.base.healed else "scoring runs"
+            return f"scores {self.base.model} in {resolved} ({why} in the weights' own dtype, base.dtype={self.base.dtype})"
+        return f"scores {self.base.model} in {resolved} ({why_precision(setting, resolved, 'a forward')})"
 
     def autocast(self, pinned: str) -> str:
         return "fp32"  # the weights' own dtype, with no autocast over it

@@ -21,7 +21,7 @@ import torch
 import transformers
 from test_files import write_tokenizer
 
-from spanmix.proxies import checkpoint
+from spanmix.proxies import checkpoint, resources
 from spanmix.proxies.checkpoint import BaseConfig
 from spanmix.proxies.cost import closed_form
 from spanmix.proxies.data import TASKS, DataConfig
@@ -109,7 +109,7 @@ def test_zero_shot_scores_reusing_the_unchanged_layers_equal_scoring_each_schedu
     folder = save_tiny(tmp_path / family, family, num_hidden_layers=6)
     texts = ["F F F F F F", "F F F F F S16", "F F F F S16 F", "F F F S16+4 F F", "F F F S16+4 S16+4 F", "S16 F F F F F"]
     reused = {t: checkpoint.score(BaseConfig(model=folder, reuse=True), Schedule.parse(t), DATA, TRAIN).scores for t in texts}
-    cache = checkpoint._zero_shot(BaseConfig(model=folder, reuse=True), True).cache
+    cache = checkpoint._zero_shot(BaseConfig(model=folder, reuse=True), True, "fp32").cache
     batches = len(val_batches(DATA, TRAIN.batch_size))
     # 36 layers per batch whole; run: 6 + 1 + 2 + 3 + 2 + 6 (each from its first layer unlike the last run)
     assert (cache.computed, cache.reused) == (20 * batches, 16 * batches)
@@ -432,3 +432,31 @@ def test_a_checkpoint_study_is_read_from_its_storage_alone_once_the_checkpoint_i
     refused = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert re.search(r"base.model: '.*/m' is not a folder", refused.stderr) and not (tmp_path / "hybrid").exists()
+
+
+def test_zero_shot_precision_is_measured_and_recorded_per_trial_as_a_proxys(tmp_path, monkeypatch):
+    """``train.precision`` reaches zero-shot scoring: ``auto`` is bf16 only where a forward is
+    measured BF16_MARGIN x faster here, bf16 is autocast over the float32 weights (scores close to
+    fp32's but not equal), the trial records it; healing keeps the weights' own dtype."""
+    folder = save_tiny(tmp_path / "m")
+    base = BaseConfig(model=folder)
+    timed = checkpoint.forward_speedup
+    assert timed.__wrapped__(base, 96) > 0  # the real timing runs
+    monkeypatch.setattr(resources, "native_bf16", lambda: True)  # as on an AVX-512 BF16 machine
+    for measured, resolved in [(3.0, "bf16"), (1.2, "fp32")]:
+        monkeypatch.setattr(checkpoint, "forward_speedup", lambda b, t, s=measured: s)
+        assert checkpoint.scores_in(base, "auto", 96) == resolved
+    assert checkpoint.scores_in(replace(base, heal_steps=2), "bf16", 96) == "fp32"  # healing: the weights' dtype
+    assert checkpoint.scores_in(replace(base, dtype="bfloat16"), "fp32", 96) == "bf16"
+
+    schedule = Schedule.parse("F S16 S16+4 F")
+    fp32, bf16 = (checkpoint.score(base, schedule, DATA, replace(TRAIN, precision=p)) for p in ("fp32", "bf16"))
+    assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
+    assert bf16.scores["loss"] != fp32.scores["loss"] and bf16.scores["loss"] == pytest.approx(fp32.scores["loss"], rel=0.02)
+
+    raw = _cfg(folder)
+    raw["train"]["precision"] = "bf16"
+    run_study(StudyConfig.from_user({**raw, "study": {**raw["study"], "n_trials": 2}}), f"sqlite:///{tmp_path / 's.db'}")
+    study = optuna.load_study(study_name="ck", storage=f"sqlite:///{tmp_path / 's.db'}")
+    done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(done) == 2 and {t.user_attrs["precision"] for t in done} == {"bf16"}
