@@ -190,10 +190,9 @@ def scores_in(base: BaseConfig, setting: str, seq_len: int) -> str:
     """The precision a study scores the checkpoint in, from ``train.precision`` (``setting``).
 
     Zero-shot scoring of float32 weights follows it as a proxy's training does: ``bf16`` is autocast
-    over the float32 weights, and ``auto`` is bf16 where a forward of one ``seq_len`` sequence is
-    measured :data:`~spanmix.proxies.resources.BF16_MARGIN` times faster in it here (SmolLM2-135M
-    at T=1024 on an AMX machine: 3x). Healing, and weights stored in a lower dtype, run in the
-    weights' own dtype (:func:`precision`)."""
+    over the float32 weights, and ``auto`` is bf16 where a forward of two ``seq_len`` sequences is
+    measured :data:`~spanmix.proxies.resources.BF16_MARGIN` times faster in it here. Healing, and
+    weights stored in a lower dtype, run in the weights' own dtype (:func:`precision`)."""
     if base.healed or torch_dtype(base) != torch.float32 or setting == "fp32":
         return precision(base)
     return "bf16" if setting == "bf16" else auto_precision(lambda: forward_speedup(base, seq_len))
@@ -201,12 +200,15 @@ def scores_in(base: BaseConfig, setting: str, seq_len: int) -> str:
 
 @functools.lru_cache(maxsize=4)
 def forward_speedup(base: BaseConfig, seq_len: int) -> float:
-    """How much faster the checkpoint's all-full forward over one ``seq_len`` sequence runs under
+    """How much faster the checkpoint's all-full forward over two ``seq_len`` sequences runs under
     bf16 autocast than in float32 here: best times of 3 alternating rounds (a forward of a real
-    checkpoint is long enough that a few rounds settle it), measured once per process."""
+    checkpoint is long enough that a few rounds settle it), measured once per process. Two, not
+    one: autocast casts every weight again each forward, which one sequence does not amortise
+    (SmolLM2-135M at T=1024 on an AMX machine: 1.7-1.8x at one sequence, 2.42x at two and 2.44x
+    at four, the scoring batch's speed)."""
     model = _zero_shot(base, False, "fp32")
     schedule = Schedule.parse(" ".join(["F"] * n_layers(base.model)))
-    idx = torch.randint(vocab_size(base.model), (1, seq_len), generator=torch.Generator().manual_seed(0))
+    idx = torch.randint(vocab_size(base.model), (2, seq_len), generator=torch.Generator().manual_seed(0))
 
     def seconds(bf16: bool) -> float:
         start = time.perf_counter()

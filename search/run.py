@@ -141,8 +141,8 @@ def launch(cfg: StudyConfig, storage_url: str, *, workers: int = 1, timeout: flo
         calibration = _calibration(cfg, study, force, stage, on_calibration)
     strategy = strategies.get(cfg.strategy)
     target = strategy.target(cfg, cfg.n_trials)
-    log.info("study %r: %d schedules in the space, target %d measured (%s strategy), storage %s",
-             cfg.name, cfg.space.size(), target, strategy.name, storage_url)
+    log.info("study %r: %s schedules in the space, target %d measured (%s strategy), storage %s",
+             cfg.name, f"{cfg.space.size():,}", target, strategy.name, storage_url)
     follow = stage("search", target, strategy.measurement) if stage else None
     study.sampler = make_sampler(cfg)  # as freshly seeded as a study opened for the search alone: same seed, same draws
     study = _search(cfg, storage_url, cfg.n_trials, timeout, workers, follow, workdir, retry_failed, study)

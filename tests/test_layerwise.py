@@ -12,6 +12,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from spanmix.search import StudyConfig, StudyView, preflight, run_study
@@ -191,3 +192,35 @@ def test_readme_layerwise_study_on_the_tiny_checkpoint(tmp_path):
     assert "layerwise: 23 schedules scored of 31 in the space (beam 2, expand 2); changes within the study's noise unit" in done.stdout
     assert "no Hugging Face family keeps sink tokens" in done.stdout or "hf-qwen2" in done.stdout
     assert list((tmp_path / "runs" / "layers").glob("knee-*.json"))
+
+
+def test_a_checkpoint_that_heals_is_ranked_zero_shot_and_only_the_beams_survivors_are_healed(tmp_path):
+    from test_checkpoint import _cfg, save_tiny
+
+    from spanmix.proxies import checkpoint
+
+    data = _cfg(save_tiny(tmp_path / "m"), heal_steps=2)
+    data["study"].update(strategy="layerwise", sampler="nsga2", n_trials=40)
+    data["space"].update(placements=["free"])
+    data["layerwise"] = {"beam": 1, "expand": 2}
+    cfg = StudyConfig.from_user(data)
+    preflight(cfg)
+    study = run_study(cfg, f"sqlite:///{tmp_path / 'ck.db'}")
+    view = StudyView(study, cfg)
+    ranked = {p.schedule: p for p in view.points("zero-shot")}
+    healed = {p.schedule: p for p in view.points("standalone")}
+    assert len(ranked) == 1 + 4 + 2 + 2 + 1  # all-full, each layer alone, then the survivor grown by 2 layers
+    # the survivors: all-full and the best zero-shot set of each size, each grown from the one before
+    best = [min((p for t, p in ranked.items() if t.split().count("S16") == n), key=lambda p: (p.quality, p.cost, p.schedule))
+            for n in range(5)]
+    assert set(healed) == {p.schedule for p in best}
+    assert all(set(np.flatnonzero([x == "S16" for x in a.schedule.split()])) <= set(np.flatnonzero([x == "S16" for x in b.schedule.split()]))
+               for a, b in zip(best, best[1:]))
+    # a survivor's score is its healing alone, and differs from its zero-shot score
+    text = best[2].schedule
+    alone = checkpoint.score(cfg.base, Schedule.parse(text), cfg.data, cfg.train, seed=cfg.train.seed)
+    assert healed[text].scores == alone.scores and healed[text].quality != ranked[text].quality
+    assert {p.schedule for p in view.front()} <= set(healed)
+    # relaunched, it replays its decisions from the stored scores and measures nothing again
+    again = StudyView(run_study(cfg, f"sqlite:///{tmp_path / 'ck.db'}"), cfg)
+    assert len(again.points_all) == len(view.points_all)

@@ -18,7 +18,12 @@ healed, a proxy trained, as the model under search is measured):
 
 Candidates of one size rank by the study's quality, then (for an accuracy) by the probes' answer
 loss, so that near-ties at accuracy 0 or 1 still rank; then by cost. Every scored schedule is a
-trial of the study: the front, its noise, the dashboard and export read them as any other. The
+trial of the study: the front, its noise, the dashboard and export read them as any other.
+
+On a checkpoint that heals (``base.heal_steps > 0``) the beam ranks by zero-shot scores
+(measurement ``zero-shot``: the checkpoint as it is, prefix reuse included) and heals only the
+all-full schedule and each step's survivors, as halving heals only what its rungs promote: at most
+``1 + L*V*beam`` healings instead of one per scored schedule. The front is the healed survivors. The
 decisions follow from the stored scores alone, so a resumed run replays them and measures only
 what is missing; ``study.n_trials`` caps the schedules scored. Each step's schedules are scored in
 the order of their layers, so that a checkpoint scored zero-shot runs each one only from its first
@@ -39,7 +44,7 @@ from spanmix.search.layers import sensitivities
 from spanmix.search.measures import STANDALONE, StandaloneMeasure
 from spanmix.search.objective import Objective
 from spanmix.search.queue import finished, measure_schedules
-from spanmix.search.record import Point
+from spanmix.search.record import ZERO_SHOT, Point
 from spanmix.search.strategies.base import RunOptions
 from spanmix.search.strategies.standalone import Standalone
 from spanmix.search.view import StudyView
@@ -87,14 +92,18 @@ def with_local(n_layers: int, local: frozenset[int], kind: Layer) -> Schedule:
     return Schedule(tuple(kind if i in local else Layer("full") for i in range(n_layers)))
 
 
-def beam_search(n_layers: int, kinds: Sequence[Layer], beam: int, expand: int, measure: Measure) -> int:
+def beam_search(n_layers: int, kinds: Sequence[Layer], beam: int, expand: int, measure: Measure,
+                survivors: Callable[[list[Schedule]], None] = lambda kept: None) -> int:
     """Run the two phases (see the module); ``measure`` scores the schedules it can (within the
-    budget, without failing) and returns their ranks. Returns the size of the last scored step."""
+    budget, without failing) and returns their ranks; ``survivors`` is given the all-full schedule,
+    then the sets each step keeps. Returns the size of the last scored step."""
     everything = frozenset(range(n_layers))
     singles = {(kind, frozenset({i})): with_local(n_layers, frozenset({i}), kind) for kind in kinds for i in everything}
-    ranks = measure([with_local(n_layers, frozenset(), kinds[0]), *singles.values()])
+    full = with_local(n_layers, frozenset(), kinds[0])
+    ranks = measure([full, *singles.values()])
     sensitivity = {key: ranks[s] for key, s in singles.items() if s in ranks}
     kept = _best(sensitivity, sensitivity.__getitem__, beam)
+    survivors([full, *(singles[key] for key in kept)] if full in ranks else [singles[key] for key in kept])
     size = 1
     while kept and size < n_layers:
         size += 1
@@ -110,6 +119,7 @@ def beam_search(n_layers: int, kinds: Sequence[Layer], beam: int, expand: int, m
         if not scored:
             return size - 1
         kept = _best(scored, lambda k: ranks[candidates[k]], beam)
+        survivors([candidates[key] for key in kept])
     return size
 
 
@@ -154,7 +164,8 @@ class Layerwise(Standalone):
         return min(n_trials, planned(cfg))
 
     def summary(self, view: StudyView) -> list[str]:
-        table = sensitivities(view.points(STANDALONE), view.config.quality, view.maximize)
+        ranked = ranking(view.config)
+        table = sensitivities(view.points(ranked), view.config.quality, view.maximize)
         lines = []
         for token, rows in table.items():
             order = [f"{s.layer} ({s.change:+.4f})" for s in sorted(rows, key=lambda s: (s.change, s.layer))]
@@ -169,36 +180,60 @@ class Layerwise(Standalone):
             noise = view.noise()
             trust = (f"changes within the study's noise unit ({noise.unit:.4f}) are ties" if noise.unit
                      else "noise unmeasured: read small changes as ties")
-            lines.append(f"layerwise: {view.finished(STANDALONE)} schedules scored of {view.config.space.size():,} "
+            healed = (f" zero-shot, {view.finished(STANDALONE)} survivors healed"
+                      if ranked != STANDALONE else "")
+            lines.append(f"layerwise: {view.finished(ranked)} schedules scored{healed} of {view.config.space.size():,} "
                          f"in the space (beam {settings(view.config).beam}, expand {settings(view.config).expand}); {trust}")
         return lines
 
     def search(self, study: optuna.Study, cfg: StudyConfig, target: int, options: RunOptions, precision: str | None,
                seed: int) -> None:
-        objective = Objective(cfg, StandaloneMeasure(cfg, precision=precision), retry_failed=options.retry_failed)
+        ranked = ranking(cfg)
+        measures = [StandaloneMeasure(cfg, precision=precision)]
+        if ranked != STANDALONE:
+            measures.append(StandaloneMeasure(cfg.zero_shot, name=ZERO_SHOT))
+        objective = Objective(cfg, *measures, retry_failed=options.retry_failed)
         deadline = time.monotonic() + options.timeout if options.timeout else None
         context = cfg.space.context
 
-        def measure(schedules: list[Schedule]) -> dict[Schedule, Rank]:
+        def run(schedules: list[Schedule], measurement: str, cap: int | None) -> dict[str, Point]:
+            """Measure at ``measurement`` those of ``schedules`` not yet measured (at most ``cap``
+            more of that measurement's trials), in the order of their layers, so that each shares
+            the longest prefix with the one before (zero-shot scoring reuses those layers' outputs,
+            base.reuse); every point measured at it, by schedule."""
             texts = [s.canonical(context).text for s in schedules]
-            known = {p.schedule for p in StudyView(study, cfg).points(STANDALONE)}
-            left = max(0, target - finished(study, STANDALONE))
-            # in the order of their layers, so that each shares the longest prefix with the one before:
-            # zero-shot scoring then reuses those layers' outputs (base.reuse)
+            known = {p.schedule for p in StudyView(study, cfg).points(measurement)}
+            left = len(texts) if cap is None else max(0, cap - finished(study, measurement))
             todo = sorted([t for t in dict.fromkeys(texts) if t not in known][:left], key=str.split)
             timeout = None if deadline is None else deadline - time.monotonic()
             if todo and (timeout is None or timeout > 0):
-                measure_schedules(study, objective, todo, STANDALONE, timeout, options.callbacks())
-            view = StudyView(study, cfg)
-            scored = {p.schedule: _rank(p, view.maximize) for p in view.points(STANDALONE)}
-            return {s: scored[t] for s, t in zip(schedules, texts) if t in scored}
+                measure_schedules(study, objective, todo, measurement, timeout, options.callbacks())
+            return {p.schedule: p for p in StudyView(study, cfg).points(measurement)}
+
+        def measure(schedules: list[Schedule]) -> dict[Schedule, Rank]:
+            scored = run(schedules, ranked, target)
+            maximize = StudyView(study, cfg).maximize
+            return {s: _rank(scored[t], maximize) for s in schedules if (t := s.canonical(context).text) in scored}
+
+        def heal(kept: list[Schedule]) -> None:
+            if ranked != STANDALONE:
+                run(kept, STANDALONE, None)
 
         kinds = cfg.space.local_layers()
         log.info("layerwise: %d layers x %d local kinds (%s) one at a time, then a beam of %d growing each set by "
                  "%d layers: at most %d schedules", cfg.space.n_layers, len(kinds), ", ".join(k.token for k in kinds),
                  settings(cfg).beam, settings(cfg).expand, planned(cfg))
-        reached = beam_search(cfg.space.n_layers, kinds, settings(cfg).beam, settings(cfg).expand, measure)
+        if ranked != STANDALONE:
+            log.info("layerwise: ranking zero-shot, healing (%d steps) only the all-full schedule and each step's "
+                     "survivors", cfg.base.heal_steps)
+        reached = beam_search(cfg.space.n_layers, kinds, settings(cfg).beam, settings(cfg).expand, measure, heal)
         log.info("layerwise: the search reached %d of %d local layers", reached, cfg.space.n_layers)
+
+
+def ranking(cfg: StudyConfig) -> str:
+    """The measurement the beam ranks by: zero-shot where the checkpoint heals (healing only the
+    survivors), else the study's own."""
+    return ZERO_SHOT if cfg.subject.pretrained and cfg.trains else STANDALONE
 
 
 def _rank(point: Point, maximize: bool) -> Rank:
