@@ -13,8 +13,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 import torch
+from optuna.trial import TrialState
+
+from spanmix.studies.cli import main
 
 gguf = pytest.importorskip("gguf")
 transformers = pytest.importorskip("transformers")
@@ -95,7 +99,7 @@ def spanmix(args: str, cwd: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=600, env={**os.environ, "SPANMIX_CACHE": str(cwd / "cache")})
 
 
-def test_a_gguf_file_is_converted_once_and_searched_as_its_folder(tmp_path):
+def test_a_gguf_file_is_converted_once_and_searched_as_its_folder(tmp_path, monkeypatch, capsys):
     write_gguf(tmp_path / "tiny.gguf")
     (tmp_path / "a.toml").write_text(CONFIG.format(name="a", model="tiny.gguf"))
     first = spanmix("launch --config a.toml", tmp_path)
@@ -119,10 +123,13 @@ def test_a_gguf_file_is_converted_once_and_searched_as_its_folder(tmp_path):
     assert second.returncode == 0 and "converting" not in second.stderr, second.stdout + second.stderr
     assert list((tmp_path / "cache" / "checkpoints").iterdir()) == [folder]
     # and scores what the first study scored, in the checkpoint's own tokens
-    shown = [spanmix(f"show --study {name}", tmp_path).stdout for name in "ab"]
-    assert "renamed.gguf" in shown[1] and shown[0].split("sequences):", 1)[1] == shown[1].split("sequences):", 1)[1]
-    line = spanmix("export knee --study b", tmp_path)
-    assert line.returncode == 0 and "gguf_file='renamed.gguf'" in line.stdout + line.stderr, line.stdout + line.stderr
+    values = [{t.user_attrs["schedule"]: t.values for t in optuna.load_study(
+        study_name=name, storage=f"sqlite:///{tmp_path / 'runs' / name / 'study.db'}").get_trials(states=[TrialState.COMPLETE])}
+        for name in "ab"]
+    assert len(values[0]) == 3 and values[0] == values[1]
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "knee", "--study", "b"]) == 0
+    assert "gguf_file='renamed.gguf'" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("make, message", [
@@ -131,11 +138,14 @@ def test_a_gguf_file_is_converted_once_and_searched_as_its_folder(tmp_path):
     (lambda path: write_gguf(path, architecture="bert"), r"base.model: '.*/m.gguf' holds a 'bert' model, which "
                                                           r"transformers does not read from GGUF; allowed: .*llama"),
 ])
-def test_a_gguf_that_cannot_be_read_is_refused_in_one_line_and_leaves_nothing(tmp_path, make, message):
+def test_a_gguf_that_cannot_be_read_is_refused_in_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys, make,
+                                                                              message):
     make(tmp_path / "m.gguf")
     (tmp_path / "m.toml").write_text(CONFIG.format(name="m", model="m.gguf"))
-    done = spanmix("launch --config m.toml", tmp_path)
-    lines = done.stderr.strip().splitlines()
-    assert done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SPANMIX_CACHE", str(tmp_path / "cache"))
+    code = main(["launch", "--config", "m.toml", "--no-progress"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in lines[0], lines
     assert re.search(message, lines[0]), lines[0]
     assert not (tmp_path / "cache").exists() and not (tmp_path / "runs").exists()
