@@ -186,6 +186,12 @@ def precision(base: BaseConfig) -> str:
     return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[torch_dtype(base)]
 
 
+def autocasts(base: BaseConfig) -> bool:
+    """Whether scoring follows ``train.precision`` (zero-shot float32 weights, which bf16 can be
+    autocast over); healing, and weights stored in a lower dtype, run in the weights' own dtype."""
+    return not base.healed and torch_dtype(base) == torch.float32
+
+
 def scores_in(base: BaseConfig, setting: str, seq_len: int) -> str:
     """The precision a study scores the checkpoint in, from ``train.precision`` (``setting``).
 
@@ -193,7 +199,7 @@ def scores_in(base: BaseConfig, setting: str, seq_len: int) -> str:
     over the float32 weights, and ``auto`` is bf16 where a forward of two ``seq_len`` sequences is
     measured :data:`~spanmix.proxies.resources.BF16_MARGIN` times faster in it here. Healing, and
     weights stored in a lower dtype, run in the weights' own dtype (:func:`precision`)."""
-    if base.healed or torch_dtype(base) != torch.float32 or setting == "fp32":
+    if not autocasts(base) or setting == "fp32":
         return precision(base)
     return "bf16" if setting == "bf16" else auto_precision(lambda: forward_speedup(base, seq_len))
 
@@ -519,7 +525,7 @@ def score(base: BaseConfig, schedule: Schedule, data: DataConfig, train: TrainCo
     schedule = check(base, schedule, data)
     steps, seconds, curve, tokens, start = 0, 0.0, {}, 0, 0
     # train.precision as the study pinned it (scores_in); unresolved, the weights' own
-    autocast = "bf16" if train.precision == "bf16" and scores_in(base, "bf16", data.seq_len) == "bf16" else "fp32"
+    autocast = "bf16" if train.precision == "bf16" and autocasts(base) else "fp32"
     batches = val_batches(data, train.batch_size)
     if base.healed:
         stop = until or base.heal_steps

@@ -191,7 +191,7 @@ def _prepare(paths: list[Path], text_column: str, tokenizer: str | None, val_fra
         log.warning("data.files: skipped %d of %d files: %s", len(skipped), len(paths), shown)
     key = hashlib.blake2b(json.dumps({
         "version": FORMAT_VERSION, "column": text_column, "val_fraction": val_fraction,
-        "tokenizer": _file_digest(Path(tokenizer).expanduser()) if tokenizer else None, "files": [d.hex() for _, d in digests],
+        "tokenizer": file_digest(Path(tokenizer).expanduser()) if tokenizer else None, "files": [d.hex() for _, d in digests],
     }).encode(), digest_size=12).hexdigest()
     folder = cache_root() / "tokens" / key
     if not (folder / "meta.json").exists():
@@ -218,7 +218,8 @@ def outermost_missing(path: Path) -> Path | None:
     return top
 
 
-def _file_digest(path: Path) -> str:
+def file_digest(path: Path) -> str:
+    """The file's content hash (blake2b, hex): what keys spanmix's caches on disk."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "blake2b").hexdigest()
 

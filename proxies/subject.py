@@ -249,7 +249,7 @@ class Checkpoint:
         return checkpoint.scores_in(self.base, setting, data.seq_len)
 
     def why_precision(self, setting: str, resolved: str) -> str:
-        if self.base.healed or checkpoint.torch_dtype(self.base) != torch.float32:
+        if not checkpoint.autocasts(self.base):
             why = "healing runs" if self.base.healed else "scoring runs"
             return f"scores {self.base.model} in {resolved} ({why} in the weights' own dtype, base.dtype={self.base.dtype})"
         return f"scores {self.base.model} in {resolved} ({why_precision(setting, resolved, 'a forward')})"

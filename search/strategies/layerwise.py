@@ -40,6 +40,7 @@ from typing import Any, Callable, Iterable, Sequence
 import optuna
 
 from spanmix.search.config import StudyConfig
+from spanmix.search.front import maximized
 from spanmix.search.layers import sensitivities
 from spanmix.search.measures import STANDALONE, StandaloneMeasure
 from spanmix.search.objective import Objective
@@ -210,9 +211,10 @@ class Layerwise(Standalone):
                 measure_schedules(study, objective, todo, measurement, timeout, options.callbacks())
             return {p.schedule: p for p in StudyView(study, cfg).points(measurement)}
 
+        maximize = maximized(cfg.quality)
+
         def measure(schedules: list[Schedule]) -> dict[Schedule, Rank]:
             scored = run(schedules, ranked, target)
-            maximize = StudyView(study, cfg).maximize
             return {s: _rank(scored[t], maximize) for s in schedules if (t := s.canonical(context).text) in scored}
 
         def heal(kept: list[Schedule]) -> None:
