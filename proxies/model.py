@@ -154,9 +154,9 @@ class ProxyGPT(nn.Module):
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, std=0.02)
 
-    def forward(self, idx: Tensor, schedule: Schedule | None = None) -> Tensor:
+    def forward(self, idx: Tensor, schedule: Schedule | None = None, keep: Tensor | None = None) -> Tensor:
         """Logits for ``idx``; ``schedule`` (default: the one the model was built with) picks each
-        layer's attention."""
+        layer's attention; ``keep`` (positions) limits the logits to those positions."""
         t = idx.shape[1]
         if t > self.cfg.context:
             raise ConfigError(f"input length {t} exceeds proxy.context={self.cfg.context}")
@@ -167,7 +167,7 @@ class ProxyGPT(nn.Module):
         cos, sin = self.cos[:t], self.sin[:t]
         for block, layer in zip(self.blocks, layers):
             x = block(x, cos, sin, layer)
-        return F.linear(self.norm(x), self.wte.weight)
+        return F.linear(self.norm(x if keep is None else x[:, keep]), self.wte.weight)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

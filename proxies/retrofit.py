@@ -145,13 +145,16 @@ class Retrofitted(torch.nn.Module):
         """The schedule the model runs now (whoever applied it)."""
         return getattr(self.model, "spanmix_schedule", None)
 
-    def forward(self, idx: Tensor, schedule: Schedule | None = None) -> Tensor:
+    def forward(self, idx: Tensor, schedule: Schedule | None = None, keep: Tensor | None = None) -> Tensor:
+        """Logits for ``idx`` under ``schedule`` (default: the one applied last), at the positions
+        ``keep`` alone where it is given (the family's own ``logits_to_keep``)."""
         if schedule is not None and schedule != self.schedule:
             apply_schedule(self.model, schedule)
+        kept = 0 if keep is None else keep  # transformers' 0: every position
         if self.cache is None or self.schedule is None:
-            return self.model(input_ids=idx).logits
+            return self.model(input_ids=idx, logits_to_keep=kept).logits
         with self.cache.scoring(idx, self.schedule):
-            return self.model(input_ids=idx).logits
+            return self.model(input_ids=idx, logits_to_keep=kept).logits
 
 
 class PrefixCache:

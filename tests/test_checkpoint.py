@@ -25,7 +25,9 @@ from spanmix.proxies import checkpoint, resources
 from spanmix.proxies.checkpoint import BaseConfig
 from spanmix.proxies.cost import closed_form
 from spanmix.proxies.data import TASKS, DataConfig
-from spanmix.proxies.scoring import evaluate, val_batches
+from spanmix.proxies.model import ProxyConfig, build_model
+from spanmix.proxies.retrofit import Retrofitted
+from spanmix.proxies.scoring import answer_columns, evaluate, score_batches, val_batches
 from spanmix.proxies.train import TrainConfig
 from spanmix.search import (
     Point,
@@ -59,8 +61,8 @@ class Native(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, idx: torch.Tensor, schedule: Schedule | None = None) -> torch.Tensor:
-        return self.model(input_ids=idx).logits
+    def forward(self, idx: torch.Tensor, schedule: Schedule | None = None, keep: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model(input_ids=idx, logits_to_keep=0 if keep is None else keep).logits
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2", "gemma3_text"])
@@ -115,6 +117,28 @@ def test_zero_shot_scores_reusing_the_unchanged_layers_equal_scoring_each_schedu
     assert (cache.computed, cache.reused) == (20 * batches, 16 * batches)
     for t in texts:
         assert checkpoint.score(BaseConfig(model=folder, reuse=False), Schedule.parse(t), DATA, TRAIN).scores == reused[t], t
+
+
+@pytest.mark.parametrize("tasks", [("passkey", "recall"), ("recall", "code")])
+def test_the_head_at_the_scored_positions_alone_gives_the_scores_of_every_position(tmp_path, tasks):
+    """Probes are scored at their answers alone, so the logits are made there alone: the scores
+    and every bootstrap resample are those of the head at every position, for a proxy and for a
+    checkpoint (with prefix reuse); a text task scores every position and keeps them all."""
+    data = replace(DATA, tasks=tasks, seq_len=160)  # the passkey's shortest
+    batches = val_batches(data, TRAIN.batch_size)
+    columns = [answer_columns(b["y"]) for b in batches]
+    if "code" in tasks:
+        assert all(c is None for c in columns)
+    else:
+        assert all(c is not None and 0 < len(c) < data.seq_len / 4 for c in columns)
+    schedule = Schedule.parse("F S16+4 F S16")
+    models = (build_model(ProxyConfig(d_model=32, n_heads=2, context=160), schedule),
+              Retrofitted(checkpoint.load(BaseConfig(model=save_tiny(tmp_path / "llama", "llama"))), reuse=True))
+    for model in models:
+        answers, whole = (score_batches(model, schedule, data, batches, "fp32", every_position=e) for e in (False, True))
+        assert answers.scores() == pytest.approx(whole.scores(), rel=1e-6, abs=1e-7)
+        for name, values in answers.resamples().items():
+            assert values == pytest.approx(whole.resamples()[name], rel=1e-6, abs=1e-7), name
 
 
 def test_a_reuse_cache_that_would_not_fit_is_refused_before_any_work(tmp_path, monkeypatch):
