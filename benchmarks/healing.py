@@ -4,18 +4,21 @@ what going local lost, and at what cost in time?
 Takes a finished zero-shot checkpoint study (layerwise, as docs/retrofit.md runs it on
 SmolLM2-135M-Instruct) and, for each ``--local`` count, its best-scored schedule with that many
 local layers; heals all-full and each of them for ``--steps`` steps (one seed; batch size and
-learning rate from the flags, every weight or only the attention projections, as ``[base] heal``
-says) on the study's own probe training split, and scores each healed model on the study's
-validation sequences. All-full is healed too: healing on the probes' format helps every schedule,
-so a healed schedule is compared with healed all-full, not with the checkpoint as it was.
+learning rate from the flags; every weight or only the attention projections, as ``[base] heal``
+says) on the training split of the study's own probes, or of ``--heal-tasks`` (``[base]
+heal_tasks``: ``prose`` heals on text), and scores each healed model on the study's validation
+sequences. All-full is healed too, and a healed schedule is compared with healed all-full, not
+with the checkpoint as it was: healing on the probes teaches them to every schedule.
 
 Printed, all measured in this run: the machine, then for each schedule its local layers and KV
 cache as a share of all-full's, its zero-shot scores (from the study), its healed passkey and
-recall accuracy and answer loss with 95% bootstrap intervals over the validation sequences, the paired bootstrap
-difference from healed all-full (the same resamples of the same sequences), and the minutes its
-healing took. The intervals are over the sequences only: one healing seed shows no training noise.
+recall accuracy and answer loss with 95% bootstrap intervals over the validation sequences, the
+paired bootstrap difference from healed all-full (the same resamples of the same sequences), and
+the minutes its healing took. The intervals cover the sequences only: one healing seed shows no
+training noise.
 
-    python benchmarks/healing.py --study-config smollm2.toml --local 20 23 26 --steps 40
+    python benchmarks/healing.py --study-config smollm2.toml --local 23 26 28 30 --steps 20
+    python benchmarks/healing.py --study-config smollm2.toml --local 23 26 28 --steps 20 --heal-tasks prose
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--heal", default="attention", choices=("all", "attention"), help="which weights heal")
+    parser.add_argument("--heal-tasks", nargs="+", default=(), help="tasks to heal on (default: the study's, the probes)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     quiet_libraries()
@@ -79,11 +83,11 @@ def main() -> None:
     storage = open_storage(args.storage or f"sqlite:///runs/{zero.name}/study.db")
     view = StudyView(optuna.load_study(study_name=zero.name, storage=storage), zero)
     points = chosen(view, args.local)
-    base = replace(zero.base, heal_steps=args.steps, heal=args.heal)
+    base = replace(zero.base, heal_steps=args.steps, heal=args.heal, heal_tasks=tuple(args.heal_tasks))
     train = replace(zero.train, batch_size=args.batch_size, lr=args.lr, warmup=max(1, args.steps // 10))
     print(describe())
     print(f"checkpoint: {zero.base.model}; healed {args.steps} steps of {args.batch_size} x {zero.data.seq_len} tokens "
-          f"({args.heal} weights, lr {args.lr:g}, one seed) on the probes' training split; scored on "
+          f"({args.heal} weights, lr {args.lr:g}, one seed) on {', '.join(base.heal_tasks) or 'the probes'}' training split; scored on "
           f"{zero.data.val_samples} validation sequences a task (fp32); intervals: 95% bootstrap over the sequences\n")
 
     batches = val_batches(zero.data, train.batch_size)

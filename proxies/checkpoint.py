@@ -71,6 +71,9 @@ class BaseConfig:
             weights as they are). Batch size, learning rate and warm-up come from ``[train]``.
         heal: which weights healing trains: ``all``, or ``attention`` (the attention projections
             only, the rest frozen).
+        heal_tasks: the tasks healing trains on (default: ``data.tasks``, the scored ones). Healing
+            on the probes teaches them; ``["prose"]`` (or your files' task) heals on text and
+            leaves the probes to measure what healing kept.
         reuse: zero-shot scoring keeps every layer's output on the validation sequences, so that
             the next schedule runs only from its first layer that differs (a layer-wise search
             changes one layer a step); the same scores, at the memory of L layers' hidden states
@@ -83,6 +86,7 @@ class BaseConfig:
     heal_steps: int = 0
     heal: str = "all"
     reuse: bool | None = None
+    heal_tasks: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.dtype not in ("auto", *DTYPES):
@@ -94,6 +98,12 @@ class BaseConfig:
             raise ConfigError(f"base.model must be the path of a checkpoint folder or .gguf file (got {self.model!r})")
         if self.reuse is not None and not isinstance(self.reuse, bool):
             raise ConfigError(f"base.reuse must be true or false (got {self.reuse!r})")
+        if isinstance(self.heal_tasks, str) or not all(isinstance(t, str) for t in self.heal_tasks):
+            raise ConfigError(f"base.heal_tasks must be a list of task names (got {self.heal_tasks!r})")
+        object.__setattr__(self, "heal_tasks", tuple(self.heal_tasks))
+        if self.heal_tasks and not self.healed:
+            raise ConfigError(f"base.heal_tasks {list(self.heal_tasks)} with base.heal_steps=0: nothing heals; "
+                              "set heal_steps > 0, or leave heal_tasks out")
 
     @property
     def healed(self) -> bool:
@@ -101,8 +111,11 @@ class BaseConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        if self.reuse is None:  # unset reads as before the setting existed, so stored studies compare equal
+        # unset reads as before the setting existed, so stored studies compare equal
+        if self.reuse is None:
             del data["reuse"]
+        if not self.heal_tasks:
+            del data["heal_tasks"]
         return data
 
     @classmethod
@@ -431,7 +444,7 @@ class HealLM(ScheduleLM):
 
     def __init__(self, base: BaseConfig, schedule: Schedule, data: DataConfig, train: TrainConfig,
                  draw: Callable[[int], Schedule] | None = None, teacher: Schedule | None = None) -> None:
-        super().__init__(data, train, draw, teacher)
+        super().__init__(healing_data(base, data), train, draw, teacher)
         model = load(base)
         self.model = Retrofitted(apply_schedule(model, schedule))
         if checkpointing(base, train.batch_size, data.seq_len):
@@ -491,6 +504,17 @@ def check_data(base: BaseConfig, data: DataConfig) -> None:
     if data.vocab_needed() > vocab_size(base.model):
         raise ConfigError(f"data: token ids up to {data.vocab_needed() - 1} do not fit base.model's vocabulary of "
                           f"{vocab_size(base.model)}; give data.tokenizer the checkpoint's own tokenizer.json")
+
+
+def healing_data(base: BaseConfig, data: DataConfig) -> DataConfig:
+    """The data healing trains on: ``data`` with ``base.heal_tasks`` in place of its tasks (and
+    without the user's files where their task is not among them), else ``data`` itself."""
+    if not base.heal_tasks:
+        return data
+    try:
+        return replace(data, tasks=base.heal_tasks, files=data.files if data.files_task in base.heal_tasks else ())
+    except ConfigError as e:
+        raise ConfigError(f"base.heal_tasks {list(base.heal_tasks)}: {e}") from None
 
 
 def check(base: BaseConfig, schedule: Schedule, data: DataConfig) -> Schedule:

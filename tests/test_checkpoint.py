@@ -201,6 +201,9 @@ def test_a_checkpoint_with_a_tokenizer_is_asked_its_probes_in_its_own_tokens(tmp
     (lambda c, m: c["study"].update(cost="latency"), r"study.cost 'latency' is measured on proxies only"),
     (lambda c, m: c["base"].update(heal="mlp"), r"base.heal 'mlp' is unknown; allowed: all, attention"),
     (lambda c, m: c["base"].update(dtype="fp8"), r"base.dtype 'fp8' is unknown"),
+    (lambda c, m: c["base"].update(heal_tasks=["prose"]), r"base.heal_tasks \['prose'\] with base.heal_steps=0: nothing heals"),
+    (lambda c, m: c["base"].update(heal_steps=2, heal_tasks=["poems"]),
+     r"base.heal_tasks \['poems'\]: data.tasks: unknown data set 'poems'; allowed: "),
 ])
 def test_what_a_checkpoint_cannot_do_is_refused_in_one_line(tmp_path, change, message):
     model = Path(save_tiny(tmp_path / "m"))
@@ -298,6 +301,21 @@ def _run(command: str, cwd: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=600)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stdout + done.stderr
     return done
+
+
+def test_healing_on_other_tasks_trains_on_them_and_scores_the_studys(tmp_path):
+    """base.heal_tasks: healing reads its batches from those tasks alone (the weights equal healing
+    with them as the data), while the scores are the study's tasks'."""
+    model = save_tiny(tmp_path / "m")
+    schedule, text = Schedule.parse("F S16 S16 F"), replace(DATA, tasks=("code",))
+    on_text = BaseConfig(model=model, heal_steps=4, heal_tasks=("code",))
+    weights = {name: checkpoint.heal(base, schedule, data, TRAIN)[0].model.state_dict()
+               for name, base, data in (("heal_tasks", on_text, DATA), ("text data", replace(on_text, heal_tasks=()), text),
+                                        ("study data", replace(on_text, heal_tasks=()), DATA))}
+    assert all(torch.equal(v, weights["text data"][k]) for k, v in weights["heal_tasks"].items())
+    assert not all(torch.equal(v, weights["study data"][k]) for k, v in weights["heal_tasks"].items())
+    scored = checkpoint.score(on_text, schedule, DATA, TRAIN)
+    assert "recall/acc" in scored.scores and list(scored.config["base"]["heal_tasks"]) == ["code"]
 
 
 def test_readme_retrofit_study_exports_a_hybrid_model_that_transformers_loads(tmp_path):
