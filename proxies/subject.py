@@ -100,7 +100,8 @@ class Subject(Protocol):
         """The module shared weights train under the schedule ``draw`` gives each step."""
 
     def scoring_model(self, schedule: Schedule) -> torch.nn.Module:
-        """A model to load shared weights into and score under any schedule of the space."""
+        """A model to load shared weights into and score under any schedule of the space, called
+        ``model(ids, schedule, keep)``: the logits at the positions ``keep`` (None: every one)."""
 
     def python_line(self, schedule: Schedule) -> str:
         """The line that builds the schedule's module."""
