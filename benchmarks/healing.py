@@ -86,8 +86,9 @@ def main() -> None:
     base = replace(zero.base, heal_steps=args.steps, heal=args.heal, heal_tasks=tuple(args.heal_tasks))
     train = replace(zero.train, batch_size=args.batch_size, lr=args.lr, warmup=max(1, args.steps // 10))
     print(describe())
+    healed_on = ", ".join(base.heal_tasks) or "the probes"
     print(f"checkpoint: {zero.base.model}; healed {args.steps} steps of {args.batch_size} x {zero.data.seq_len} tokens "
-          f"({args.heal} weights, lr {args.lr:g}, one seed) on {', '.join(base.heal_tasks) or 'the probes'}' training split; scored on "
+          f"({args.heal} weights, lr {args.lr:g}, one seed) on the training split of {healed_on}; scored on "
           f"{zero.data.val_samples} validation sequences a task (fp32); intervals: 95% bootstrap over the sequences\n")
 
     batches = val_batches(zero.data, train.batch_size)
