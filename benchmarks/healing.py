@@ -41,6 +41,7 @@ from spanmix.proxies import checkpoint  # noqa: E402
 from spanmix.proxies.scoring import score_batches, val_batches  # noqa: E402
 from spanmix.search import StudyConfig, StudyView, open_storage  # noqa: E402
 from spanmix.search.logs import quiet_libraries  # noqa: E402
+from spanmix.search.noise import percentile_interval  # noqa: E402
 from spanmix.search.record import Point  # noqa: E402
 from spanmix.space import Schedule  # noqa: E402
 
@@ -52,7 +53,7 @@ def chosen(view: StudyView, counts: list[int]) -> list[Point]:
     points = view.points()
     by_count: dict[int, list[Point]] = {}
     for p in points:
-        by_count.setdefault(len(p.layers) - len(p.layers.full_indices), []).append(p)
+        by_count.setdefault(p.layers.n_layers - p.layers.n_full, []).append(p)
     missing = [n for n in [0, *counts] if n not in by_count]
     if missing:
         raise SystemExit(f"--local: the study scored no schedule with {missing} local layers; "
@@ -60,9 +61,10 @@ def chosen(view: StudyView, counts: list[int]) -> list[Point]:
     return [max(by_count[n], key=lambda p: (p.quality, -p.cost_ratio)) for n in [0, *counts]]
 
 
-def interval(values: np.ndarray) -> str:
-    lo, hi = np.percentile(values, [2.5, 97.5])
-    return f"[{lo:+.3f}, {hi:+.3f}]" if lo < 0 or hi < 0 else f"[{lo:.3f}, {hi:.3f}]"
+def interval(values: np.ndarray) -> tuple[float, float, str]:
+    """The 95% bootstrap interval of the resampled ``values``, and as printed."""
+    lo, hi = percentile_interval(values.tolist()) or (float("nan"),) * 2
+    return lo, hi, f"[{lo:+.3f}, {hi:+.3f}]" if lo < 0 or hi < 0 else f"[{lo:.3f}, {hi:.3f}]"
 
 
 def main() -> None:
@@ -101,15 +103,14 @@ def main() -> None:
         scorer = score_batches(module.model, schedule, zero.data, batches, "fp32")
         scores, resampled = scorer.scores(), scorer.resamples()
         healed[p.schedule] = {k: np.array(resampled[k]) for k in PROBES}
-        local = len(schedule) - len(schedule.full_indices)
+        local = schedule.n_layers - schedule.n_full
         print(f"{local:2d} local, KV {p.cost_ratio:.1%}, healed in {minutes:.1f} min: {p.schedule}")
         full = healed[points[0].schedule]
         for k in PROBES:
-            line = (f"  {k}: zero-shot {p.scores[k]:.3f} -> healed {scores[k]:.3f} {interval(healed[p.schedule][k])}")
+            line = f"  {k}: zero-shot {p.scores[k]:.3f} -> healed {scores[k]:.3f} {interval(healed[p.schedule][k])[2]}"
             if p is not points[0]:
-                gap = healed[p.schedule][k] - full[k]
-                lo, hi = np.percentile(gap, [2.5, 97.5])
-                line += f"; - healed all-full {interval(gap)}: {'tie' if lo <= 0 <= hi else 'differ'}"
+                lo, hi, text = interval(healed[p.schedule][k] - full[k])
+                line += f"; - healed all-full {text}: {'tie' if lo <= 0 <= hi else 'differ'}"
             print(line)
 
 

@@ -45,6 +45,7 @@ from benchmarks.machine import describe  # noqa: E402
 from spanmix.proxies import checkpoint  # noqa: E402
 from spanmix.search import StudyConfig, StudyView, run_study  # noqa: E402
 from spanmix.search.logs import quiet_libraries  # noqa: E402
+from spanmix.search.noise import percentile_interval  # noqa: E402
 from spanmix.search.record import Point, pinned_precision  # noqa: E402
 from spanmix.space import Schedule  # noqa: E402
 
@@ -112,7 +113,7 @@ def precision_gap(cfg: StudyConfig, schedules: list[str]) -> None:
         parts = []
         for score in ("passkey/acc", "recall/acc", "loss"):
             gap = np.array(runs["bf16"].resamples[score]) - np.array(runs["fp32"].resamples[score])
-            lo, hi = np.percentile(gap, [2.5, 97.5])
+            lo, hi = percentile_interval(gap.tolist()) or (float("nan"),) * 2
             verdict = "differ" if lo > 0 or hi < 0 else "tie"
             parts.append(f"{score} {runs['fp32'].scores[score]:.3f} -> {runs['bf16'].scores[score]:.3f} "
                          f"(bf16 - fp32 [{lo:+.3f}, {hi:+.3f}]: {verdict})")
@@ -172,7 +173,7 @@ def main() -> None:
         hv = hypervolume(mine)
         print(f"\n{name}: hypervolume {hv:.4f} ({hv / best:.1%} of the union's); front:")
         for p in mine:
-            local = sum(tok.startswith("S") for tok in p.schedule.split())
+            local = p.layers.n_layers - p.layers.n_full
             print(f"  acc {p.quality:.3f}  kv {p.cost_ratio:.3f}  {local:2d} local  "
                   f"{'on the union front' if p.schedule in on_union else ''}")
         under = [p for p in view.points() if p.cost_ratio <= KV_TARGET]

@@ -232,7 +232,7 @@ class Checkpoint:
             raise ConfigError(f"space.n_layers={n_layers} but base.model {self.base.model!r} has {layers} layers "
                               "(num_hidden_layers); leave space.n_layers out to take them")
         checkpoint.check_data(self.base, data)
-        checkpoint.check_data(self.base, checkpoint.healing_data(self.base, data))
+        checkpoint.healing_data(self.base, data)  # refuses heal_tasks the data cannot take; its length and tokens are data's
 
     def check_fits(self, data: DataConfig, train: TrainConfig, n_layers: int, processes: int = 1) -> None:
         checkpoint.check_fits(self.base, train.batch_size, data, processes)
